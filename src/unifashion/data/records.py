@@ -19,7 +19,7 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -28,7 +28,7 @@ from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
 
 #: An image as a record may carry it: a path to a file, encoded bytes, a uint8 HxWxC array or a
 #: PIL image.
-ImageSource = Union[str, Path, bytes, np.ndarray, Image.Image]
+ImageSource = str | Path | bytes | np.ndarray | Image.Image
 
 #: The caption styles of the paper's FIC task.
 CAPTION_STYLES = ("short", "professional", "detailed")

