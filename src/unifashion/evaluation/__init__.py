@@ -1,0 +1,20 @@
+"""Evaluation: the paper's protocols for CMR, CIR, FIC and FIG, and their metrics."""
+
+from unifashion.evaluation.captioning import caption_metrics
+from unifashion.evaluation.generation import fid, frechet_distance, kid
+from unifashion.evaluation.retrieval import (
+    CIRResult,
+    CMRResult,
+    cir_fashioniq,
+    cmr_full_gallery,
+    cmr_random_100,
+    random_candidates,
+    ranks_of_positives,
+    recall_at_k,
+    recall_curve,
+)
+
+__all__ = [
+    "CIRResult", "CMRResult", "caption_metrics", "cir_fashioniq", "cmr_full_gallery", "cmr_random_100", "fid",
+    "frechet_distance", "kid", "random_candidates", "ranks_of_positives", "recall_at_k", "recall_curve",
+]

@@ -1,0 +1,50 @@
+"""Caption metrics: BLEU-4, METEOR, ROUGE-L and CIDEr with pycocoevalcap (the COCO caption toolkit).
+
+METEOR and the PTB tokenizer run Java (on the machine). SPICE is left out: it needs a download.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+
+
+def caption_metrics(references: Mapping[str, Sequence[str]] | Sequence[Sequence[str]],
+                    predictions: Mapping[str, str] | Sequence[str], meteor: bool = True) -> dict[str, float]:
+    """Corpus-level BLEU-1..4, METEOR, ROUGE-L and CIDEr, as fractions (COCO's convention).
+
+    ``references`` maps an id (or position) to one or more reference captions, ``predictions`` the
+    same ids to one generated caption each. Both are tokenised with the PTB tokenizer first.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    if not isinstance(references, Mapping):
+        references = {str(i): refs for i, refs in enumerate(references)}
+    if not isinstance(predictions, Mapping):
+        predictions = {str(i): p for i, p in enumerate(predictions)}
+    if set(references) != set(predictions):
+        missing = sorted(set(references) ^ set(predictions))[:5]
+        raise ValueError(f"references and predictions must have the same ids; they differ at {missing}")
+    if not references:
+        raise ValueError("no captions to score")
+    if shutil.which("java") is None:
+        raise RuntimeError("pycocoevalcap needs Java: apt-get install default-jre-headless")
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in refs] for k, refs in references.items()})
+    res = tokenizer.tokenize({k: [{"caption": p}] for k, p in predictions.items()})
+    out: dict[str, float] = {}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    for n, value in enumerate(bleu, 1):
+        out[f"BLEU-{n}"] = float(value)
+    if meteor:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        scorer = Meteor()
+        out["METEOR"] = float(scorer.compute_score(gts, res)[0])
+        del scorer  # stops its Java process
+    out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+    out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    return out

@@ -1,0 +1,518 @@
+"""Query-conditioned latent diffusion: the TSA_diff adapter, a VAE and a cross-attention UNet.
+
+UniFashion (arXiv 2408.11305, Sec. 3) maps the Q-Former query outputs ``Z`` through a
+task-specific adapter ``TSA_diff`` (a linear map into the UNet's cross-attention width) and uses
+them in place of Stable Diffusion's text-encoder states. Training minimises the q2I loss
+
+    L_q2I = E_{x, eps ~ N(0, I), t} || eps - eps_theta(z_t, t, TSA_diff(Z)) ||^2,
+    z_0 = s * E(x),   z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps        (DDPM forward process)
+
+with ``E`` the VAE encoder and ``s`` its scaling factor. Sampling uses PLMS (PNDM with
+``skip_prk_steps``; the paper's choice, 50 steps) or DPM-Solver++, with classifier-free guidance
+against a null condition that replaces the queries with probability ``cond_dropout`` in training.
+
+Try-on / design conditioning (MGD style): the UNet input concatenates, along channels,
+
+    [noisy latents (C)] [masked-image latents (C)] [agnostic mask (1)] [sketch (1)]
+
+at latent resolution (``extra_channels = C + 2``; ``C + 1`` drops the sketch). A pretrained
+4-channel UNet gets its ``conv_in`` widened with zero weights for the new channels, so it computes
+exactly what it computed before until those weights learn (as MGD and InstructPix2Pix do). Note
+that Stable Diffusion *inpainting* checkpoints order their 9 channels differently
+(noisy, mask, masked latents); start from a text-to-image checkpoint.
+
+Images are float tensors in [0, 1], (B, 3, H, W); masks (B, 1, H, W) in {0, 1} with 1 = region to
+generate; sketches (B, 1, H, W) in [0, 1].
+
+Two presets: tiny (default, CPU) builds a ~1 M-parameter ``AutoencoderKL`` (64 px -> 16x16x4
+latents) and a ~6 M-parameter ``UNet2DConditionModel`` from the fields below, with random weights;
+the VAE must be trained (:meth:`QueryConditionedDiffusion.autoencoder_loss`) before the UNet, since
+``freeze_vae`` defaults to True. Paper: ``pretrained_path`` names a local diffusers-layout directory
+(``vae/``, ``unet/``, ``scheduler/``) such as Stable Diffusion v1.4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONFIG_FILE_NAME = "diffusion_config.json"
+NULL_CONDITION_KINDS = ("learned", "zero")
+SAMPLERS = ("pndm", "plms", "dpmsolver++")
+
+
+@dataclass
+class DiffusionConfig:
+    """Configuration of :class:`QueryConditionedDiffusion`; JSON round trip via ``to_dict``/``from_dict``.
+
+    With ``pretrained_path`` set, the architecture fields (``vae_*``, ``unet_*``,
+    ``latent_channels``, ``cross_attention_dim``) and the noise-schedule fields are taken from the
+    checkpoint's ``vae/``, ``unet/`` and ``scheduler/`` configs instead.
+    """
+
+    # Paper preset: local diffusers-layout directory (vae/, unet/, scheduler/). None = tiny.
+    pretrained_path: str | None = None
+    image_size: int = 64
+    # Tiny VAE: 64 px -> 16x16 latents (spatial factor 2 ** (len(blocks) - 1) = 4).
+    latent_channels: int = 4
+    vae_block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    vae_layers_per_block: int = 1
+    # Latent scale s in z_0 = s * E(x). None: the VAE config's (0.18215 for SD and the default).
+    vae_scaling_factor: float | None = None
+    # Tiny UNet (~6 M parameters at these widths).
+    unet_block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
+    unet_layers_per_block: int = 1
+    unet_attention_heads: int = 8
+    norm_num_groups: int = 32
+    cross_attention_dim: int = 256
+    # DDPM noise schedule (Stable Diffusion's values).
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    # Classifier-free guidance: training-time probability of replacing the condition by the null.
+    cond_dropout: float = 0.1
+    null_condition: str = "learned"  # "learned" parameter or "zero" vector in cross-attention space
+    # Spatial conditioning channels after the noisy latents: 0, latent_channels + 1 (masked-image
+    # latents + mask) or latent_channels + 2 (+ sketch).
+    extra_channels: int = 0
+    freeze_vae: bool = True
+    freeze_unet: bool = False
+    # Sample z_0 from the VAE posterior during training (Stable Diffusion) rather than its mean.
+    sample_posterior: bool = True
+    # dtype a pretrained VAE/UNet is loaded in: "float32", "bfloat16" or "float16".
+    torch_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.null_condition not in NULL_CONDITION_KINDS:
+            raise ValueError(f"null_condition must be one of {NULL_CONDITION_KINDS}, got {self.null_condition!r}")
+        if not 0.0 <= self.cond_dropout <= 1.0:
+            raise ValueError(f"cond_dropout must lie in [0, 1], got {self.cond_dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown DiffusionConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+    @property
+    def is_pretrained(self) -> bool:
+        return self.pretrained_path is not None
+
+
+class DiffusionAdapter(nn.Module):
+    """TSA_diff: the paper's task-specific adapter, Linear(query_dim -> UNet cross_attention_dim)."""
+
+    def __init__(self, query_dim: int, cross_attention_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(query_dim, cross_attention_dim)
+
+    def forward(self, query_embeds: torch.Tensor) -> torch.Tensor:
+        return self.proj(query_embeds)
+
+
+def _dtype_from_name(name: str) -> torch.dtype:
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise ValueError(f"torch_dtype must be one of {sorted(dtypes)}, got {name!r}")
+    return dtypes[name]
+
+
+def build_tiny_vae(config: DiffusionConfig) -> nn.Module:
+    from diffusers import AutoencoderKL
+
+    num_blocks = len(config.vae_block_out_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * num_blocks,
+        up_block_types=("UpDecoderBlock2D",) * num_blocks,
+        block_out_channels=tuple(config.vae_block_out_channels),
+        layers_per_block=config.vae_layers_per_block,
+        latent_channels=config.latent_channels,
+        norm_num_groups=config.norm_num_groups,
+        sample_size=config.image_size,
+    )
+
+
+def build_tiny_unet(config: DiffusionConfig, latent_size: int) -> nn.Module:
+    """UNet with cross-attention in every block but the lowest-resolution one (SD's layout)."""
+    from diffusers import UNet2DConditionModel
+
+    num_blocks = len(config.unet_block_out_channels)
+    down_blocks = ("CrossAttnDownBlock2D",) * (num_blocks - 1) + ("DownBlock2D",)
+    up_blocks = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (num_blocks - 1)
+    return UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=config.latent_channels + config.extra_channels,
+        out_channels=config.latent_channels,
+        layers_per_block=config.unet_layers_per_block,
+        block_out_channels=tuple(config.unet_block_out_channels),
+        down_block_types=down_blocks,
+        up_block_types=up_blocks,
+        cross_attention_dim=config.cross_attention_dim,
+        attention_head_dim=config.unet_attention_heads,  # diffusers' legacy name: number of heads
+        norm_num_groups=config.norm_num_groups,
+    )
+
+
+def widen_unet_input(unet: nn.Module, extra_channels: int) -> None:
+    """Add ``extra_channels`` zero-initialised input channels to ``unet.conv_in`` in place.
+
+    The new weights are zero, so for any extra input the widened UNet's output equals the
+    original's until training moves them (MGD / InstructPix2Pix initialisation).
+    """
+    old = unet.conv_in
+    new = nn.Conv2d(
+        old.in_channels + extra_channels,
+        old.out_channels,
+        kernel_size=old.kernel_size,
+        stride=old.stride,
+        padding=old.padding,
+        device=old.weight.device,
+        dtype=old.weight.dtype,
+    )
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels].copy_(old.weight)
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=new.in_channels)
+
+
+def _randn(shape, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device (so a CPU generator works for CUDA)."""
+    draw_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=draw_device, dtype=dtype).to(device)
+
+
+def _rand(shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    draw_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=draw_device).to(device)
+
+
+class QueryConditionedDiffusion(nn.Module):
+    """TSA_diff + VAE + UNet: the q2I loss for training and query-conditioned image generation.
+
+    Args:
+        config: the component's configuration.
+        query_dim: width of the Q-Former query outputs it is conditioned on.
+    """
+
+    def __init__(self, config: DiffusionConfig, query_dim: int):
+        super().__init__()
+        from diffusers import DDPMScheduler
+
+        self.config = config
+        self.query_dim = query_dim
+        if config.is_pretrained:
+            self.vae, self.unet, scheduler_config = self._load_pretrained(config)
+        else:
+            self.vae = build_tiny_vae(config)
+            latent_size = config.image_size // 2 ** (len(config.vae_block_out_channels) - 1)
+            self.unet = build_tiny_unet(config, latent_size)
+            scheduler_config = {
+                "num_train_timesteps": config.num_train_timesteps,
+                "beta_schedule": config.beta_schedule,
+                "beta_start": config.beta_start,
+                "beta_end": config.beta_end,
+                "prediction_type": "epsilon",
+            }
+        self.latent_channels = self.vae.config.latent_channels
+        self._check_extra_channels()
+        # The DDPM schedule used for training; samplers are rebuilt from its config per call.
+        self.noise_scheduler = DDPMScheduler.from_config(scheduler_config)
+        self.cross_attention_dim = self.unet.config.cross_attention_dim
+        self.adapter = DiffusionAdapter(query_dim, self.cross_attention_dim)
+        null = torch.zeros(1, 1, self.cross_attention_dim)
+        if config.null_condition == "learned":
+            self.null_condition = nn.Parameter(null)
+        else:
+            self.register_buffer("null_condition", null, persistent=False)
+        if config.freeze_vae:
+            self.vae.requires_grad_(False)
+        if config.freeze_unet:
+            self.unet.requires_grad_(False)
+
+    @staticmethod
+    def _load_pretrained(config: DiffusionConfig):
+        """Load ``vae/``, ``unet/`` and the ``scheduler/`` config from a local diffusers directory."""
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+        root = Path(str(config.pretrained_path))
+        if not root.is_dir():
+            raise FileNotFoundError(f"pretrained_path is not a directory: {root}")
+        dtype = _dtype_from_name(config.torch_dtype)
+        vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype, local_files_only=True)
+        unet = UNet2DConditionModel.from_pretrained(
+            root, subfolder="unet", torch_dtype=dtype, local_files_only=True
+        )
+        latent_channels = vae.config.latent_channels
+        wanted_in = latent_channels + config.extra_channels
+        if unet.config.in_channels == latent_channels and config.extra_channels > 0:
+            widen_unet_input(unet, config.extra_channels)
+        elif unet.config.in_channels != wanted_in:
+            raise ValueError(
+                f"UNet at {root / 'unet'} takes {unet.config.in_channels} input channels; expected "
+                f"{latent_channels} (to be widened) or {wanted_in} (latents + extra_channels)"
+            )
+        if (root / "scheduler").is_dir():
+            scheduler_config = DDPMScheduler.load_config(root, subfolder="scheduler", local_files_only=True)
+        else:
+            scheduler_config = {
+                "num_train_timesteps": config.num_train_timesteps,
+                "beta_schedule": config.beta_schedule,
+                "beta_start": config.beta_start,
+                "beta_end": config.beta_end,
+            }
+        return vae, unet, scheduler_config
+
+    def _check_extra_channels(self) -> None:
+        allowed = (0, self.latent_channels + 1, self.latent_channels + 2)
+        if self.config.extra_channels not in allowed:
+            raise ValueError(
+                f"extra_channels must be one of {allowed} (none, masked-image latents + mask, + sketch); "
+                f"got {self.config.extra_channels}"
+            )
+
+    # ------------------------------------------------------------------ geometry and scaling
+    @property
+    def vae_scale_factor(self) -> int:
+        """Image pixels per latent pixel along each side."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_scaling_factor(self) -> float:
+        if self.config.vae_scaling_factor is not None:
+            return self.config.vae_scaling_factor
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def uses_sketch(self) -> bool:
+        return self.config.extra_channels == self.latent_channels + 2
+
+    # ------------------------------------------------------------------ building blocks
+    def encode_condition(self, query_embeds: torch.Tensor) -> torch.Tensor:
+        """TSA_diff(Z): (B, num_queries, query_dim) -> (B, num_queries, cross_attention_dim)."""
+        return self.adapter(query_embeds.to(self.adapter.proj.weight.dtype))
+
+    def null_condition_like(self, condition: torch.Tensor) -> torch.Tensor:
+        """The null condition broadcast to ``condition``'s shape (all query slots identical)."""
+        return self.null_condition.to(condition.dtype).expand_as(condition)
+
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                      sample: bool | None = None) -> torch.Tensor:
+        """Images in [0, 1] -> scaled latents ``s * E(2x - 1)`` (posterior sample or mean)."""
+        sample = self.config.sample_posterior if sample is None else sample
+        pixels = (images * 2.0 - 1.0).to(self.vae.dtype)
+        posterior = self.vae.encode(pixels).latent_dist
+        latents = posterior.sample(generator=generator) if sample else posterior.mode()
+        return latents * self.latent_scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images in [0, 1]."""
+        pixels = self.vae.decode((latents / self.latent_scaling_factor).to(self.vae.dtype)).sample
+        return ((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def spatial_condition(
+        self,
+        batch_size: int,
+        latent_hw: tuple[int, int],
+        mask: torch.Tensor | None,
+        sketch: torch.Tensor | None,
+        masked_image: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """The extra UNet input channels: [masked-image latents, mask, (sketch)] at latent size.
+
+        The person image is masked in the VAE's [-1, 1] space (masked pixels become 0, mid grey)
+        and encoded with the posterior mean. Missing inputs give zero channels, which a freshly
+        widened pretrained UNet ignores exactly. Returns None when the UNet has no extra channels.
+        """
+        if self.config.extra_channels == 0:
+            if mask is not None or sketch is not None or masked_image is not None:
+                raise ValueError("mask/sketch/masked_image given but the config has extra_channels=0")
+            return None
+        if sketch is not None and not self.uses_sketch:
+            raise ValueError("sketch given but extra_channels leaves no sketch channel")
+        device, dtype = self.unet.device, self.unet.dtype
+        height, width = latent_hw
+        masked_latents = torch.zeros(batch_size, self.latent_channels, height, width, device=device, dtype=dtype)
+        mask_channel = torch.zeros(batch_size, 1, height, width, device=device, dtype=dtype)
+        if mask is not None:
+            if masked_image is None:
+                raise ValueError("a mask needs the person image (masked_image) it applies to")
+            keep = (1.0 - mask).to(self.vae.dtype)
+            masked_pixels = (masked_image.to(self.vae.dtype) * 2.0 - 1.0) * keep
+            posterior = self.vae.encode(masked_pixels).latent_dist
+            masked_latents = (posterior.mode() * self.latent_scaling_factor).to(dtype)
+            mask_channel = F.interpolate(mask.to(dtype), size=latent_hw, mode="nearest")
+        channels = [masked_latents, mask_channel]
+        if self.uses_sketch:
+            sketch_channel = torch.zeros(batch_size, 1, height, width, device=device, dtype=dtype)
+            if sketch is not None:
+                sketch_channel = F.interpolate(sketch.to(dtype), size=latent_hw, mode="area")
+            channels.append(sketch_channel)
+        return torch.cat(channels, dim=1)
+
+    def predict_noise(
+        self,
+        noisy_latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        condition: torch.Tensor,
+        spatial: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """eps_theta(z_t, t, c): the UNet on [noisy latents, spatial condition] with cross-attention c."""
+        unet_input = noisy_latents if spatial is None else torch.cat([noisy_latents, spatial], dim=1)
+        return self.unet(
+            unet_input.to(self.unet.dtype), timesteps, encoder_hidden_states=condition.to(self.unet.dtype)
+        ).sample
+
+    # ------------------------------------------------------------------ training
+    def loss(
+        self,
+        images: torch.Tensor,
+        query_embeds: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        sketch: torch.Tensor | None = None,
+        masked_image: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The q2I loss (paper, ``L_q2I``): mean over the batch of ||eps - eps_theta(z_t, t, c)||^2.
+
+        ``c = TSA_diff(Z)``, replaced by the null condition per sample with probability
+        ``cond_dropout`` while the module is in training mode (classifier-free guidance). With a
+        mask, ``masked_image`` defaults to ``images`` (the person the garment is generated on).
+        ``noise`` and ``timesteps`` may be given to make the loss deterministic; otherwise they are
+        drawn from ``generator``, which also drives the VAE posterior sample and the dropout.
+        """
+        latents = self.encode_images(images, generator=generator).to(self.unet.dtype)
+        batch_size = latents.shape[0]
+        if mask is not None and masked_image is None:
+            masked_image = images
+        spatial = self.spatial_condition(batch_size, latents.shape[-2:], mask, sketch, masked_image)
+        if noise is None:
+            noise = _randn(latents.shape, generator, latents.device, latents.dtype)
+        if timesteps is None:
+            timesteps = torch.randint(
+                0, self.noise_scheduler.config.num_train_timesteps, (batch_size,),
+                generator=generator, device=generator.device if generator is not None else latents.device,
+            )
+        timesteps = timesteps.to(latents.device).long()
+        noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
+
+        condition = self.encode_condition(query_embeds)
+        if self.training and self.config.cond_dropout > 0:
+            drop = _rand((batch_size,), generator, condition.device) < self.config.cond_dropout
+            condition = torch.where(drop[:, None, None], self.null_condition_like(condition), condition)
+
+        prediction = self.predict_noise(noisy_latents, timesteps, condition, spatial)
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        return F.mse_loss(prediction.float(), target.float())
+
+    def autoencoder_loss(
+        self, images: torch.Tensor, kl_weight: float = 1e-6, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Reconstruction MSE + ``kl_weight`` x KL(posterior || N(0, I)), to train the tiny VAE.
+
+        The tiny preset's VAE starts random; train it with this loss (with its parameters set
+        trainable) before training the UNet with :meth:`loss`. Images in [0, 1].
+        """
+        pixels = (images * 2.0 - 1.0).to(self.vae.dtype)
+        posterior = self.vae.encode(pixels).latent_dist
+        reconstruction = self.vae.decode(posterior.sample(generator=generator)).sample
+        return F.mse_loss(reconstruction.float(), pixels.float()) + kl_weight * posterior.kl().mean()
+
+    # ------------------------------------------------------------------ sampling
+    def make_sampler(self, scheduler: str):
+        """A fresh sampler with the training noise schedule: PLMS ("pndm"/"plms") or DPM-Solver++."""
+        from diffusers import DPMSolverMultistepScheduler, PNDMScheduler
+
+        schedule = self.noise_scheduler.config
+        if scheduler in ("pndm", "plms"):
+            return PNDMScheduler.from_config(schedule, skip_prk_steps=True)
+        if scheduler == "dpmsolver++":
+            return DPMSolverMultistepScheduler.from_config(schedule, algorithm_type="dpmsolver++", solver_order=2)
+        raise ValueError(f"scheduler must be one of {SAMPLERS}, got {scheduler!r}")
+
+    @torch.no_grad()
+    def generate(
+        self,
+        query_embeds: torch.Tensor,
+        num_inference_steps: int = 50,
+        scheduler: str = "pndm",
+        guidance_scale: float = 7.5,
+        mask: torch.Tensor | None = None,
+        sketch: torch.Tensor | None = None,
+        masked_image: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Images in [0, 1], (B, 3, H, W), generated from the queries ``Z``.
+
+        Classifier-free guidance: eps = eps(null) + w (eps(c) - eps(null)), skipped when w <= 1.
+        With a mask, ``masked_image`` is the person image: it conditions the UNet (masked), and
+        every pixel outside the mask is copied back from it, so those pixels are exactly unchanged.
+        """
+        batch_size = query_embeds.shape[0]
+        reference = masked_image if masked_image is not None else mask if mask is not None else sketch
+        if reference is not None:
+            height, width = reference.shape[-2:]
+        else:
+            height = width = self.config.image_size
+        latent_hw = (height // self.vae_scale_factor, width // self.vae_scale_factor)
+        device, dtype = self.unet.device, self.unet.dtype
+
+        condition = self.encode_condition(query_embeds.to(device))
+        use_guidance = guidance_scale > 1.0
+        if use_guidance:
+            condition = torch.cat([self.null_condition_like(condition), condition], dim=0)
+        spatial = self.spatial_condition(batch_size, latent_hw, mask, sketch, masked_image)
+        if spatial is not None and use_guidance:
+            spatial = torch.cat([spatial, spatial], dim=0)
+
+        sampler = self.make_sampler(scheduler)
+        sampler.set_timesteps(num_inference_steps, device=device)
+        latents = _randn((batch_size, self.latent_channels, *latent_hw), generator, device, dtype)
+        latents = latents * sampler.init_noise_sigma
+        for timestep in sampler.timesteps:
+            model_input = torch.cat([latents, latents], dim=0) if use_guidance else latents
+            model_input = sampler.scale_model_input(model_input, timestep)
+            noise_prediction = self.predict_noise(model_input, timestep, condition, spatial)
+            if use_guidance:
+                unconditional, conditional = noise_prediction.chunk(2)
+                noise_prediction = unconditional + guidance_scale * (conditional - unconditional)
+            latents = sampler.step(noise_prediction, timestep, latents).prev_sample
+
+        images = self.decode_latents(latents)
+        if mask is not None:
+            images = torch.where(mask.to(images.device) > 0.5, images, masked_image.to(images.dtype))
+        return images
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``diffusion_config.json`` into ``directory`` (weights: the top-level state dict)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, query_dim: int) -> QueryConditionedDiffusion:
+        """Rebuild the component saved by :meth:`save_pretrained`; load its state dict afterwards."""
+        config = DiffusionConfig.from_dict(json.loads((Path(directory) / CONFIG_FILE_NAME).read_text()))
+        return cls(config, query_dim)
