@@ -1,0 +1,253 @@
+"""The training loop: accelerate for devices and processes, exact resume, progress and logs.
+
+The same loop runs on this CPU and, under ``accelerate launch``, on several GPUs or nodes (DDP):
+the model is wrapped once by ``accelerator.prepare``, each process takes its share of every global
+batch, and only the main process writes checkpoints and logs.
+
+Resume is exact: the batch order depends only on (seed, step) (:class:`ResumableBatchSampler`),
+the data loader has its own generator so it never draws from the global RNG, and checkpoints
+carry the optimizer, scheduler and every RNG state. A run stopped at step s and resumed gives the
+same losses, to the bit, as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from unifashion.training.checkpoint import load_checkpoint, save_checkpoint
+from unifashion.training.sampler import ResumableBatchSampler
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warm-up and a decay schedule. Defaults follow BLIP-2's Q-Former training."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | linear | constant
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"optim.schedule must be cosine, linear or constant, got {self.schedule!r}")
+
+
+@dataclass
+class LoopConfig:
+    """How long to train and how often to log and checkpoint."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    output_dir: str = "runs/train"
+    resume: str | None = None  # a checkpoint folder, or "latest" for output_dir's newest
+    stop_after: int | None = None  # stop early at this step (checkpoint saved), as an interruption would
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LoopConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config key(s) {unknown}; known keys are {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("optim"), dict):
+            okeys = {f.name for f in fields(OptimConfig)}
+            bad = sorted(set(data["optim"]) - okeys)
+            if bad:
+                raise ValueError(f"unknown optim config key(s) {bad}; known keys are {sorted(okeys)}")
+            data["optim"] = OptimConfig(**data["optim"])
+        return cls(**data)
+
+
+def lr_lambda(optim: OptimConfig, total_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / max(1, optim.warmup_steps)
+        if optim.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps))
+        if optim.schedule == "linear":
+            shape = 1.0 - progress
+        else:
+            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return optim.min_lr_ratio + (1.0 - optim.min_lr_ratio) * shape
+    return factor
+
+
+class _ShardedBatches:
+    """Each process's share of every global batch (all of it with one process)."""
+
+    def __init__(self, sampler: ResumableBatchSampler, rank: int, world: int):
+        self.sampler, self.rank, self.world = sampler, rank, world
+
+    def __iter__(self):
+        for batch in self.sampler:
+            yield batch[self.rank::self.world]
+
+    def __len__(self):
+        return len(self.sampler)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [_to_device(v, device) for v in batch]
+    return batch
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    pointer = Path(output_dir) / "checkpoints" / "latest.json"
+    if not pointer.is_file():
+        return None
+    return Path(output_dir) / "checkpoints" / json.loads(pointer.read_text())["name"]
+
+
+@dataclass
+class TrainResult:
+    steps_done: int
+    seconds: float
+    last_losses: dict[str, float]
+    checkpoint: Path | None
+    log_file: Path
+
+
+def train(objective: torch.nn.Module, dataset, collate: Callable, config: LoopConfig,
+          description: str = "training", run_config: dict | None = None) -> TrainResult:
+    """Train the trainable parameters of ``objective`` on ``dataset``.
+
+    ``objective(batch)`` returns a dict of scalar tensors with the total under ``"loss"``; every
+    term is logged. Only parameters with ``requires_grad`` are optimised and checkpointed.
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    torch.manual_seed(config.seed)
+    out_dir = Path(config.output_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    trainable = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("nothing to train: every parameter of the objective is frozen")
+    decay = [p for n, p in trainable if p.ndim >= 2]
+    no_decay = [p for n, p in trainable if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.optim.lr, betas=config.optim.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.optim, config.steps))
+
+    start_step = 0
+    resume = config.resume
+    if resume == "latest":
+        resume = latest_checkpoint(out_dir)
+    if resume:
+        meta = load_checkpoint(resume, objective, optimizer, scheduler)
+        start_step = int(meta["step"])
+        accelerator.print(f"resumed from {resume} at step {start_step}")
+
+    sampler = ResumableBatchSampler(len(dataset), config.batch_size, config.steps, config.seed, start_step)
+    loader = DataLoader(dataset, batch_sampler=_ShardedBatches(sampler, accelerator.process_index,
+                                                               accelerator.num_processes),
+                        collate_fn=collate, num_workers=0,
+                        generator=torch.Generator().manual_seed(config.seed))
+    model, optimizer = accelerator.prepare(objective, optimizer)
+    names = [n for n, _ in trainable]
+
+    writer = None
+    log_file = out_dir / "losses.jsonl"
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if run_config is not None:
+            (out_dir / "run_config.json").write_text(json.dumps(run_config, indent=2, sort_keys=True, default=str))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out_dir / "tensorboard"))
+        except ImportError:  # tensorboard is a declared dependency; keep training without it anyway
+            writer = None
+        if start_step == 0 and log_file.exists():
+            log_file.unlink()
+
+    end_step = min(config.steps, config.stop_after) if config.stop_after else config.steps
+    started = time.perf_counter()
+    last: dict[str, float] = {}
+    checkpoint = None
+    bar = tqdm(total=end_step - start_step, desc=description, unit="step",
+               disable=not accelerator.is_main_process)
+    step = start_step
+    model.train()
+    for batch in loader:
+        if step >= end_step:
+            break
+        batch = _to_device(batch, accelerator.device)
+        terms = model(batch)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; terms: "
+                                     f"{ {k: float(v) for k, v in terms.items()} }")
+        accelerator.backward(loss)
+        if config.optim.grad_clip:
+            accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        last = {k: float(v.detach()) for k, v in terms.items()}
+        bar.update()
+        if accelerator.is_main_process:
+            bar.set_postfix(loss=f"{last['loss']:.4f}")
+            with log_file.open("a") as fh:
+                fh.write(json.dumps({"step": step, "lr": scheduler.get_last_lr()[0], **last}) + "\n")
+            if writer is not None and (step % config.log_every == 0 or step == end_step):
+                for k, v in last.items():
+                    writer.add_scalar(f"loss/{k}", v, step)
+                writer.add_scalar("lr", scheduler.get_last_lr()[0], step)
+        if step % config.checkpoint_every == 0 or step == end_step:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                checkpoint = _save_rotating(ckpt_dir, accelerator.unwrap_model(model), optimizer, scheduler, step,
+                                            names, config.keep_checkpoints)
+    bar.close()
+    if writer is not None:
+        writer.close()
+    return TrainResult(steps_done=step - start_step, seconds=time.perf_counter() - started, last_losses=last,
+                       checkpoint=checkpoint, log_file=log_file)
+
+
+def _save_rotating(ckpt_dir: Path, model, optimizer, scheduler, step: int, names: list[str], keep: int) -> Path:
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:07d}"
+    path = save_checkpoint(ckpt_dir / name, model, optimizer, scheduler, step, parameter_names=names)
+    pointer = ckpt_dir / "latest.json"
+    tmp = pointer.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"name": name, "step": step}))
+    tmp.replace(pointer)
+    old = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir() and p.name != name)
+    for stale in old[:max(0, len(old) - (keep - 1))]:
+        import shutil
+
+        shutil.rmtree(stale, ignore_errors=True)
+    return path
+
+
+def config_dict(config: LoopConfig) -> dict:
+    return asdict(config)
