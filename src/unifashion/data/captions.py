@@ -35,6 +35,11 @@ LENGTH_PHRASE = {
 }
 
 
+def article(word: str) -> str:
+    """'an' before a vowel sound ('an olive print'), else 'a'."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def colour_phrase(attrs: dict) -> str:
     """'light blue', 'navy', 'dark red': the colour with its lightness when it has one."""
     colour, lightness = attrs["colour"], attrs["lightness"]
@@ -62,8 +67,8 @@ def short_caption(attrs: dict) -> str:
 
 PRO_PATTERN = {"stripes": "Stripes", "dots": "Polka dots", "floral": "Floral print",
                "plaid": "Plaid check", "text": "Printed logo"}
-DETAILED_PATTERN = {"stripes": "{c} stripes", "dots": "{c} polka dots", "floral": "a {c} floral print",
-                    "plaid": "a {c} plaid check", "text": "a {c} printed logo"}
+DETAILED_PATTERN = {"stripes": "{c} stripes", "dots": "{c} polka dots", "floral": "{a} {c} floral print",
+                    "plaid": "{a} {c} plaid check", "text": "{a} {c} printed logo"}
 LENGTH_WORDS = {"mini": "mini length", "knee": "knee length", "maxi": "maxi length", "cropped": "cropped",
                 "regular": "regular length", "long": "longline", "shorts": "short length",
                 "full": "full length"}
@@ -96,10 +101,12 @@ def detailed_caption(attrs: dict, seed: int = 0) -> str:
     noun = category_noun(attrs)
     plural = attrs["category"] == "pants"
     solid = "solid " if attrs["pattern"] == "solid" else ""
-    head = f"{'' if plural else 'a '}{solid}{colour_phrase(attrs)} {noun}"
+    first = f"{solid}{colour_phrase(attrs)}"
+    head = f"{'' if plural else article(first) + ' '}{first} {noun}"
     parts = []
     if attrs["pattern"] != "solid":
-        parts.append(DETAILED_PATTERN[attrs["pattern"]].format(c=attrs["pattern_colour"]))
+        pc = attrs["pattern_colour"]
+        parts.append(DETAILED_PATTERN[attrs["pattern"]].format(a=article(pc), c=pc))
     rest = []
     if "sleeve" in attrs:
         rest.append({"sleeveless": "no sleeves", "short": "short sleeves", "long": "long sleeves"}[

@@ -206,7 +206,8 @@ def check_images(items: Iterable[ItemRecord]) -> None:
     """Raise :class:`DatasetNotFoundError` if any item's image file is missing.
 
     The error names the first missing file and says how many of how many are missing, with a
-    few more examples, so one check answers "is my images folder complete?".
+    few more examples, so one check answers "is my images folder complete?". Items whose image
+    is held in memory (bytes, arrays) have nothing to check and are skipped.
     """
     paths = [Path(item.image) for item in items if isinstance(item.image, (str, Path))]
     missing = [path for path in paths if not path.is_file()]

@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from unifashion.data.attributes import COLOURS, PATTERNS, contrast_colours
-from unifashion.data.captions import DETAILED_PATTERN, PATTERN_ADJECTIVE, PATTERN_NOUN, PRO_PATTERN
+from unifashion.data.captions import DETAILED_PATTERN, PATTERN_ADJECTIVE, PATTERN_NOUN, PRO_PATTERN, article
 from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
 from unifashion.data.records import ItemRecord, TripletRecord
 from unifashion.data.render import BACKGROUND, fill_pattern
@@ -265,16 +265,9 @@ class FashionMNISTItem(ItemRecord):
 # ----------------------------------------------------------------------------- captions
 
 
-def _article(phrase: str) -> str:
-    return "an" if phrase[:1] in "aeiou" else "a"
-
-
 def _pattern_phrase(pattern: str, pattern_colour: str) -> str:
-    """'white stripes', 'an orange floral print' (the article fixed for vowel colours)."""
-    phrase = DETAILED_PATTERN[pattern].format(c=pattern_colour)
-    if phrase.startswith("a "):
-        phrase = f"{_article(phrase[2:])} {phrase[2:]}"
-    return phrase
+    """'white stripes', 'an orange floral print'."""
+    return DETAILED_PATTERN[pattern].format(a=article(pattern_colour), c=pattern_colour)
 
 
 def _noun_phrase(noun: str, adjectives: str = "") -> str:
@@ -282,7 +275,7 @@ def _noun_phrase(noun: str, adjectives: str = "") -> str:
     words = f"{adjectives} {noun}".strip()
     if noun in PAIR_NOUNS:
         return f"a pair of {words}"
-    return f"{_article(words)} {words}"
+    return f"{article(words)} {words}"
 
 
 def item_captions(attributes: dict[str, Any]) -> dict[str, str]:
@@ -406,7 +399,8 @@ def make_cmr_items(
 
     Each image gets a colour drawn uniformly from ``colours`` (default: every named colour) and,
     with probability ``pattern_probability``, a pattern from ``patterns`` (default: all) in a
-    contrasting colour; otherwise it stays solid. The draws depend only on ``seed``.
+    colour that contrasts with it (drawn from the whole named palette, whatever ``colours`` is);
+    otherwise it stays solid. The draws depend only on ``seed``.
     """
     colours = list(colours) if colours is not None else list(COLOURS)
     patterns = list(patterns) if patterns is not None else list(PATTERNS)

@@ -1,6 +1,6 @@
 """Caption language model: the TSA_llm adapter and a causal LM conditioned on Q-Former queries.
 
-UniFashion (arXiv 2408.11305, Sec. 3) feeds the Q-Former's query outputs ``Z`` (``num_queries x d``)
+UniFashion (arXiv 2408.11305, method section) feeds the Q-Former's query outputs ``Z`` (``num_queries x d``)
 through a task-specific adapter ``TSA_llm`` (a linear map into the LLM's embedding space) and
 prepends them to an instruction that names the caption style. The LLM is trained with the
 image-grounded text generation (ITG) loss: next-token cross entropy on the caption tokens only.
@@ -41,8 +41,9 @@ from torch import nn
 
 CAPTION_STYLES = ("short", "professional", "detailed")
 
-# One instruction per caption style, in the spirit of the paper's Table 7: the style decides which
-# kind of caption the LM writes (Fashion200K-like short titles, FashionGen-like professional product
+# One instruction per caption style, in the spirit of the paper's instruction templates (its Table 7;
+# the exact wording was not available offline, so these are our own): the style decides which kind of
+# caption the LM writes (Fashion200K-like short titles, FashionGen-like professional product
 # descriptions, Fashion-IQ-cap-like detailed attribute lists).
 CAPTION_INSTRUCTIONS: dict[str, str] = {
     "short": "Describe this fashion item briefly.",

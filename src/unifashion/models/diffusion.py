@@ -1,6 +1,6 @@
 """Query-conditioned latent diffusion: the TSA_diff adapter, a VAE and a cross-attention UNet.
 
-UniFashion (arXiv 2408.11305, Sec. 3) maps the Q-Former query outputs ``Z`` through a
+UniFashion (arXiv 2408.11305, method section) maps the Q-Former query outputs ``Z`` through a
 task-specific adapter ``TSA_diff`` (a linear map into the UNet's cross-attention width) and uses
 them in place of Stable Diffusion's text-encoder states. Training minimises the q2I loss
 
@@ -46,6 +46,7 @@ from torch import nn
 CONFIG_FILE_NAME = "diffusion_config.json"
 NULL_CONDITION_KINDS = ("learned", "zero")
 SAMPLERS = ("pndm", "plms", "dpmsolver++")
+TINY_IMAGE_SIZE = 64
 
 
 @dataclass
@@ -59,7 +60,9 @@ class DiffusionConfig:
 
     # Paper preset: local diffusers-layout directory (vae/, unet/, scheduler/). None = tiny.
     pretrained_path: str | None = None
-    image_size: int = 64
+    # Generated image side in pixels. None: 64 for the tiny preset; for a pretrained checkpoint,
+    # the UNet's sample_size times the VAE's downsampling factor (512 for Stable Diffusion v1.4).
+    image_size: int | None = None
     # Tiny VAE: 64 px -> 16x16 latents (spatial factor 2 ** (len(blocks) - 1) = 4).
     latent_channels: int = 4
     vae_block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
@@ -130,6 +133,10 @@ def _dtype_from_name(name: str) -> torch.dtype:
     return dtypes[name]
 
 
+def tiny_image_size(config: DiffusionConfig) -> int:
+    return config.image_size if config.image_size is not None else TINY_IMAGE_SIZE
+
+
 def build_tiny_vae(config: DiffusionConfig) -> nn.Module:
     from diffusers import AutoencoderKL
 
@@ -143,7 +150,7 @@ def build_tiny_vae(config: DiffusionConfig) -> nn.Module:
         layers_per_block=config.vae_layers_per_block,
         latent_channels=config.latent_channels,
         norm_num_groups=config.norm_num_groups,
-        sample_size=config.image_size,
+        sample_size=tiny_image_size(config),
     )
 
 
@@ -221,7 +228,7 @@ class QueryConditionedDiffusion(nn.Module):
             self.vae, self.unet, scheduler_config = self._load_pretrained(config)
         else:
             self.vae = build_tiny_vae(config)
-            latent_size = config.image_size // 2 ** (len(config.vae_block_out_channels) - 1)
+            latent_size = tiny_image_size(config) // 2 ** (len(config.vae_block_out_channels) - 1)
             self.unet = build_tiny_unet(config, latent_size)
             scheduler_config = {
                 "num_train_timesteps": config.num_train_timesteps,
@@ -231,6 +238,12 @@ class QueryConditionedDiffusion(nn.Module):
                 "prediction_type": "epsilon",
             }
         self.latent_channels = self.vae.config.latent_channels
+        if config.image_size is not None:
+            self.image_size = config.image_size
+        elif config.is_pretrained:
+            self.image_size = int(self.unet.config.sample_size) * self.vae_scale_factor
+        else:
+            self.image_size = tiny_image_size(config)
         self._check_extra_channels()
         # The DDPM schedule used for training; samplers are rebuilt from its config per call.
         self.noise_scheduler = DDPMScheduler.from_config(scheduler_config)
@@ -474,7 +487,7 @@ class QueryConditionedDiffusion(nn.Module):
         if reference is not None:
             height, width = reference.shape[-2:]
         else:
-            height = width = self.config.image_size
+            height = width = self.image_size
         latent_hw = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         device, dtype = self.unet.device, self.unet.dtype
 
