@@ -1,0 +1,54 @@
+"""The command line: help, the data commands, the demo, and errors that name the problem."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from unifashion.cli import main
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "data"):
+        assert command in out
+
+
+def test_entry_point_is_installed():
+    result = subprocess.run([sys.executable, "-m", "unifashion.cli", "data", "--help"], capture_output=True,
+                            text=True, check=True)
+    assert "build" in result.stdout and "check" in result.stdout
+
+
+def test_build_show_check(tmp_path, capsys):
+    out = tmp_path / "cat"
+    assert main(["data", "build", "--out", str(out), "--n-items", "24", "--workers", "1"]) == 0
+    assert "wrote 24 items" in capsys.readouterr().out
+    assert main(["data", "show", str(out)]) == 0
+    assert (out / "contact_sheet.png").stat().st_size > 10_000
+    capsys.readouterr()
+    assert main(["data", "check", "embedded", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["items"] == 24 and summary["triplets"] > 0
+
+
+def test_demo_writes_contact_sheet_and_reuses_catalogue(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path), "--n-items", "30", "--workers", "1"]) == 0
+    first = capsys.readouterr().out
+    assert "contact_sheet.png" in first and (tmp_path / "contact_sheet.png").is_file()
+    assert main(["demo", "--output", str(tmp_path), "--n-items", "30", "--workers", "1"]) == 0
+    assert "reusing the embedded catalogue" in capsys.readouterr().out
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
+    assert main(["data", "check", "embedded", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "catalogue.json" in err and "unifashion data build" in err
+    assert main(["data", "check", "fashion-mnist", str(tmp_path)]) == 2
+    assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
