@@ -15,12 +15,12 @@ Padded text positions are never attended to as keys. Masks are boolean with ``Tr
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import torch
 
 
-class MaskType(str, Enum):
+class MaskType(StrEnum):
     UNIMODAL = "unimodal"
     BIDIRECTIONAL = "bidirectional"
     CAUSAL = "causal"

@@ -81,6 +81,8 @@ class EfficientNetLiteEncoder(VisionEncoder):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
+        if config.image_size % 32:
+            raise ConfigError(f"vision.image_size must be a multiple of 32 for EfficientNet, got {config.image_size}")
         self.config = config
         # Static "same" padding is computed for this image size, so the processor must resize to it.
         self.backbone = EfficientNet.from_name(config.variant, image_size=config.image_size)
@@ -88,11 +90,12 @@ class EfficientNetLiteEncoder(VisionEncoder):
         self.backbone._fc = nn.Identity()
         if load_pretrained and config.pretrained:
             self.load_imagenet_weights()
+        # Eval mode before any forward pass: in training mode BatchNorm would update its statistics.
+        self.freeze()
         self.mid_level_channels = self._probe_mid_level_channels() if config.mid_level_features else []
         self.output_dim = (
             self.HEAD_CHANNELS + sum(self.mid_level_channels) + (6 if config.colour_statistics else 0)
         )
-        self.freeze()
 
     def load_imagenet_weights(self) -> None:
         if self.config.variant != "efficientnet-lite0":
@@ -181,14 +184,25 @@ def load_vision_state_dict(model: nn.Module, directory: Path) -> tuple[list[str]
     """
     from safetensors import safe_open
 
+    if not directory.is_dir():
+        raise FileNotFoundError(f"vision weights directory not found: {directory} (set vision.path)")
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no .safetensors weights in {directory} (pickled .bin files are not loaded)")
     targets = model.state_dict()
     found: dict[str, torch.Tensor] = {}
+    keys_by_file = {}
     for file in files:
         with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
+            keys_by_file[file] = list(handle.keys())
+    # A composite checkpoint keeps its tower under "vision_model."; read only those keys there, so
+    # that a text-side key can never land in the vision tower by a coincidence of names.
+    composite = any(k.startswith("vision_model.") for keys in keys_by_file.values() for k in keys)
+    for file, keys in keys_by_file.items():
+        with safe_open(str(file), framework="pt") as handle:
+            for key in keys:
+                if composite and not key.startswith("vision_model."):
+                    continue
                 for candidate in (key, key.removeprefix("vision_model."), "vision_model." + key):
                     if candidate in targets and candidate not in found:
                         found[candidate] = handle.get_tensor(key)

@@ -1,0 +1,717 @@
+"""The UniFashion model: frozen vision encoder + Q-Former + ITC/ITM heads + caption LM + diffusion.
+
+::
+
+    image -> vision encoder (frozen) -> patch features
+                 learnable queries --cross-attention--> Q-Former -> Z (Q x H) -> vision_projection
+    text  -> Q-Former text path -> [CLS] -> text_projection -> t
+    CMR score(image, text)  = max_q <Z_q, t>                       (ITC; the ITM head re-ranks)
+    CIR fused query e_cls   = Q-Former(reference image, text, queries), bidirectional mask, [CLS]
+    CIR score(target)       = max_q <e_cls, Z_T,q> + <e_cls, Z_C>   (Z_C: the text feature of the
+                              caption the model itself writes for the target: caption fusion)
+    captions                = CaptionLM(TSA_llm(Z))   images = Diffusion(TSA_diff(queries))
+
+One factory (``from_config`` / ``from_pretrained`` / ``save_pretrained``: ``config.json`` +
+``model.safetensors``, no pickle), the two training phases as ``phase1_loss`` / ``phase2_loss``
+with ``set_phase`` freezing what the paper freezes, and the inference API (``encode_*``,
+``score``, ``itm_score``, ``caption``, ``generate``). See :mod:`unifashion.models.losses` for the
+loss equations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.utils import ModelOutput
+
+from unifashion.layers import MaskType
+from unifashion.models import losses
+from unifashion.models.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, UniFashionConfig, list_presets
+from unifashion.models.processor import TOKENIZER_SUBDIR, ImageInput, UniFashionProcessor
+from unifashion.models.qformer import QFormer, init_qformer_from_bert
+from unifashion.models.vision import build_vision_encoder
+from unifashion.models.weights import WeightLoadingReport, load_blip2_weights
+
+logger = logging.getLogger(__name__)
+
+CAPTION_LM_SUBDIR = "caption_lm"
+TEMPERATURE_RANGE = (0.001, 0.5)  # BLIP-2 clamps its learnable temperature to this range
+
+PHASE1_STAGES = ("qformer", "generators", "autoencoder")
+PHASE_TERMS = {
+    (1, "qformer"): ("itc", "itm"),
+    (1, "generators"): ("itg", "q2i"),
+    (1, "autoencoder"): ("vae",),
+    (2, None): ("cir", "itg", "q2i"),
+}
+
+
+# ---------------------------------------------------------------------------- outputs
+@dataclass
+class ImageFeaturesOutput(ModelOutput):
+    """``image_embeds``: (B, Q, D) normalised ITC embeddings Z; ``query_output``: (B, Q, H) the
+    Q-Former's query outputs (what the generators read); ``vision_features``/``vision_attention_mask``:
+    the frozen encoder's tokens (B, N, C) and mask (B, N)."""
+
+    image_embeds: torch.Tensor | None = None
+    query_output: torch.Tensor | None = None
+    vision_features: torch.Tensor | None = None
+    vision_attention_mask: torch.Tensor | None = None
+
+
+@dataclass
+class TextFeaturesOutput(ModelOutput):
+    """``text_embeds``: (B, D) normalised ``[CLS]`` embeddings; ``text_output``: (B, L, H)."""
+
+    text_embeds: torch.Tensor | None = None
+    text_output: torch.Tensor | None = None
+
+
+@dataclass
+class ComposedFeaturesOutput(ModelOutput):
+    """The CIR fused query. ``composed_embeds``: (B, D) normalised e_cls; ``query_output``: (B, Q, H)
+    the fused queries (condition the generators on reference image + text); ``text_output``: (B, L, H)."""
+
+    composed_embeds: torch.Tensor | None = None
+    query_output: torch.Tensor | None = None
+    text_output: torch.Tensor | None = None
+
+
+@dataclass
+class ImageTextMatchingOutput(ModelOutput):
+    """``logits``: (B, 2) ITM logits (no match, match); ``probability``: (B,) softmax of "match"."""
+
+    logits: torch.Tensor | None = None
+    probability: torch.Tensor | None = None
+
+
+@dataclass
+class Phase1Output(ModelOutput):
+    """Phase 1: ``loss = loss_itc + loss_itm + loss_itg + loss_q2i`` over the terms computed
+    (``None`` = not computed in this stage). ``loss_vae`` is the tiny preset's autoencoder
+    stage (not a paper term). ``logits_per_image``: (B, B) ITC logits s(I_i, T_j) / tau."""
+
+    loss: torch.Tensor | None = None
+    loss_itc: torch.Tensor | None = None
+    loss_itm: torch.Tensor | None = None
+    loss_itg: torch.Tensor | None = None
+    loss_q2i: torch.Tensor | None = None
+    loss_vae: torch.Tensor | None = None
+    logits_per_image: torch.Tensor | None = None
+
+
+@dataclass
+class Phase2Output(ModelOutput):
+    """Phase 2: ``loss = loss_cir + loss_itg + loss_q2i`` with
+    ``loss_cir = loss_cir_itc_target + loss_cir_itc_caption + loss_cir_itm``.
+    ``logits_per_target``: (B, B) s(T_i, e_cls_j) / tau."""
+
+    loss: torch.Tensor | None = None
+    loss_cir: torch.Tensor | None = None
+    loss_cir_itc_target: torch.Tensor | None = None
+    loss_cir_itc_caption: torch.Tensor | None = None
+    loss_cir_itm: torch.Tensor | None = None
+    loss_itg: torch.Tensor | None = None
+    loss_q2i: torch.Tensor | None = None
+    logits_per_target: torch.Tensor | None = None
+
+
+# ---------------------------------------------------------------------------- the model
+class UniFashion(nn.Module):
+    """UniFashion (Zhao et al., arXiv 2408.11305). Build with :meth:`from_config` or
+    :meth:`from_pretrained`; the constructor takes a ready :class:`UniFashionConfig`.
+
+    Args:
+        config: the model configuration.
+        load_pretrained_parts: read the pretrained weights the config names (EfficientNet
+            ImageNet weights, the BERT/BLIP-2 Q-Former initialisation, the HF vision tower).
+            False builds the architecture only (to be filled from a saved state dict).
+        tokenizer_path: overrides ``config.tokenizer_path`` (used when loading a saved model).
+    """
+
+    def __init__(
+        self,
+        config: UniFashionConfig,
+        load_pretrained_parts: bool = True,
+        tokenizer_path: str | os.PathLike | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.vision = build_vision_encoder(config.vision, load_pretrained=load_pretrained_parts)
+        encoder_width = config.qformer.encoder_width or self.vision.output_dim
+        if encoder_width != self.vision.output_dim:
+            raise ConfigError(
+                f"qformer.encoder_width={encoder_width} but the vision encoder gives {self.vision.output_dim}"
+            )
+        self.qformer = QFormer(config.qformer, encoder_width)
+        hidden = config.qformer.hidden_size
+        self.vision_projection = nn.Linear(hidden, config.embed_dim)
+        self.text_projection = nn.Linear(hidden, config.embed_dim)
+        self.itm_head = nn.Linear(hidden, 2)
+        self.temperature = nn.Parameter(torch.tensor(float(config.temperature_init)))
+
+        # The generators read the Q-Former's query outputs (width H) through their adapters.
+        self.caption_lm = self._build_caption_lm(config, hidden)
+        self.diffusion = self._build_diffusion(config, hidden)
+
+        self.processor = UniFashionProcessor.from_config(config, tokenizer_path)
+        if self.diffusion is not None:
+            self.processor.generation_image_size = self.diffusion.image_size
+
+        self.weight_report: WeightLoadingReport | None = None
+        if load_pretrained_parts:
+            if config.qformer.init_from == "bert":
+                init_qformer_from_bert(self.qformer, config.qformer.init_path)
+            elif config.qformer.init_from == "blip2":
+                self.weight_report = load_blip2_weights(self, config.qformer.init_path)
+        self.phase: int | None = None
+        self.stage: str | None = None
+
+    @staticmethod
+    def _build_caption_lm(config: UniFashionConfig, query_dim: int):
+        if config.caption_lm is None:
+            return None
+        from unifashion.models.caption_lm import CaptionLM
+
+        return CaptionLM(config.caption_lm, query_dim)
+
+    @staticmethod
+    def _build_diffusion(config: UniFashionConfig, query_dim: int):
+        if config.diffusion is None:
+            return None
+        from unifashion.models.diffusion import QueryConditionedDiffusion
+
+        return QueryConditionedDiffusion(config.diffusion, query_dim)
+
+    # ------------------------------------------------------------------ factory and persistence
+    @classmethod
+    def from_config(cls, config: UniFashionConfig | dict[str, Any], load_pretrained_parts: bool = True) -> UniFashion:
+        """Build from a config object or dict (unknown keys raise :class:`ConfigError`)."""
+        if isinstance(config, dict):
+            config = UniFashionConfig.from_dict(config)
+        return cls(config, load_pretrained_parts=load_pretrained_parts)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike = "tiny", overrides: dict[str, Any] | None = None
+    ) -> UniFashion:
+        """A preset by name (``"tiny"``, ``"paper"``; built with its pretrained parts) or a
+        directory written by :meth:`save_pretrained` (``config.json`` + ``model.safetensors``).
+
+        ``overrides`` are dotted config keys, e.g. ``{"vision.path": "/models/eva-vit-g"}``.
+        """
+        from safetensors.torch import load_model
+
+        path = Path(name_or_path).expanduser()
+        if not (path / CONFIG_NAME).is_file():
+            if str(name_or_path) in list_presets():
+                return cls(UniFashionConfig.from_preset(str(name_or_path), overrides))
+            raise FileNotFoundError(
+                f"{name_or_path!r} is neither a saved model directory (with {CONFIG_NAME}) nor a preset "
+                f"({list_presets()})"
+            )
+        config = UniFashionConfig.load(path / CONFIG_NAME)
+        if overrides:
+            config = config.replace(**overrides)
+        lm_tokenizer = path / CAPTION_LM_SUBDIR / TOKENIZER_SUBDIR
+        if config.caption_lm is not None and lm_tokenizer.is_dir():
+            config.caption_lm.tokenizer_path = str(lm_tokenizer)
+        tokenizer_dir = path / TOKENIZER_SUBDIR
+        model = cls(
+            config,
+            load_pretrained_parts=False,
+            tokenizer_path=tokenizer_dir if tokenizer_dir.is_dir() else None,
+        )
+        missing, unexpected = load_model(model, str(path / WEIGHTS_NAME), strict=False)
+        if missing or unexpected:
+            raise RuntimeError(
+                f"{path / WEIGHTS_NAME} does not match the model: missing {sorted(missing)[:10]}, "
+                f"unexpected {sorted(unexpected)[:10]}"
+            )
+        return model
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json``, ``model.safetensors`` (every tensor, so the directory stands
+        alone) and the tokenizers (``tokenizer/``, ``caption_lm/tokenizer/``)."""
+        from safetensors.torch import save_model
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = UniFashionConfig.from_dict(self.config.to_dict())
+        config.tokenizer_path = None  # the saved copy in tokenizer/ is used on load
+        if config.caption_lm is not None:
+            config.caption_lm.tokenizer_path = None
+        config.save(directory / CONFIG_NAME)
+        self.processor.save_pretrained(directory)
+        if self.caption_lm is not None:
+            self.caption_lm.tokenizer.save_pretrained(str(directory / CAPTION_LM_SUBDIR / TOKENIZER_SUBDIR))
+        save_model(self, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "unifashion"})
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.temperature.device
+
+    @property
+    def num_queries(self) -> int:
+        return self.qformer.num_queries
+
+    def clamped_temperature(self) -> torch.Tensor:
+        return self.temperature.clamp(*TEMPERATURE_RANGE)
+
+    def _pixel_values(self, images: ImageInput | None = None, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        if pixel_values is None:
+            if images is None:
+                raise ValueError("give images or pixel_values")
+            pixel_values = self.processor.preprocess_images(images)
+        return pixel_values.to(self.device)
+
+    def _tokens(self, texts) -> dict[str, torch.Tensor]:
+        return self.processor.tokenize(texts, device=self.device)
+
+    @staticmethod
+    def _grad_context(module: nn.Module):
+        """No autograd graph through a module none of whose parameters train (saves memory)."""
+        if torch.is_grad_enabled() and not any(p.requires_grad for p in module.parameters()):
+            return torch.no_grad()
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ features
+    def get_image_features(
+        self, images: ImageInput | None = None, pixel_values: torch.Tensor | None = None
+    ) -> ImageFeaturesOutput:
+        """Vision encoder -> Q-Former queries (cross-attention only, no text) -> Z."""
+        vision = self.vision(self._pixel_values(images, pixel_values))
+        with self._grad_context(self.qformer):
+            query_output = self.qformer(
+                image_features=vision.features, image_attention_mask=vision.attention_mask
+            ).query_output
+        image_embeds = F.normalize(self.vision_projection(query_output), dim=-1)
+        return ImageFeaturesOutput(
+            image_embeds=image_embeds,
+            query_output=query_output,
+            vision_features=vision.features,
+            vision_attention_mask=vision.attention_mask,
+        )
+
+    def get_text_features(self, texts=None, input_ids=None, attention_mask=None) -> TextFeaturesOutput:
+        """The Q-Former's text path alone (the unimodal mask's text half) -> normalised [CLS]."""
+        if input_ids is None:
+            tokens = self._tokens(texts)
+            input_ids, attention_mask = tokens["input_ids"], tokens["attention_mask"]
+        text_output = self.qformer(input_ids, attention_mask, use_queries=False).text_output
+        text_embeds = F.normalize(self.text_projection(text_output[:, 0]), dim=-1)
+        return TextFeaturesOutput(text_embeds=text_embeds, text_output=text_output)
+
+    def get_composed_features(
+        self,
+        images: ImageInput | None = None,
+        texts=None,
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+        vision_attention_mask: torch.Tensor | None = None,
+    ) -> ComposedFeaturesOutput:
+        """Reference image + modifying text through the bidirectional mask -> e_cls (CIR)."""
+        if vision_features is None:
+            vision = self.vision(self._pixel_values(images, pixel_values))
+            vision_features, vision_attention_mask = vision.features, vision.attention_mask
+        tokens = self._tokens(texts)
+        output = self.qformer(
+            tokens["input_ids"],
+            tokens["attention_mask"],
+            vision_features,
+            vision_attention_mask,
+            mask_type=MaskType.BIDIRECTIONAL,
+        )
+        composed = F.normalize(self.text_projection(output.text_output[:, 0]), dim=-1)
+        return ComposedFeaturesOutput(
+            composed_embeds=composed, query_output=output.query_output, text_output=output.text_output
+        )
+
+    def text_conditioned_queries(self, texts) -> torch.Tensor:
+        """(B, Q, H) queries that read only the text (bidirectional mask, no image): the condition
+        for text-to-image generation and, with ``q2i_condition="text"``, phase 1's L_q2I."""
+        tokens = self._tokens(texts)
+        return self.qformer(
+            tokens["input_ids"], tokens["attention_mask"], mask_type=MaskType.BIDIRECTIONAL
+        ).query_output
+
+    def _itm_logits(self, input_ids, attention_mask, vision_features, vision_attention_mask) -> torch.Tensor:
+        """ITM head on the bidirectional pass, averaged over the query outputs (BLIP-2)."""
+        output = self.qformer(
+            input_ids, attention_mask, vision_features, vision_attention_mask, mask_type=MaskType.BIDIRECTIONAL
+        )
+        return self.itm_head(output.query_output).mean(dim=1)
+
+    # ------------------------------------------------------------------ inference API
+    @torch.no_grad()
+    def encode_image(self, images: ImageInput | None = None, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        """Z: (B, Q, D) L2-normalised query embeddings of each image (Q = 32, D = 256 in the paper)."""
+        return self.get_image_features(images, pixel_values).image_embeds
+
+    @torch.no_grad()
+    def encode_text(self, texts) -> torch.Tensor:
+        """e_cls of texts alone: (B, D), L2-normalised."""
+        return self.get_text_features(texts).text_embeds
+
+    @torch.no_grad()
+    def encode_composed(self, images: ImageInput, texts, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        """The CIR fused query e_cls of reference images + modifying texts: (B, D), normalised."""
+        return self.get_composed_features(images, texts, pixel_values).composed_embeds
+
+    @torch.no_grad()
+    def encode_captions(self, images: ImageInput, style: str | None = None, **generate_kwargs) -> torch.Tensor:
+        """Z_C for caption fusion: the text features (B, D) of the captions the model writes."""
+        return self.encode_text(self.caption(images, style=style, **generate_kwargs))
+
+    @staticmethod
+    def score(
+        query_embeds: torch.Tensor,
+        image_embeds: torch.Tensor,
+        caption_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Retrieval scores (Nq, Ng): ``max_q <e, Z_g,q>`` (+ ``<e, Z_C,g>`` with caption fusion).
+
+        ``query_embeds`` (Nq, D) are text (CMR text-to-image) or composed (CIR) embeddings;
+        ``image_embeds`` (Ng, Q, D) the gallery's Z; ``caption_embeds`` (Ng, D) its Z_C. For
+        image-to-text retrieval, transpose the text-to-image matrix.
+        """
+        scores = losses.max_query_similarity(image_embeds, query_embeds).t()
+        if caption_embeds is not None:
+            scores = scores + query_embeds @ caption_embeds.t()
+        return scores
+
+    @torch.no_grad()
+    def itm_score(
+        self, images: ImageInput | None, texts, pixel_values: torch.Tensor | None = None
+    ) -> ImageTextMatchingOutput:
+        """ITM for aligned pairs (image i, text i), for re-ranking a retrieval's top-k."""
+        vision = self.vision(self._pixel_values(images, pixel_values))
+        tokens = self._tokens(texts)
+        logits = self._itm_logits(tokens["input_ids"], tokens["attention_mask"], vision.features, vision.attention_mask)
+        return ImageTextMatchingOutput(logits=logits, probability=logits.softmax(-1)[:, 1])
+
+    def _require(self, component: str):
+        module = getattr(self, component)
+        if module is None:
+            raise RuntimeError(f"this model has no {component} (its config section {component!r} is null)")
+        return module
+
+    @torch.no_grad()
+    def caption(self, images: ImageInput | None = None, style: str | None = None,
+                pixel_values: torch.Tensor | None = None, **generate_kwargs) -> list[str]:
+        """Captions in ``style`` ("short", "professional", "detailed"): CaptionLM(TSA_llm(Z)).
+        ``generate_kwargs`` go to :meth:`CaptionLM.generate` (``num_beams``, ``max_new_tokens``...)."""
+        caption_lm = self._require("caption_lm")
+        query_output = self.get_image_features(images, pixel_values).query_output
+        return caption_lm.generate(query_output, style=style or self.config.caption_style, **generate_kwargs)
+
+    @torch.no_grad()
+    def generation_queries(self, texts=None, images: ImageInput | None = None) -> torch.Tensor:
+        """The (B, Q, H) queries that condition the diffusion model: from text alone, image alone,
+        or image + text (the CIR fused queries: composed generation)."""
+        if images is not None and texts is not None:
+            return self.get_composed_features(images, texts).query_output
+        if images is not None:
+            return self.get_image_features(images).query_output
+        if texts is not None:
+            return self.text_conditioned_queries(texts)
+        raise ValueError("generation needs texts, images, or both")
+
+    @torch.no_grad()
+    def generate(
+        self,
+        texts=None,
+        images: ImageInput | None = None,
+        mask: ImageInput | None = None,
+        sketch: ImageInput | None = None,
+        masked_image: ImageInput | None = None,
+        num_inference_steps: int = 50,
+        scheduler: str = "pndm",
+        guidance_scale: float = 7.5,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Generate images (B, 3, H, W) in [0, 1]; ``processor.postprocess_images`` makes PIL.
+
+        * text-to-image: ``generate(texts)``;
+        * composed (reference image + modifying text): ``generate(texts, images)``;
+        * design / try-on: ``generate(texts, mask=..., sketch=..., masked_image=person)``, with the
+          garment image in ``images`` if there is one. Pixels outside the mask are kept.
+        """
+        diffusion = self._require("diffusion")
+        queries = self.generation_queries(texts, images)
+        size = diffusion.image_size
+        spatial = {}
+        if mask is not None:
+            spatial["mask"] = self.processor.preprocess_masks(mask, size).to(self.device)
+        if sketch is not None:
+            spatial["sketch"] = self.processor.preprocess_sketches(sketch, size).to(self.device)
+        if masked_image is not None:
+            spatial["masked_image"] = self.processor.preprocess_generation_images(masked_image, size).to(self.device)
+        return diffusion.generate(
+            queries,
+            num_inference_steps=num_inference_steps,
+            scheduler=scheduler,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            **spatial,
+        )
+
+    # ------------------------------------------------------------------ training phases
+    def set_phase(self, phase: int | None, stage: str | None = None) -> UniFashion:
+        """Freeze what the paper freezes; the vision encoder is always frozen.
+
+        * ``set_phase(1, "qformer")``: the Q-Former and the ITC/ITM heads (projections, ITM head,
+          temperature) learn; everything else is frozen. Losses: ITC + ITM.
+        * ``set_phase(1, "generators")``: the Q-Former and heads are frozen; TSA_llm, the LLM (its
+          LoRA weights when it has them, else all of it) and TSA_diff + the UNet learn.
+          Losses: ITG + q2I.
+        * ``set_phase(1, "autoencoder")``: only the VAE learns (the tiny preset's VAE starts
+          random; not a paper stage). Loss: the VAE's reconstruction + KL.
+        * ``set_phase(2)``: the LLM and the diffusion model are frozen; the Q-Former, the heads
+          and both adapters learn. Losses: L_cir + ITG + q2I.
+        * ``set_phase(None)``: everything but the vision encoder trains.
+
+        A component's own freeze flags (``caption_lm.freeze_lm``, ``diffusion.freeze_vae`` /
+        ``freeze_unet``) are respected. Fully frozen components are kept in eval mode.
+        """
+        if phase == 1:
+            stage = stage or "qformer"
+            if stage not in PHASE1_STAGES:
+                raise ValueError(f"phase 1 stages are {PHASE1_STAGES}, got {stage!r}")
+        elif phase == 2:
+            if stage not in (None, "all"):
+                raise ValueError(f"phase 2 has no stages, got {stage!r}")
+            stage = None
+        elif phase is not None:
+            raise ValueError(f"phase must be 1, 2 or None, got {phase!r}")
+
+        self.phase, self.stage = phase, stage
+        self.requires_grad_(False)
+        groups = self.trainable_groups(phase, stage)
+        for group in groups:
+            for parameter in self.parameter_group(group):
+                parameter.requires_grad_(True)
+        self.train(self.training)  # re-apply eval mode to the frozen components
+        logger.info("phase %s stage %s: training %s", phase, stage, groups)
+        return self
+
+    def trainable_groups(self, phase: int | None, stage: str | None) -> list[str]:
+        """Names of the parameter groups (see :meth:`parameter_group`) that learn in a phase."""
+        heads = ["qformer", "heads"]
+        generators = ["llm_adapter", "llm", "diffusion_adapter", "unet"]
+        if phase is None:
+            return heads + generators + ["vae"]
+        if phase == 1 and stage == "qformer":
+            return heads
+        if phase == 1 and stage == "generators":
+            return generators
+        if phase == 1 and stage == "autoencoder":
+            return ["vae"]
+        return heads + ["llm_adapter", "diffusion_adapter"]  # phase 2
+
+    def parameter_group(self, group: str) -> list[nn.Parameter]:
+        """Parameters of a named group: ``qformer``, ``heads``, ``llm_adapter``, ``llm``,
+        ``diffusion_adapter``, ``unet`` (with the learned null condition), ``vae``."""
+        if group == "qformer":
+            return list(self.qformer.parameters())
+        if group == "heads":
+            return [*self.vision_projection.parameters(), *self.text_projection.parameters(),
+                    *self.itm_head.parameters(), self.temperature]
+        lm, diffusion = self.caption_lm, self.diffusion
+        if group == "llm_adapter":
+            return list(lm.adapter.parameters()) if lm is not None else []
+        if group == "llm":
+            if lm is None:
+                return []
+            named = list(lm.lm.named_parameters())
+            lora = [p for name, p in named if "lora_" in name]
+            if lora:  # a LoRA-wrapped LLM trains only its LoRA weights
+                return lora
+            return [] if lm.config.freeze_lm else [p for _, p in named]
+        if group == "diffusion_adapter":
+            return list(diffusion.adapter.parameters()) if diffusion is not None else []
+        if group == "unet":
+            if diffusion is None or diffusion.config.freeze_unet:
+                return []
+            null = [diffusion.null_condition] if isinstance(diffusion.null_condition, nn.Parameter) else []
+            return [*diffusion.unet.parameters(), *null]
+        if group == "vae":
+            if diffusion is None or (diffusion.config.freeze_vae and self.stage != "autoencoder"):
+                return []
+            return list(diffusion.vae.parameters())
+        raise ValueError(f"unknown parameter group {group!r}")
+
+    def train(self, mode: bool = True) -> UniFashion:
+        super().train(mode)
+        if mode:
+            # Frozen components run in eval mode: no dropout noise in what trains downstream of them.
+            for child in (self.qformer, self.caption_lm, self.diffusion):
+                if child is not None and not any(p.requires_grad for p in child.parameters()):
+                    child.eval()
+        return self
+
+    def _terms(self, phase: int, terms) -> tuple[str, ...]:
+        if terms is not None:
+            return tuple(terms)
+        if self.phase == phase:
+            return PHASE_TERMS[(phase, self.stage)]
+        # Outside that phase: every paper term of the phase that the model's components allow.
+        wanted = ("itc", "itm", "itg", "q2i") if phase == 1 else ("cir", "itg", "q2i")
+        absent = {"itg": self.caption_lm is None, "q2i": self.diffusion is None}
+        return tuple(t for t in wanted if not absent.get(t, False))
+
+    def _batch_generation_images(self, batch: dict[str, Any], raw_key: str, ready_key: str) -> torch.Tensor:
+        diffusion = self._require("diffusion")
+        if batch.get(ready_key) is not None:
+            return batch[ready_key].to(self.device)
+        return self.processor.preprocess_generation_images(batch[raw_key], diffusion.image_size).to(self.device)
+
+    def phase1_loss(
+        self,
+        batch: dict[str, Any],
+        generator: torch.Generator | None = None,
+        terms: tuple[str, ...] | None = None,
+    ) -> Phase1Output:
+        """Phase 1 (cross-modal pre-training) on image-caption pairs.
+
+        ``batch``: ``images`` (PIL list or (B, 3, H, W) in [0, 1]) or ``pixel_values`` (processed),
+        ``captions`` (B strings); optional ``styles`` (caption style per pair, for ITG),
+        ``generation_images`` ((B, 3, S, S) in [0, 1] at the diffusion size; else from ``images``)
+        and ``ids`` ((B,) item ids, tensor or strings: same id = same item, never a hard negative).
+        ``terms`` defaults to the stage's (see :meth:`set_phase`); outside phase 1, all four.
+        ``generator`` drives the hard-negative draw and the diffusion noise.
+        """
+        terms = self._terms(1, terms)
+        out = Phase1Output()
+        captions = list(batch["captions"])
+        styles = list(batch.get("styles") or [self.config.caption_style] * len(captions))
+
+        if "vae" in terms:
+            images = self._batch_generation_images(batch, "images", "generation_images")
+            out.loss_vae = self._require("diffusion").autoencoder_loss(images, generator=generator)
+        if any(t in terms for t in ("itc", "itm", "itg")) or ("q2i" in terms and self.config.q2i_condition == "image"):
+            image = self.get_image_features(batch.get("images"), batch.get("pixel_values"))
+        if "itc" in terms or "itm" in terms:
+            tokens = self._tokens(captions)
+            text = self.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+            loss_itc, logits = losses.itc_loss(image.image_embeds, text.text_embeds, self.clamped_temperature())
+            out.logits_per_image = logits
+            if "itc" in terms:
+                out.loss_itc = loss_itc
+            if "itm" in terms:
+                out.loss_itm = self._itm_loss(
+                    logits, tokens, image.vision_features, image.vision_attention_mask, generator, batch.get("ids")
+                )
+        if "itg" in terms:
+            out.loss_itg = self._require("caption_lm")(image.query_output, captions, styles).loss
+        if "q2i" in terms:
+            diffusion = self._require("diffusion")
+            if self.config.q2i_condition == "image":
+                condition = image.query_output
+            else:
+                with self._grad_context(self.qformer):
+                    condition = self.text_conditioned_queries(captions)
+            images = self._batch_generation_images(batch, "images", "generation_images")
+            out.loss_q2i = diffusion.loss(images, condition, generator=generator)
+        out.loss = losses.total_loss(out.loss_itc, out.loss_itm, out.loss_itg, out.loss_q2i, out.loss_vae)
+        return out
+
+    def _itm_loss(self, logits, tokens, vision_features, vision_mask, generator, ids) -> torch.Tensor:
+        """L_ITM with BLIP-2's layout ``[(I_i, T_i) ; (I_neg(i), T_i) ; (I_i, T_neg(i))]``.
+
+        ``logits[i, j]`` scores image i against text j; the negatives are drawn from it."""
+        if ids is not None and not isinstance(ids, torch.Tensor):  # item ids as strings: number them
+            numbering: dict[Any, int] = {}
+            ids = torch.tensor([numbering.setdefault(item, len(numbering)) for item in ids])
+        negative_text, negative_image = losses.sample_hard_negatives(logits, generator, ids)
+        input_ids, attention_mask = tokens["input_ids"], tokens["attention_mask"]
+        ids_all = torch.cat([input_ids, input_ids, input_ids[negative_text]])
+        mask_all = torch.cat([attention_mask, attention_mask, attention_mask[negative_text]])
+        features_all = torch.cat([vision_features, vision_features[negative_image], vision_features])
+        vision_mask_all = torch.cat([vision_mask, vision_mask[negative_image], vision_mask])
+        itm_logits = self._itm_logits(ids_all, mask_all, features_all, vision_mask_all)
+        return losses.itm_loss(itm_logits, losses.itm_labels(logits.shape[0], itm_logits.device))
+
+    def phase2_loss(
+        self,
+        batch: dict[str, Any],
+        generator: torch.Generator | None = None,
+        terms: tuple[str, ...] | None = None,
+    ) -> Phase2Output:
+        """Phase 2 (composed multimodal fine-tuning) on CIR triplets.
+
+        ``batch``: ``reference_images`` / ``reference_pixel_values``, ``texts`` (the modifying
+        texts t), ``target_images`` / ``target_pixel_values``, ``target_captions`` (ITG targets);
+        optional ``target_generated_captions`` (the captions the model itself wrote for the
+        targets, e.g. ``model.caption(target_images)`` cached once per epoch, for Z_C; default:
+        ``target_captions``), ``target_generation_images``, ``styles`` and ``ids`` (target item
+        ids, tensor or strings). The fused queries of (reference, t) condition both generators:
+        ITG writes the target's caption and q2I draws the target image.
+        """
+        terms = self._terms(2, terms)
+        out = Phase2Output()
+        texts = list(batch["texts"])
+        target_captions = list(batch["target_captions"])
+        styles = list(batch.get("styles") or [self.config.caption_style] * len(texts))
+
+        tokens = self._tokens(texts)
+        reference = self.vision(self._pixel_values(batch.get("reference_images"), batch.get("reference_pixel_values")))
+        fused = self.qformer(
+            tokens["input_ids"], tokens["attention_mask"], reference.features, reference.attention_mask,
+            mask_type=MaskType.BIDIRECTIONAL,
+        )
+        fused_queries = fused.query_output
+        if "cir" in terms:
+            e_cls = F.normalize(self.text_projection(fused.text_output[:, 0]), dim=-1)
+            target = self.get_image_features(batch.get("target_images"), batch.get("target_pixel_values"))
+            temperature = self.clamped_temperature()
+            # logits[i, j] = s(T_i, e_cls_j): target image i against fused query j.
+            itc_target, logits = losses.itc_loss(target.image_embeds, e_cls, temperature)
+            generated = batch.get("target_generated_captions") or target_captions
+            caption_embeds = self.get_text_features(list(generated)).text_embeds
+            itc_caption, _ = losses.caption_itc_loss(e_cls, caption_embeds, temperature)
+            itm = self._itm_loss(
+                logits, tokens, target.vision_features, target.vision_attention_mask, generator, batch.get("ids")
+            )
+            out.loss_cir_itc_target, out.loss_cir_itc_caption, out.loss_cir_itm = itc_target, itc_caption, itm
+            out.loss_cir = losses.cir_loss(itc_target, itc_caption, itm)
+            out.logits_per_target = logits
+        if "itg" in terms:
+            out.loss_itg = self._require("caption_lm")(fused_queries, target_captions, styles).loss
+        if "q2i" in terms:
+            images = self._batch_generation_images(batch, "target_images", "target_generation_images")
+            out.loss_q2i = self._require("diffusion").loss(images, fused_queries, generator=generator)
+        out.loss = losses.total_loss(out.loss_cir, out.loss_itg, out.loss_q2i)
+        return out
+
+    # ------------------------------------------------------------------ introspection
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per component (and ``total`` / ``trainable``)."""
+
+        def count(params) -> int:
+            return sum(p.numel() for p in params)
+
+        counts = {
+            "vision": count(self.vision.parameters()),
+            "qformer": count(self.qformer.parameters()),
+            "heads": count(self.parameter_group("heads")),
+        }
+        if self.caption_lm is not None:
+            counts["caption_lm.adapter"] = count(self.caption_lm.adapter.parameters())
+            counts["caption_lm.lm"] = count(self.caption_lm.lm.parameters())
+        if self.diffusion is not None:
+            counts["diffusion.adapter"] = count(self.diffusion.adapter.parameters())
+            counts["diffusion.unet"] = count(self.diffusion.unet.parameters())
+            counts["diffusion.vae"] = count(self.diffusion.vae.parameters())
+        counts["total"] = count(self.parameters())
+        counts["trainable"] = count(p for p in self.parameters() if p.requires_grad)
+        return counts
