@@ -37,7 +37,7 @@ from unifashion.models import losses
 from unifashion.models.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, UniFashionConfig, list_presets
 from unifashion.models.processor import TOKENIZER_SUBDIR, ImageInput, UniFashionProcessor
 from unifashion.models.qformer import QFormer, init_qformer_from_bert
-from unifashion.models.vision import build_vision_encoder
+from unifashion.models.vision import VisionEncoderOutput, build_vision_encoder
 from unifashion.models.weights import WeightLoadingReport, load_blip2_weights
 
 logger = logging.getLogger(__name__)
@@ -285,11 +285,23 @@ class UniFashion(nn.Module):
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ features
+    def _vision(self, images=None, pixel_values=None, vision_features=None) -> VisionEncoderOutput:
+        """The frozen encoder's tokens, or ``vision_features`` computed earlier (training caches
+        them: the encoder never changes, so each image is encoded once per run)."""
+        if vision_features is not None:
+            features = vision_features.to(self.device)
+            mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
+            return VisionEncoderOutput(features=features, attention_mask=mask)
+        return self.vision(self._pixel_values(images, pixel_values))
+
     def get_image_features(
-        self, images: ImageInput | None = None, pixel_values: torch.Tensor | None = None
+        self,
+        images: ImageInput | None = None,
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
     ) -> ImageFeaturesOutput:
         """Vision encoder -> Q-Former queries (cross-attention only, no text) -> Z."""
-        vision = self.vision(self._pixel_values(images, pixel_values))
+        vision = self._vision(images, pixel_values, vision_features)
         with self._grad_context(self.qformer):
             query_output = self.qformer(
                 image_features=vision.features, image_attention_mask=vision.attention_mask
@@ -599,7 +611,8 @@ class UniFashion(nn.Module):
             images = self._batch_generation_images(batch, "images", "generation_images")
             out.loss_vae = self._require("diffusion").autoencoder_loss(images, generator=generator)
         if any(t in terms for t in ("itc", "itm", "itg")) or ("q2i" in terms and self.config.q2i_condition == "image"):
-            image = self.get_image_features(batch.get("images"), batch.get("pixel_values"))
+            image = self.get_image_features(batch.get("images"), batch.get("pixel_values"),
+                                            batch.get("vision_features"))
         if "itc" in terms or "itm" in terms:
             tokens = self._tokens(captions)
             text = self.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
@@ -664,7 +677,8 @@ class UniFashion(nn.Module):
         styles = list(batch.get("styles") or [self.config.caption_style] * len(texts))
 
         tokens = self._tokens(texts)
-        reference = self.vision(self._pixel_values(batch.get("reference_images"), batch.get("reference_pixel_values")))
+        reference = self._vision(batch.get("reference_images"), batch.get("reference_pixel_values"),
+                                 batch.get("reference_vision_features"))
         fused = self.qformer(
             tokens["input_ids"], tokens["attention_mask"], reference.features, reference.attention_mask,
             mask_type=MaskType.BIDIRECTIONAL,
@@ -672,7 +686,8 @@ class UniFashion(nn.Module):
         fused_queries = fused.query_output
         if "cir" in terms:
             e_cls = F.normalize(self.text_projection(fused.text_output[:, 0]), dim=-1)
-            target = self.get_image_features(batch.get("target_images"), batch.get("target_pixel_values"))
+            target = self.get_image_features(batch.get("target_images"), batch.get("target_pixel_values"),
+                                             batch.get("target_vision_features"))
             temperature = self.clamped_temperature()
             # logits[i, j] = s(T_i, e_cls_j): target image i against fused query j.
             itc_target, logits = losses.itc_loss(target.image_embeds, e_cls, temperature)

@@ -1,0 +1,237 @@
+"""The two-phase training recipe: which stages run, on which data, and in what order.
+
+A recipe is data (JSON, or :class:`TrainRecipe`); :func:`run_recipe` carries it out. Each stage
+writes its own folder under ``output_dir`` with checkpoints, ``losses.jsonl`` and TensorBoard
+logs, and ends by saving the whole model to ``STAGE/final``. Re-running a recipe skips finished
+stages and resumes an interrupted one from its last checkpoint, so a long run can be stopped
+and continued at any point.
+
+The default recipe for the tiny preset follows the paper's phases, with one stage the paper does
+not need (the tiny preset's VAE starts random and is trained first):
+
+1. phase 1, stage ``qformer``: Q-Former + ITC/ITM heads on image-caption pairs (L_ITC + L_ITM);
+2. phase 1, stage ``autoencoder``: the VAE alone (reconstruction + KL);
+3. phase 1, stage ``generators``: Q-Former frozen; TSA_llm + LLM and TSA_diff + UNet learn
+   (L_ITG + L_q2I);
+4. captions of every training image by the model itself (Z_C of caption fusion);
+5. phase 2: LLM and diffusion frozen; Q-Former + adapters learn on CIR triplets
+   (L_cir + L_ITG + L_q2I).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from unifashion.training.data import ImageBank, PairDataset, TripletTrainDataset
+from unifashion.training.trainer import LoopConfig, OptimConfig, latest_checkpoint, train
+
+
+def _from_dict(cls, data: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys are {sorted(known)}")
+    return cls(**data)
+
+
+@dataclass
+class DataSpec:
+    """The training data: the embedded catalogue (built if missing) and optional Fashion-MNIST pairs."""
+
+    catalogue: str = "outputs/catalogue"
+    n_items: int = 2000
+    catalogue_seed: int = 0
+    fashion_mnist_pairs: int = 0
+    fashion_mnist_path: str | None = None
+    target_caption_style: str = "detailed"
+
+
+@dataclass
+class StageSpec:
+    name: str
+    phase: int
+    stage: str | None = None
+    terms: list[str] | None = None  # None: the paper's terms for the phase/stage (ablations override)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StageSpec:
+        data = dict(data)
+        loop = LoopConfig.from_dict(data.pop("loop", {}))
+        spec = _from_dict(cls, data, f"stage {data.get('name', '?')!r}")
+        spec.loop = loop
+        return spec
+
+
+@dataclass
+class TrainRecipe:
+    model: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    data: DataSpec = field(default_factory=DataSpec)
+    stages: list[StageSpec] = field(default_factory=list)
+    output_dir: str = "runs/tiny"
+    seed: int = 0
+    caption_fusion: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainRecipe:
+        data = dict(data)
+        dspec = _from_dict(DataSpec, data.pop("data", {}), "data")
+        stages = [StageSpec.from_dict(s) for s in data.pop("stages", [])]
+        recipe = _from_dict(cls, data, "the training recipe")
+        recipe.data, recipe.stages = dspec, stages
+        return recipe
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainRecipe:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"training recipe not found: {path}")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_recipe(output_dir: str = "runs/tiny", scale: float = 1.0, seed: int = 0) -> TrainRecipe:
+    """The tiny preset's recipe; ``scale`` multiplies every stage's step count (tests use 0.01)."""
+    def loop(steps, batch, lr, warmup):
+        return LoopConfig(steps=max(2, int(steps * scale)), batch_size=batch, seed=seed,
+                          checkpoint_every=max(1, int(100 * scale)),
+                          optim=OptimConfig(lr=lr, warmup_steps=max(1, int(warmup * scale))))
+    return TrainRecipe(output_dir=output_dir, seed=seed, stages=[
+        StageSpec("phase1-qformer", 1, "qformer", loop=loop(600, 32, 1e-4, 50)),
+        StageSpec("phase1-autoencoder", 1, "autoencoder", loop=loop(400, 32, 1e-3, 20)),
+        StageSpec("phase1-generators", 1, "generators", loop=loop(800, 32, 5e-4, 50)),
+        StageSpec("phase2", 2, None, loop=loop(400, 32, 5e-5, 20)),
+    ])
+
+
+class PhaseObjective(nn.Module):
+    """``forward(batch)`` = the model's phase loss as a dict of terms (what the trainer logs)."""
+
+    def __init__(self, model, phase: int, terms: list[str] | None = None):
+        super().__init__()
+        self.model = model
+        self.phase = phase
+        self.terms = tuple(terms) if terms else None
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        loss_fn = self.model.phase1_loss if self.phase == 1 else self.model.phase2_loss
+        out = loss_fn(batch, terms=self.terms)
+        return {("loss" if k == "loss" else k.removeprefix("loss_")): v
+                for k, v in out.items() if k.startswith("loss") and v is not None}
+
+
+def calibrate_latent_scale(model, bank: ImageBank, n: int = 256) -> float:
+    """Set the diffusion's latent scaling to 1 / std of the trained VAE's latents (as Stable
+    Diffusion's 0.18215 was chosen for its own VAE), so the UNet sees unit-variance latents."""
+    diffusion = model.diffusion
+    images = bank.generation_images[:n].float() / 255.0
+    with torch.no_grad():
+        latents = diffusion.vae.encode(images.to(model.device)).latent_dist.mode()
+    scale = float(1.0 / latents.std().clamp_min(1e-3))
+    diffusion.config.vae_scaling_factor = scale
+    model.config.diffusion.vae_scaling_factor = scale
+    return scale
+
+
+@torch.no_grad()
+def caption_bank(model, bank: ImageBank, style: str, batch_size: int = 64, progress: bool = True) -> dict[str, str]:
+    """The model's own caption of every image in the bank (Z_C of caption fusion)."""
+    model.eval()
+    out: dict[str, str] = {}
+    for start in tqdm(range(0, len(bank.ids), batch_size), desc=f"captioning ({style})", disable=not progress):
+        ids = bank.ids[start:start + batch_size]
+        queries = model.get_image_features(vision_features=bank.features(ids)).query_output
+        for item_id, text in zip(ids, model.caption_lm.generate(queries, style=style, max_new_tokens=40), strict=True):
+            out[item_id] = text
+    return out
+
+
+def _load_training_data(spec: DataSpec):
+    from unifashion.data.catalogue import CatalogueConfig, build_catalogue_files, load_catalogue
+
+    root = Path(spec.catalogue)
+    if not (root / "catalogue.json").is_file():
+        build_catalogue_files(root, CatalogueConfig(n_items=spec.n_items, seed=spec.catalogue_seed), workers=2)
+    catalogue = load_catalogue(root)
+    items = catalogue.item_records("train")
+    triplets = catalogue.triplet_records("train")
+    extra = []
+    if spec.fashion_mnist_pairs:
+        from unifashion.data.fashion_mnist import load_fashion_mnist, make_cmr_items
+
+        fm = load_fashion_mnist(spec.fashion_mnist_path, "train")
+        extra = make_cmr_items(fm, size=catalogue.config.image_size, seed=spec.catalogue_seed,
+                               limit=spec.fashion_mnist_pairs)
+    return catalogue, items, extra, triplets
+
+
+def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
+    """Carry out ``recipe``; return the folder of the final model."""
+    from unifashion.models import UniFashion
+
+    out = Path(recipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True))
+    torch.manual_seed(recipe.seed)
+    _, items, extra, triplets = _load_training_data(recipe.data)
+    by_id = {r.item_id: r for r in items}
+
+    # Start from the last finished stage, if any.
+    model_source: str = recipe.model
+    overrides = recipe.model_overrides or None
+    first_todo = 0
+    for i, stage in enumerate(recipe.stages):
+        if (out / stage.name / "final" / "config.json").is_file():
+            model_source, overrides, first_todo = str(out / stage.name / "final"), None, i + 1
+    model = UniFashion.from_pretrained(model_source, overrides)
+    if first_todo == len(recipe.stages):
+        return out / recipe.stages[-1].name / "final"
+
+    bank = ImageBank(items + list(extra), model, progress=progress)
+    timings = {}
+    captions_file = out / "generated_captions.json"
+    for stage in recipe.stages[first_todo:]:
+        started = time.perf_counter()
+        model.set_phase(stage.phase, stage.stage)
+        if stage.phase == 1:
+            dataset = PairDataset(items + list(extra), bank)
+        else:
+            generated = None
+            terms = stage.terms or ["cir"]
+            if recipe.caption_fusion and "cir" in terms and model.caption_lm is not None:
+                if captions_file.is_file():
+                    generated = json.loads(captions_file.read_text())
+                else:
+                    generated = caption_bank(model, bank, recipe.data.target_caption_style, progress=progress)
+                    captions_file.write_text(json.dumps(generated, indent=1, sort_keys=True))
+                model.set_phase(stage.phase, stage.stage)
+            dataset = TripletTrainDataset(triplets, by_id, bank, recipe.data.target_caption_style, generated)
+        loop = stage.loop
+        loop.output_dir = str(out / stage.name)
+        if latest_checkpoint(loop.output_dir) is not None:
+            loop.resume = "latest"
+        objective = PhaseObjective(model, stage.phase, stage.terms)
+        result = train(objective, dataset, dataset.collate, loop, description=stage.name,
+                       run_config={"stage": asdict(stage), "recipe": recipe.to_dict()})
+        if stage.phase == 1 and stage.stage == "autoencoder":
+            calibrate_latent_scale(model, bank)
+        model.eval()
+        model.save_pretrained(out / stage.name / "final")
+        timings[stage.name] = {"seconds": round(time.perf_counter() - started, 1), "steps": result.steps_done,
+                               "last_losses": result.last_losses}
+        (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    return out / recipe.stages[-1].name / "final"
