@@ -70,6 +70,89 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from unifashion.training.recipe import TrainRecipe, default_recipe, run_recipe
+
+    if args.recipe:
+        recipe = TrainRecipe.load(args.recipe)
+        if args.output_dir:
+            recipe.output_dir = args.output_dir
+    else:
+        recipe = default_recipe(args.output_dir or "runs/tiny", scale=args.scale, seed=args.seed)
+    if args.catalogue:
+        recipe.data.catalogue = args.catalogue
+    if args.fashion_mnist_pairs is not None:
+        recipe.data.fashion_mnist_pairs = args.fashion_mnist_pairs
+    if args.print_recipe:
+        print(json.dumps(recipe.to_dict(), indent=2))
+        return 0
+    start = time.perf_counter()
+    final = run_recipe(recipe)
+    print(f"trained model: {final} ({(time.perf_counter() - start) / 60:.1f} min)")
+    return 0
+
+
+def _cmd_train_baseline(args: argparse.Namespace) -> int:
+    from unifashion.training.baselines import train_dual_encoder
+    from unifashion.training.recipe import DataSpec
+
+    data = DataSpec(catalogue=args.catalogue, fashion_mnist_pairs=args.fashion_mnist_pairs)
+    final = train_dual_encoder(args.output_dir, data, encoder_steps=args.encoder_steps,
+                               combiner_steps=args.combiner_steps, seed=args.seed)
+    print(f"dual-encoder baseline: {final}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from unifashion.data.catalogue import load_catalogue
+    from unifashion.evaluation.results import ResultTable
+    from unifashion.evaluation.runner import (
+        EvalArtifacts,
+        EvalConfig,
+        SplitData,
+        evaluate_dual_encoder,
+        evaluate_random,
+        evaluate_unifashion,
+        write_report,
+    )
+    from unifashion.models import UniFashion
+
+    cfg = EvalConfig(split=args.split, seed=args.seed, tasks=tuple(args.tasks), fig_max_items=args.fig_items,
+                     fig_steps=args.fig_steps, fig_scheduler=args.fig_scheduler, itm_rerank_k=args.itm_rerank)
+    data = SplitData(load_catalogue(args.catalogue), cfg.split)
+    table, art = ResultTable(), EvalArtifacts()
+    classifier = fid_features = None
+    if "fig" in cfg.tasks:
+        from unifashion.evaluation.attribute_classifier import load_or_train_classifier
+        from unifashion.evaluation.features import EffLiteFeatures, TorchScriptFeatures
+
+        classifier = load_or_train_classifier(args.classifier)
+        fid_features = TorchScriptFeatures(args.inception) if args.inception else EffLiteFeatures()
+    evaluate_random(data, cfg, table, art)
+    if args.dual_encoder:
+        from unifashion.models.dual_encoder import DualEncoder
+
+        evaluate_dual_encoder(DualEncoder.from_pretrained(args.dual_encoder), data, cfg, table, art)
+    for spec in args.ablation or []:
+        name, _, path = spec.partition("=")
+        if not path:
+            raise ValueError(f"--ablation takes NAME=PATH, got {spec!r}")
+        ablation_cfg = EvalConfig(**{**cfg.__dict__, "tasks": tuple(t for t in cfg.tasks if t in ("cmr", "cir")),
+                                     "itm_rerank_k": 0})
+        evaluate_unifashion(UniFashion.from_pretrained(path), data, ablation_cfg, table, art, method=name)
+    model = UniFashion.from_pretrained(args.model)
+    evaluate_unifashion(model, data, cfg, table, art, classifier=classifier, fid_features=fid_features)
+    notes = [f"Model: `{args.model}`; catalogue: `{args.catalogue}` ({len(data.items)} {cfg.split} items, "
+             f"{len(data.triplets)} CIR triplets).",
+             "FID/KID use EfficientNet-Lite0 pooled features (FID-EffLite0), not Inception, unless --inception "
+             "names a local file; the image-text score is UniFashion's own ITC score, not CLIP-S."]
+    paths = write_report(table, art, Path(args.out), cfg, notes)
+    print(table.to_markdown())
+    for name, path in paths.items():
+        print(f"{name}: {path.resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unifashion", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"unifashion {__version__}")
@@ -81,6 +164,44 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=int, default=2)
     demo.set_defaults(func=_cmd_demo)
+
+    tr = sub.add_parser("train", help="two-phase training (phase 1 pairs, phase 2 CIR triplets); resumable")
+    tr.add_argument("--recipe", help="a training recipe JSON (default: the tiny preset's recipe)")
+    tr.add_argument("--output-dir", help="run folder (default: runs/tiny); re-running resumes it")
+    tr.add_argument("--catalogue", help="embedded catalogue folder (built if missing)")
+    tr.add_argument("--fashion-mnist-pairs", type=int, help="Fashion-MNIST pairs added to phase 1")
+    tr.add_argument("--scale", type=float, default=1.0, help="multiply the default recipe's step counts")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--print-recipe", action="store_true", help="print the recipe as JSON and exit")
+    tr.set_defaults(func=_cmd_train)
+
+    tb = sub.add_parser("train-baseline", help="train the CLIP-style dual-encoder baseline (CLIP4CIR two stages)")
+    tb.add_argument("--output-dir", default="runs/dual-encoder")
+    tb.add_argument("--catalogue", default="outputs/demo/catalogue")
+    tb.add_argument("--fashion-mnist-pairs", type=int, default=1000)
+    tb.add_argument("--encoder-steps", type=int, default=400)
+    tb.add_argument("--combiner-steps", type=int, default=300)
+    tb.add_argument("--seed", type=int, default=0)
+    tb.set_defaults(func=_cmd_train_baseline)
+
+    ev = sub.add_parser("eval", help="evaluate CMR, CIR, FIC and FIG with baselines; writes results.json, "
+                                     "a Markdown table and plots")
+    ev.add_argument("--model", default="runs/default/phase2/final", help="a saved UniFashion model folder")
+    ev.add_argument("--catalogue", default="outputs/demo/catalogue")
+    ev.add_argument("--out", default="outputs/eval")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--tasks", nargs="+", default=["cmr", "cir", "fic", "fig"], choices=["cmr", "cir", "fic", "fig"])
+    ev.add_argument("--dual-encoder", help="a trained dual-encoder baseline folder")
+    ev.add_argument("--ablation", action="append", help="NAME=PATH of another UniFashion checkpoint (CMR/CIR)")
+    ev.add_argument("--classifier", default="runs/attribute-classifier",
+                    help="the attribute classifier judging generated images (trained there if missing)")
+    ev.add_argument("--inception", help="a local TorchScript Inception file for standard FID")
+    ev.add_argument("--fig-items", type=int, default=64)
+    ev.add_argument("--fig-steps", type=int, default=50)
+    ev.add_argument("--fig-scheduler", default="pndm", choices=["pndm", "dpmsolver++"])
+    ev.add_argument("--itm-rerank", type=int, default=10, help="ITM re-rank of the CIR top-k (0: off)")
+    ev.set_defaults(func=_cmd_eval)
 
     data = sub.add_parser("data", help="build, show and check fashion datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)

@@ -156,3 +156,22 @@ def attribute_accuracy(predicted: list[dict[str, str]], expected: list[dict],
         all_right &= hits
     out["all"] = float(100 * all_right.mean())
     return out
+
+
+def load_or_train_classifier(directory: str | Path, n_items: int = 4000, steps: int = 800, seed: int = 1000,
+                             progress: bool = True) -> AttributeClassifier:
+    """The judge used by ``unifashion eval``: loaded from ``directory``, or trained there first on
+    a catalogue drawn with its own seed (no item is shared with any training or test split)."""
+    directory = Path(directory)
+    if (directory / "model.safetensors").is_file():
+        return AttributeClassifier.load(directory)
+    from unifashion.data.catalogue import CatalogueConfig, make_catalogue
+    from unifashion.data.render import render_garment
+
+    catalogue = make_catalogue(CatalogueConfig(n_items=n_items, seed=seed))
+    size = AttributeClassifierConfig().image_size
+    images = [render_garment(it.attributes, size, it.seed).image for it in catalogue.items]
+    model = train_attribute_classifier(images, [it.attributes for it in catalogue.items], steps=steps, seed=seed,
+                                       progress=progress)
+    model.save(directory)
+    return model

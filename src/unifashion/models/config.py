@@ -187,6 +187,9 @@ class UniFashionConfig:
       queries read the caption, no image: this is what text-to-image generation uses at inference)
       or ``"image"`` (the image's queries Z: reconstruction, as in BLIP-Diffusion).
     * ``caption_style``: the caption style used for ITG when a batch names none.
+    * ``itm_max_pairs``: ITM is computed on at most this many rows of a batch (each with its hard
+      negative image and text); None = every row, as BLIP-2 does. ITM's bidirectional pass is
+      three times the batch and dominates a CPU step; the tiny preset samples a subset.
     """
 
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -199,6 +202,7 @@ class UniFashionConfig:
     tokenizer_path: str | None = None
     q2i_condition: str = "text"
     caption_style: str = "short"
+    itm_max_pairs: int | None = None
 
     def __post_init__(self):
         if self.q2i_condition not in ("text", "image"):
@@ -222,6 +226,7 @@ class UniFashionConfig:
             "tokenizer_path": self.tokenizer_path,
             "q2i_condition": self.q2i_condition,
             "caption_style": self.caption_style,
+            "itm_max_pairs": self.itm_max_pairs,
         }
 
     @classmethod

@@ -647,12 +647,19 @@ class UniFashion(nn.Module):
             ids = torch.tensor([numbering.setdefault(item, len(numbering)) for item in ids])
         negative_text, negative_image = losses.sample_hard_negatives(logits, generator, ids)
         input_ids, attention_mask = tokens["input_ids"], tokens["attention_mask"]
-        ids_all = torch.cat([input_ids, input_ids, input_ids[negative_text]])
-        mask_all = torch.cat([attention_mask, attention_mask, attention_mask[negative_text]])
-        features_all = torch.cat([vision_features, vision_features[negative_image], vision_features])
-        vision_mask_all = torch.cat([vision_mask, vision_mask[negative_image], vision_mask])
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        limit = self.config.itm_max_pairs
+        if limit is not None and limit < logits.shape[0]:
+            # A random subset of rows, each with the hard negatives drawn over the whole batch.
+            rows = torch.randperm(logits.shape[0], generator=generator, device=generator.device if generator
+                                  is not None else "cpu").to(logits.device)[:limit]
+        neg_text, neg_image = negative_text[rows], negative_image[rows]
+        ids_all = torch.cat([input_ids[rows], input_ids[rows], input_ids[neg_text]])
+        mask_all = torch.cat([attention_mask[rows], attention_mask[rows], attention_mask[neg_text]])
+        features_all = torch.cat([vision_features[rows], vision_features[neg_image], vision_features[rows]])
+        vision_mask_all = torch.cat([vision_mask[rows], vision_mask[neg_image], vision_mask[rows]])
         itm_logits = self._itm_logits(ids_all, mask_all, features_all, vision_mask_all)
-        return losses.itm_loss(itm_logits, losses.itm_labels(logits.shape[0], itm_logits.device))
+        return losses.itm_loss(itm_logits, losses.itm_labels(len(rows), itm_logits.device))
 
     def phase2_loss(
         self,

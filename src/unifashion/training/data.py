@@ -29,7 +29,8 @@ class ImageBank:
         if len(self.index) != len(self.ids):
             raise ValueError("duplicate item ids in the image bank")
         features, gen = [], []
-        gen_size = model.diffusion.image_size if (with_generation_images and model.diffusion is not None) else None
+        diffusion = getattr(model, "diffusion", None)
+        gen_size = diffusion.image_size if (with_generation_images and diffusion is not None) else None
         model_device = model.device
         for start in tqdm(range(0, len(records), batch_size), desc="encoding images (frozen vision encoder)",
                           disable=not progress, unit="batch"):

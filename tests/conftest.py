@@ -1,4 +1,4 @@
-"""Shared fixtures for the model tests: tiny random configurations that build in about a second.
+"""Shared fixtures: tiny random model configurations that build in about a second.
 
 The vision encoder of the small model is a 2-layer, 32-wide random CLIP ViT (the ``hf`` path),
 which runs far faster on CPU than EfficientNet; EfficientNet-Lite0 itself is tested in

@@ -1,0 +1,71 @@
+"""The evaluation runner on a small random model: every task's rows, the report files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import build_small_model
+from unifashion.data.catalogue import CatalogueConfig, build_catalogue_files, load_catalogue
+from unifashion.evaluation.results import ResultTable
+from unifashion.evaluation.runner import (
+    EvalArtifacts,
+    EvalConfig,
+    SplitData,
+    evaluate_random,
+    evaluate_unifashion,
+    write_report,
+)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalcat")
+    build_catalogue_files(root, CatalogueConfig(n_items=150, seed=9, split_fractions=(0.2, 0.1, 0.7)),
+                          progress=False)
+    return SplitData(load_catalogue(root), "test")
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="captioning metrics need Java")
+def test_every_task_writes_rows_and_pictures(data, tmp_path, single_thread):
+    model = build_small_model().eval()
+    cfg = EvalConfig(fig_max_items=4, fig_steps=2, itm_rerank_k=3, fic_styles=("short",), n_candidates=20)
+    table, art = ResultTable(), EvalArtifacts()
+    evaluate_random(data, cfg, table, art)
+    evaluate_unifashion(model, data, cfg, table, art)
+    rows = table.rows
+    methods = {r.method for r in rows}
+    assert {"random", "UniFashion", "UniFashion (caption fusion)", "UniFashion (no caption fusion)"} <= methods
+    assert any(r.method.endswith("ITM re-rank top-3") for r in rows)
+    tasks = {(r.task, r.metric) for r in rows}
+    for expected in [("cmr", "i2t_R@1"), ("cmr", "mean_R"), ("cir", "avg_(R@10+R@50)/2"), ("fic", "CIDEr"),
+                     ("fig", "UniFashion image-text score x100")]:
+        assert expected in tasks, expected
+    assert all(0 <= r.value <= 100 for r in rows if r.task == "cmr")
+    protocols = {r.protocol for r in rows if r.task == "cmr"}
+    assert any(p.startswith("random-20 same-category") for p in protocols)
+    paths = write_report(table, art, tmp_path, cfg, notes=["a note"])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved[0].keys() == {"task", "protocol", "method", "metric", "value", "split", "seed"}
+    assert "| metric |" in (tmp_path / "results.md").read_text()
+    for name in ("recall_curves.png", "cir_examples.png", "generated.png"):
+        assert paths[name].stat().st_size > 5_000
+
+
+def test_random_baseline_is_near_chance(data):
+    cfg = EvalConfig(tasks=("cir",))
+    table, art = ResultTable(), EvalArtifacts()
+    evaluate_random(data, cfg, table, art)
+    groups = data.cir_groups()
+    r10 = {r.metric: r.value for r in table.rows}["avg_R@10"]
+    chance = 100 * sum(min(10, len(g[0])) / len(g[0]) for g in groups.values()) / len(groups)
+    assert abs(r10 - chance) < 25
+
+
+def test_markdown_table_reports_mean_and_std_over_seeds():
+    table = ResultTable()
+    for seed, value in enumerate([10.0, 20.0, 30.0]):
+        table.add("cir", "p", "m", "R@10", value, "test", seed)
+    assert "20.00 ± 8.16" in table.to_markdown()
