@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CAPTIONS, MODIFICATIONS, build_small_model, random_images
 
+from conftest import CAPTIONS, MODIFICATIONS, build_small_model, random_images
 from unifashion.models import losses
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -216,3 +216,19 @@ def test_phase2_caption_fusion_defaults_to_the_target_captions(model):
         reference_infonce(similarity, model.temperature.item()), rel=1e-4
     )
     assert out.loss_itg is None and out.loss_q2i is None
+
+
+def test_itm_max_pairs_limits_the_itm_batch(single_thread):
+    model = build_small_model(itm_max_pairs=2)
+    seen = []
+    original = model._itm_logits
+
+    def spy(input_ids, *args):
+        seen.append(input_ids.shape[0])
+        return original(input_ids, *args)
+
+    model._itm_logits = spy
+    model.set_phase(1, "qformer")
+    out = model.phase1_loss({"images": random_images(3), "captions": CAPTIONS})
+    assert seen == [6]  # 2 positives, 2 negative images, 2 negative texts
+    assert torch.isfinite(out.loss_itm)
