@@ -39,10 +39,10 @@ def test_build_show_check(tmp_path, capsys):
 
 
 def test_demo_writes_contact_sheet_and_reuses_catalogue(tmp_path, capsys):
-    assert main(["demo", "--output", str(tmp_path), "--n-items", "30", "--workers", "1"]) == 0
+    assert main(["demo", "--output", str(tmp_path), "--n-items", "30", "--workers", "1", "--catalogue-only"]) == 0
     first = capsys.readouterr().out
     assert "contact_sheet.png" in first and (tmp_path / "contact_sheet.png").is_file()
-    assert main(["demo", "--output", str(tmp_path), "--n-items", "30", "--workers", "1"]) == 0
+    assert main(["demo", "--output", str(tmp_path), "--n-items", "30", "--workers", "1", "--catalogue-only"]) == 0
     assert "reusing the embedded catalogue" in capsys.readouterr().out
 
 
@@ -52,3 +52,31 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     assert "catalogue.json" in err and "unifashion data build" in err
     assert main(["data", "check", "fashion-mnist", str(tmp_path)]) == 2
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_demo_evaluates_the_installed_default_model(tmp_path, capsys, monkeypatch, single_thread):
+    from conftest import build_small_model
+    from unifashion.models import pretrained
+
+    monkeypatch.setenv("UNIFASHION_HOME", str(tmp_path / "home"))
+    assert not pretrained.is_trained("tiny-default")
+    assert main(["demo", "--output", str(tmp_path / "demo"), "--n-items", "330", "--no-train"]) == 0
+    assert "is not in" in capsys.readouterr().out  # says how to train it, trains nothing
+    saved = tmp_path / "small"
+    build_small_model().save_pretrained(saved)
+    pretrained.install("tiny-default", saved)
+    assert main(["demo", "--output", str(tmp_path / "demo"), "--n-items", "330", "--no-train",
+                 "--eval-tasks", "cmr", "cir"]) == 0
+    out = capsys.readouterr().out
+    assert "loading the trained default model" in out and "avg_(R@10+R@50)/2" in out
+    rows = json.loads((tmp_path / "demo" / "eval" / "results.json").read_text())
+    assert {r["method"] for r in rows} >= {"random", "UniFashion (caption fusion)"}
+    assert (tmp_path / "demo" / "eval" / "recall_curves.png").is_file()
+
+
+def test_unknown_trained_tag_message(tmp_path, monkeypatch):
+    from unifashion.models import UniFashion
+
+    monkeypatch.setenv("UNIFASHION_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="trained here, not downloaded"):
+        UniFashion.from_pretrained("tiny-default")

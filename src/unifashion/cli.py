@@ -55,19 +55,53 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     cat_dir = out / "catalogue"
     config = CatalogueConfig(n_items=args.n_items, seed=args.seed)
     meta = cat_dir / "catalogue.json"
-    reuse = meta.is_file() and json.loads(meta.read_text()).get("config", {}).get("n_items") == args.n_items \
-        and json.loads(meta.read_text()).get("config", {}).get("seed") == args.seed
-    if reuse:
+    existing = json.loads(meta.read_text()).get("config", {}) if meta.is_file() else {}
+    if existing.get("n_items") == args.n_items and existing.get("seed") == args.seed:
         catalogue = load_catalogue(cat_dir)
-        print(f"[1/2] reusing the embedded catalogue in {cat_dir} ({len(catalogue.items)} items)")
+        print(f"[1/4] reusing the embedded catalogue in {cat_dir} ({len(catalogue.items)} items)")
     else:
-        print(f"[1/2] building the embedded catalogue ({args.n_items} items) in {cat_dir}")
+        print(f"[1/4] building the embedded catalogue ({args.n_items} items) in {cat_dir}")
         catalogue = build_catalogue_files(cat_dir, config, workers=args.workers)
     counts = {s: sum(it.split == s for it in catalogue.items) for s in ("train", "val", "test")}
     print(f"      items per split: {counts}; CIR triplets: {len(catalogue.triplets)}")
     sheet = catalogue_contact_sheet(catalogue, out / "contact_sheet.png")
-    print(f"[2/2] contact sheet of items, captions and CIR triplets: {sheet.resolve()}")
-    return 0
+    print(f"[2/4] contact sheet of items, captions and CIR triplets: {sheet.resolve()}")
+    if args.catalogue_only:
+        return 0
+
+    from unifashion.models import pretrained
+
+    tag = "tiny-default"
+    if pretrained.is_trained(tag):
+        print(f"[3/4] loading the trained default model from {pretrained.trained_model_dir(tag)}")
+    elif args.no_train:
+        print(f"[3/4] {pretrained.missing_message(tag)}")
+        return 0
+    else:
+        from unifashion.training.recipe import default_recipe, run_recipe
+
+        run_dir = pretrained.home() / "runs" / tag
+        print(f"[3/4] training the default model once (about an hour on 2 CPU cores; resumable: run again to "
+              f"continue) in {run_dir}")
+        recipe = default_recipe(str(run_dir))
+        recipe.data.catalogue = str(cat_dir)
+        pretrained.install(tag, run_recipe(recipe))
+    baseline = pretrained.home() / "models" / "dual-encoder-default"
+    if not (baseline / "dual_encoder_config.json").is_file() and not args.no_train:
+        from unifashion.training.baselines import train_dual_encoder
+        from unifashion.training.recipe import DataSpec
+
+        print("      training the dual-encoder baseline once (a few minutes)")
+        final = train_dual_encoder(pretrained.home() / "runs" / "dual-encoder-default",
+                                   DataSpec(catalogue=str(cat_dir), fashion_mnist_pairs=1000))
+        pretrained.install_folder(final, baseline)
+    print(f"[4/4] evaluating on the test split -> {out / 'eval'}")
+    eval_args = argparse.Namespace(
+        model=tag, catalogue=str(cat_dir), out=str(out / "eval"), split="test", seed=0, tasks=args.eval_tasks,
+        dual_encoder=str(baseline) if (baseline / "dual_encoder_config.json").is_file() else None, ablation=None,
+        classifier=str(pretrained.home() / "models" / "attribute-classifier"), inception=None, fig_items=64,
+        fig_steps=50, fig_scheduler="pndm", itm_rerank=10)
+    return _cmd_eval(eval_args)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -89,6 +123,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     final = run_recipe(recipe)
     print(f"trained model: {final} ({(time.perf_counter() - start) / 60:.1f} min)")
+    if args.install_as:
+        from unifashion.models import pretrained
+
+        print(f"installed as {args.install_as!r}: {pretrained.install(args.install_as, final)}")
     return 0
 
 
@@ -158,11 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"unifashion {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="the main job on the embedded default: build the catalogue and show it")
+    demo = sub.add_parser("demo", help="the main job on the embedded default: catalogue, default model (trained "
+                                       "once, then cached), evaluation with baselines, pictures")
     demo.add_argument("--output", default="outputs/demo", help="folder for everything the demo writes")
     demo.add_argument("--n-items", type=int, default=2000)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument("--catalogue-only", action="store_true", help="stop after the catalogue and its picture")
+    demo.add_argument("--no-train", action="store_true", help="never train: skip what is not trained yet")
+    demo.add_argument("--eval-tasks", nargs="+", default=["cmr", "cir", "fic", "fig"],
+                      choices=["cmr", "cir", "fic", "fig"])
     demo.set_defaults(func=_cmd_demo)
 
     tr = sub.add_parser("train", help="two-phase training (phase 1 pairs, phase 2 CIR triplets); resumable")
@@ -173,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--scale", type=float, default=1.0, help="multiply the default recipe's step counts")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--print-recipe", action="store_true", help="print the recipe as JSON and exit")
+    tr.add_argument("--install-as", help="when done, install the model under this trained tag (e.g. tiny-default)")
     tr.set_defaults(func=_cmd_train)
 
     tb = sub.add_parser("train-baseline", help="train the CLIP-style dual-encoder baseline (CLIP4CIR two stages)")

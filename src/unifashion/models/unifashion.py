@@ -203,14 +203,21 @@ class UniFashion(nn.Module):
     def from_pretrained(
         cls, name_or_path: str | os.PathLike = "tiny", overrides: dict[str, Any] | None = None
     ) -> UniFashion:
-        """A preset by name (``"tiny"``, ``"paper"``; built with its pretrained parts) or a
-        directory written by :meth:`save_pretrained` (``config.json`` + ``model.safetensors``).
+        """A preset by name (``"tiny"``, ``"paper"``; built untrained, with its pretrained parts), a
+        trained tag (``"tiny-default"``, see :mod:`unifashion.models.pretrained`) or a directory
+        written by :meth:`save_pretrained` (``config.json`` + ``model.safetensors``).
 
         ``overrides`` are dotted config keys, e.g. ``{"vision.path": "/models/eva-vit-g"}``.
         """
         from safetensors.torch import load_model
 
+        from unifashion.models import pretrained
+
         path = Path(name_or_path).expanduser()
+        if str(name_or_path) in pretrained.TRAINED_TAGS and not (path / CONFIG_NAME).is_file():
+            if not pretrained.is_trained(str(name_or_path)):
+                raise FileNotFoundError(pretrained.missing_message(str(name_or_path)))
+            path = pretrained.trained_model_dir(str(name_or_path))
         if not (path / CONFIG_NAME).is_file():
             if str(name_or_path) in list_presets():
                 return cls(UniFashionConfig.from_preset(str(name_or_path), overrides))
