@@ -239,7 +239,7 @@ def test_load_errors_name_file_and_problem(tmp_path):
 
 
 def test_config_rejects_unknown_keys():
-    with pytest.raises(ValueError, match="unknown catalogue config key.*'n_itmes'"):
+    with pytest.raises(ValueError, match="unknown config key 'catalogue.n_itmes'"):
         CatalogueConfig.from_dict({"n_itmes": 5})
 
 

@@ -62,9 +62,9 @@ def test_phase_objective_returns_named_terms(single_thread):
 
 
 def test_recipe_errors_name_the_key(tmp_path):
-    with pytest.raises(ValueError, match="'stepz'"):
+    with pytest.raises(ValueError, match="'stages.a.loop.stepz'"):
         TrainRecipe.from_dict({"stages": [{"name": "a", "phase": 1, "loop": {"stepz": 1}}]})
-    with pytest.raises(ValueError, match="'catalog'"):
+    with pytest.raises(ValueError, match="'data.catalog'"):
         TrainRecipe.from_dict({"data": {"catalog": "x"}})
     with pytest.raises(FileNotFoundError, match="recipe not found"):
         TrainRecipe.load(tmp_path / "none.json")

@@ -117,9 +117,9 @@ def test_sampler_order_depends_only_on_seed_and_step():
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ValueError, match="'stepz'"):
+    with pytest.raises(ValueError, match="'loop.stepz'"):
         LoopConfig.from_dict({"stepz": 3})
-    with pytest.raises(ValueError, match="'learning_rate'"):
+    with pytest.raises(ValueError, match="'loop.optim.learning_rate'"):
         LoopConfig.from_dict({"optim": {"learning_rate": 3}})
     with pytest.raises(ValueError, match="schedule"):
         OptimConfig(schedule="step")

@@ -20,12 +20,13 @@ import json
 import os
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from unifashion.configuration import dataclass_from_dict
 from unifashion.data.attributes import (
     ACHROMATIC,
     CATEGORIES,
@@ -70,11 +71,7 @@ class CatalogueConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> CatalogueConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown catalogue config key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "catalogue")
 
 
 @dataclass

@@ -31,13 +31,17 @@ from __future__ import annotations
 import json
 import os
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from unifashion.configuration import dataclass_from_dict
+from unifashion.layers.adapter import TaskSpecificAdapter
+from unifashion.models.config import torch_dtype
 
 CAPTION_STYLES = ("short", "professional", "detailed")
 
@@ -102,11 +106,7 @@ class CaptionLMConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaptionLMConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown CaptionLMConfig fields: {sorted(unknown)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "caption_lm")
 
     @property
     def is_pretrained(self) -> bool:
@@ -153,22 +153,8 @@ def resolve_special_token_ids(tokenizer) -> SpecialTokenIds:
     return SpecialTokenIds(bos=bos, eos=eos, pad=pad)
 
 
-class LLMAdapter(nn.Module):
+class LLMAdapter(TaskSpecificAdapter):
     """TSA_llm: the paper's task-specific adapter, Linear(query_dim -> LM hidden size)."""
-
-    def __init__(self, query_dim: int, lm_hidden_size: int):
-        super().__init__()
-        self.proj = nn.Linear(query_dim, lm_hidden_size)
-
-    def forward(self, query_embeds: torch.Tensor) -> torch.Tensor:
-        return self.proj(query_embeds)
-
-
-def _dtype_from_name(name: str) -> torch.dtype:
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in dtypes:
-        raise ValueError(f"torch_dtype must be one of {sorted(dtypes)}, got {name!r}")
-    return dtypes[name]
 
 
 def build_tiny_llama(config: CaptionLMConfig, vocab_size: int, special: SpecialTokenIds) -> nn.Module:
@@ -198,7 +184,7 @@ def load_pretrained_lm(config: CaptionLMConfig) -> nn.Module:
     if not os.path.isdir(str(config.pretrained_path)):
         raise FileNotFoundError(f"pretrained_path is not a directory: {config.pretrained_path}")
     lm = AutoModelForCausalLM.from_pretrained(
-        config.pretrained_path, dtype=_dtype_from_name(config.torch_dtype), local_files_only=True
+        config.pretrained_path, dtype=torch_dtype(config.torch_dtype), local_files_only=True
     )
     if config.use_lora:
         from peft import LoraConfig, get_peft_model

@@ -21,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from unifashion.configuration import ConfigError, check_keys, dataclass_from_dict
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -30,23 +32,8 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-class ConfigError(ValueError):
-    """A configuration is malformed: unknown key, bad value, or unknown preset."""
-
-
-def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
-    if not isinstance(data, dict):
-        raise ConfigError(f"config section {where or '<root>'!r} must be a JSON object, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            path = f"{where}.{key}" if where else key
-            raise ConfigError(f"unknown config key {path!r}; known keys here: {sorted(known)}")
-
-
 def _simple_from_dict(cls: type, data: dict[str, Any], where: str):
-    _check_keys(cls, data, where)
-    return cls(**copy.deepcopy(data))
+    return dataclass_from_dict(cls, data, where)
 
 
 @dataclass
@@ -162,7 +149,7 @@ def _component_from_dict(loader, data: dict[str, Any] | None, where: str):
         return None
     cls = loader()
     if dataclasses.is_dataclass(cls):
-        _check_keys(cls, data, where)
+        check_keys(cls, data, where)
     return cls.from_dict(copy.deepcopy(data))
 
 
@@ -231,7 +218,7 @@ class UniFashionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UniFashionConfig:
-        _check_keys(cls, data, "")
+        check_keys(cls, data, "")
         data = copy.deepcopy(data)
         kwargs: dict[str, Any] = dict(data)
         kwargs["vision"] = VisionConfig.from_dict(data.get("vision", {}))
@@ -298,3 +285,13 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
             raise ConfigError(f"cannot set {dotted!r}: {'.'.join(parts[: i + 1])!r} is not a config section")
         node = child
     node[parts[-1]] = value
+
+
+def torch_dtype(name: str):
+    """``"float32"`` / ``"bfloat16"`` / ``"float16"`` as a torch dtype (configs hold names, not dtypes)."""
+    import torch
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise ConfigError(f"torch_dtype must be one of {sorted(dtypes)}, got {name!r}")
+    return dtypes[name]

@@ -35,13 +35,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from unifashion.configuration import dataclass_from_dict
+from unifashion.layers.adapter import TaskSpecificAdapter
+from unifashion.models.config import torch_dtype
 
 CONFIG_FILE_NAME = "diffusion_config.json"
 NULL_CONDITION_KINDS = ("learned", "zero")
@@ -104,33 +108,15 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown DiffusionConfig fields: {sorted(unknown)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "diffusion")
 
     @property
     def is_pretrained(self) -> bool:
         return self.pretrained_path is not None
 
 
-class DiffusionAdapter(nn.Module):
+class DiffusionAdapter(TaskSpecificAdapter):
     """TSA_diff: the paper's task-specific adapter, Linear(query_dim -> UNet cross_attention_dim)."""
-
-    def __init__(self, query_dim: int, cross_attention_dim: int):
-        super().__init__()
-        self.proj = nn.Linear(query_dim, cross_attention_dim)
-
-    def forward(self, query_embeds: torch.Tensor) -> torch.Tensor:
-        return self.proj(query_embeds)
-
-
-def _dtype_from_name(name: str) -> torch.dtype:
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in dtypes:
-        raise ValueError(f"torch_dtype must be one of {sorted(dtypes)}, got {name!r}")
-    return dtypes[name]
 
 
 def tiny_image_size(config: DiffusionConfig) -> int:
@@ -267,7 +253,7 @@ class QueryConditionedDiffusion(nn.Module):
         root = Path(str(config.pretrained_path))
         if not root.is_dir():
             raise FileNotFoundError(f"pretrained_path is not a directory: {root}")
-        dtype = _dtype_from_name(config.torch_dtype)
+        dtype = torch_dtype(config.torch_dtype)
         vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype, local_files_only=True)
         unet = UNet2DConditionModel.from_pretrained(
             root, subfolder="unet", torch_dtype=dtype, local_files_only=True

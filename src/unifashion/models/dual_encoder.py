@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from unifashion.models.config import ConfigError, VisionConfig
+from unifashion.configuration import check_keys
+from unifashion.models.config import VisionConfig
 from unifashion.models.losses import symmetric_contrastive_loss
 from unifashion.models.processor import UniFashionProcessor, bundled_tokenizer_path
 from unifashion.models.vision import build_vision_encoder
@@ -44,10 +45,7 @@ class DualEncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DualEncoderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown dual encoder config key(s) {unknown}; known keys are {sorted(known)}")
+        check_keys(cls, data, "dual_encoder")
         data = dict(data)
         if isinstance(data.get("vision"), dict):
             data["vision"] = VisionConfig.from_dict(data["vision"])

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +30,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from unifashion.configuration import dataclass_from_dict
 from unifashion.training.data import ImageBank, PairDataset, TripletTrainDataset
 from unifashion.training.trainer import LoopConfig, OptimConfig, latest_checkpoint, train
-
-
-def _from_dict(cls, data: dict, where: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys are {sorted(known)}")
-    return cls(**data)
 
 
 @dataclass
@@ -65,8 +58,9 @@ class StageSpec:
     @classmethod
     def from_dict(cls, data: dict) -> StageSpec:
         data = dict(data)
-        loop = LoopConfig.from_dict(data.pop("loop", {}))
-        spec = _from_dict(cls, data, f"stage {data.get('name', '?')!r}")
+        where = f"stages.{data.get('name', '?')}"
+        loop = LoopConfig.from_dict(data.pop("loop", {}), f"{where}.loop")
+        spec = dataclass_from_dict(cls, data, where)
         spec.loop = loop
         return spec
 
@@ -84,9 +78,9 @@ class TrainRecipe:
     @classmethod
     def from_dict(cls, data: dict) -> TrainRecipe:
         data = dict(data)
-        dspec = _from_dict(DataSpec, data.pop("data", {}), "data")
+        dspec = dataclass_from_dict(DataSpec, data.pop("data", {}), "data")
         stages = [StageSpec.from_dict(s) for s in data.pop("stages", [])]
-        recipe = _from_dict(cls, data, "the training recipe")
+        recipe = dataclass_from_dict(cls, data, "")
         recipe.data, recipe.stages = dspec, stages
         return recipe
 

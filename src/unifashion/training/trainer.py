@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from unifashion.configuration import check_keys, dataclass_from_dict
 from unifashion.training.checkpoint import load_checkpoint, save_checkpoint
 from unifashion.training.sampler import ResumableBatchSampler
 
@@ -62,18 +63,11 @@ class LoopConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     @classmethod
-    def from_dict(cls, data: dict) -> LoopConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training config key(s) {unknown}; known keys are {sorted(known)}")
+    def from_dict(cls, data: dict, where: str = "loop") -> LoopConfig:
+        check_keys(cls, data, where)
         data = dict(data)
         if isinstance(data.get("optim"), dict):
-            okeys = {f.name for f in fields(OptimConfig)}
-            bad = sorted(set(data["optim"]) - okeys)
-            if bad:
-                raise ValueError(f"unknown optim config key(s) {bad}; known keys are {sorted(okeys)}")
-            data["optim"] = OptimConfig(**data["optim"])
+            data["optim"] = dataclass_from_dict(OptimConfig, data["optim"], f"{where}.optim")
         return cls(**data)
 
 
