@@ -191,6 +191,134 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- search, captioning, generation and the service (unifashion.pipelines, unifashion.serving) --
+
+
+def _reports_errors(handler):
+    """Run a command; an error about files, the index or the input is one line and exit status 2."""
+    import functools
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from unifashion.serving.index import CatalogueIndexError
+
+        try:
+            return handler(args)
+        except (OSError, CatalogueIndexError, RuntimeError) as exc:
+            print(f"unifashion: error: {exc}", file=sys.stderr)
+            return 2
+    return run
+
+
+def _load_model(name: str):
+    from unifashion.models import UniFashion
+
+    return UniFashion.from_pretrained(name)
+
+
+@_reports_errors
+def _cmd_index(args: argparse.Namespace) -> int:
+    from unifashion.pipelines import build_index
+
+    report = build_index(_load_model(args.model), args.catalogue, args.index, split=args.split,
+                         batch_size=args.batch_size, progress=not args.no_progress, ann=args.ann)
+    print(report)
+    return 0
+
+
+def _print_hits(hits) -> None:
+    for hit in hits:
+        captions = hit.metadata.captions
+        text = captions.get("short") or next(iter(captions.values()), "") or hit.metadata.fusion_caption
+        fusion = f" (max-sim {hit.maxsim:.4f} + fusion {hit.fusion:.4f})" if hit.fusion else ""
+        category = f"[{hit.metadata.category}] " if hit.metadata.category else ""
+        print(f"{hit.rank:3d}. {hit.item_id}  score {hit.score:.4f}{fusion}  {category}{text}")
+
+
+@_reports_errors
+def _cmd_search(args: argparse.Namespace) -> int:
+    from unifashion.data.records import load_image
+    from unifashion.pipelines import SearchPipeline
+
+    if args.query and args.text:
+        raise ValueError("give the text once: as the argument or with --text")
+    text = args.query or args.text
+    if text is None and args.image is None:
+        raise ValueError("give a text (text -> images), --image (image -> texts) or both (composed search)")
+    image = load_image(args.image) if args.image else None
+    with SearchPipeline.open(_load_model(args.model), args.index, read_only=True) as pipeline:
+        if image is None:
+            hits = pipeline.text_to_images(text, args.top_k, category=args.category)
+            query = {"task": "text_to_images", "text": text}
+        elif text is None:
+            text_hits = pipeline.image_to_texts(image, args.top_k)
+            if args.json:
+                print(json.dumps({"query": {"task": "image_to_texts", "image": args.image},
+                                  "results": [h.to_dict() for h in text_hits]}, indent=2))
+            for hit in [] if args.json else text_hits:
+                shown = ", ".join(f"{s.item_id} ({s.style})" for s in hit.sources[:3])
+                more = f" +{len(hit.sources) - 3} more" if len(hit.sources) > 3 else ""
+                print(f"{hit.rank:3d}. score {hit.score:.4f}  {hit.text}  <- {shown}{more}")
+            return 0
+        else:
+            hits = pipeline.composed(image, text, args.top_k, fusion=not args.no_fusion, category=args.category)
+            query = {"task": "composed", "image": args.image, "text": text, "fusion": not args.no_fusion}
+    if args.json:
+        print(json.dumps({"query": query, "results": [h.to_dict() for h in hits]}, indent=2))
+    else:
+        _print_hits(hits)
+    return 0
+
+
+@_reports_errors
+def _cmd_caption(args: argparse.Namespace) -> int:
+    from unifashion.data.records import load_image
+    from unifashion.pipelines import SearchPipeline
+
+    images = [load_image(path) for path in args.images]
+    pipeline = SearchPipeline(_load_model(args.model), None)
+    for path, image in zip(args.images, images, strict=True):
+        caption = pipeline.caption(image, args.style)
+        print(f"{path}: {caption}" if len(args.images) > 1 else caption)
+    return 0
+
+
+@_reports_errors
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from unifashion.data.records import load_image
+    from unifashion.pipelines import SearchPipeline
+
+    images = {name: load_image(getattr(args, name)) if getattr(args, name) else None
+              for name in ("image", "mask", "sketch", "person")}
+    if (images["mask"] is None) != (images["person"] is None):
+        raise ValueError("design / try-on needs both --person and --mask (white = the region to redraw)")
+    pipeline = SearchPipeline(_load_model(args.model), None)
+    generated = pipeline.generate(args.text, **images, steps=args.steps, scheduler=args.scheduler,
+                                  guidance=args.guidance, seed=args.seed)[0]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    generated.save(out)
+    print(f"generated {generated.size[0]}x{generated.size[1]} image (seed {args.seed}): {out.resolve()}")
+    return 0
+
+
+@_reports_errors
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from unifashion.serving.app import ServiceSettings, serve
+
+    settings = ServiceSettings(max_upload_bytes=int(args.max_upload_mb * 2**20), max_top_k=args.max_top_k,
+                               max_generation_steps=args.max_steps,
+                               default_generation_steps=min(25, args.max_steps))
+    if not Path(args.index, "catalogue.sqlite").is_file():
+        raise FileNotFoundError(f"no catalogue index at {args.index}; build one with `unifashion index`")
+    serve(args.index, args.model, host=args.host, port=args.port,
+          api_key=args.api_key or os.environ.get("UNIFASHION_API_KEY") or None, threads=args.threads,
+          read_only=args.read_only, settings=settings)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unifashion", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"unifashion {__version__}")
@@ -246,6 +374,66 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fig-scheduler", default="pndm", choices=["pndm", "dpmsolver++"])
     ev.add_argument("--itm-rerank", type=int, default=10, help="ITM re-rank of the CIR top-k (0: off)")
     ev.set_defaults(func=_cmd_eval)
+
+    model_help = "a trained tag (tiny-default) or a folder written by save_pretrained"
+    ix = sub.add_parser("index", help="embed a catalogue into a search index (resumable: re-run to continue "
+                                      "or to add new items)")
+    ix.add_argument("--catalogue", required=True,
+                    help="an embedded catalogue folder, or an image folder with metadata.jsonl / metadata.csv "
+                         "(id, path, category, caption...), or such a file")
+    ix.add_argument("--split", help="only this split of an embedded catalogue (train, val, test)")
+    ix.add_argument("--index", required=True, help="index folder (created, or added to)")
+    ix.add_argument("--model", default="tiny-default", help=model_help)
+    ix.add_argument("--batch-size", type=int, default=32)
+    ix.add_argument("--ann", default="flat", choices=["flat", "ivf", "ivfpq"], help="FAISS stage of a new index")
+    ix.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ix.set_defaults(func=_cmd_index)
+
+    se = sub.add_parser("search", help="search an index: TEXT -> images; --image -> catalogue texts; "
+                                       "--image with TEXT -> images (composed, with caption fusion)")
+    se.add_argument("query", nargs="?", help="the text (or use --text)")
+    se.add_argument("--text", help="the text: a description, or with --image the modification")
+    se.add_argument("--image", help="query image (alone: image -> texts; with a text: composed search)")
+    se.add_argument("--index", required=True)
+    se.add_argument("--model", default="tiny-default", help=model_help)
+    se.add_argument("--top-k", type=int, default=10)
+    se.add_argument("--category", help="only items of this category")
+    se.add_argument("--no-fusion", action="store_true", help="composed search without caption fusion")
+    se.add_argument("--json", action="store_true", help="print the results as JSON")
+    se.set_defaults(func=_cmd_search)
+
+    ca = sub.add_parser("caption", help="caption images (short, professional or detailed)")
+    ca.add_argument("images", nargs="+", metavar="IMAGE")
+    ca.add_argument("--style", default="detailed", choices=["short", "professional", "detailed"])
+    ca.add_argument("--model", default="tiny-default", help=model_help)
+    ca.set_defaults(func=_cmd_caption)
+
+    ge = sub.add_parser("generate", help="generate an image from text, image + text, or person + mask (+ sketch)")
+    ge.add_argument("--text", help="what to draw, or how to change --image")
+    ge.add_argument("--image", help="reference garment (composed generation)")
+    ge.add_argument("--mask", help="try-on: mask image, white = region of --person to redraw")
+    ge.add_argument("--sketch", help="try-on: garment sketch")
+    ge.add_argument("--person", help="try-on: the person image")
+    ge.add_argument("--out", required=True, help="PNG file to write")
+    ge.add_argument("--steps", type=int, default=50)
+    ge.add_argument("--scheduler", default="pndm", choices=["pndm", "dpmsolver++"])
+    ge.add_argument("--guidance", type=float, default=7.5)
+    ge.add_argument("--seed", type=int, default=0)
+    ge.add_argument("--model", default="tiny-default", help=model_help)
+    ge.set_defaults(func=_cmd_generate)
+
+    sv = sub.add_parser("serve", help="HTTP service and web page over an index (FastAPI + uvicorn)")
+    sv.add_argument("--index", required=True)
+    sv.add_argument("--model", default="tiny-default", help=model_help)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", help="key that adding/deleting items requires (default: $UNIFASHION_API_KEY)")
+    sv.add_argument("--threads", type=int, default=1, help="torch threads (the model runs one request at a time)")
+    sv.add_argument("--read-only", action="store_true", help="open the index read-only (no adding/deleting)")
+    sv.add_argument("--max-upload-mb", type=float, default=10.0)
+    sv.add_argument("--max-top-k", type=int, default=100)
+    sv.add_argument("--max-steps", type=int, default=100, help="cap on generation steps per request")
+    sv.set_defaults(func=_cmd_serve)
 
     data = sub.add_parser("data", help="build, show and check fashion datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)

@@ -106,9 +106,9 @@ def default_recipe(output_dir: str = "runs/tiny", scale: float = 1.0, seed: int 
                           optim=OptimConfig(lr=lr, warmup_steps=max(1, int(warmup * scale))))
     return TrainRecipe(output_dir=output_dir, seed=seed, data=DataSpec(fashion_mnist_pairs=1000), stages=[
         StageSpec("phase1-qformer", 1, "qformer", loop=loop(500, 32, 1e-4, 50)),
-        StageSpec("phase1-autoencoder", 1, "autoencoder", loop=loop(300, 32, 1e-3, 20)),
-        StageSpec("phase1-generators", 1, "generators", loop=loop(600, 32, 5e-4, 50)),
-        StageSpec("phase2", 2, None, loop=loop(300, 32, 5e-5, 20)),
+        StageSpec("phase1-autoencoder", 1, "autoencoder", loop=loop(200, 32, 1e-3, 20)),
+        StageSpec("phase1-generators", 1, "generators", loop=loop(350, 32, 5e-4, 30)),
+        StageSpec("phase2", 2, None, loop=loop(150, 32, 1e-4, 15)),
     ])
 
 

@@ -1,0 +1,37 @@
+"""Pipelines: the model and the catalogue index put together for search, captioning and generation.
+
+- :class:`CatalogueBuilder` / :func:`build_index`: embed a catalogue (records, the embedded
+  catalogue, or an image folder with a JSONL/CSV metadata file) into a :class:`CatalogueIndex`,
+  storing each item's generated caption and its embedding for caption fusion.
+- :class:`SearchPipeline`: text -> images, image -> texts, composed (image + text) -> images,
+  captioning, generation, and adding / deleting items.
+
+Dependencies point one way: ``serving.app`` -> ``pipelines`` -> ``models`` (and the index in
+``serving.index``, which does not depend on the model).
+"""
+
+from unifashion.pipelines.catalogue import (
+    FUSION_CAPTION_STYLE,
+    BuildReport,
+    CatalogueBuilder,
+    EmbeddedItems,
+    build_index,
+    load_item_records,
+    read_metadata_file,
+)
+from unifashion.pipelines.search import GENERATED_STYLE, SCHEDULERS, SearchPipeline, TextHit, TextSource
+
+__all__ = [
+    "FUSION_CAPTION_STYLE",
+    "GENERATED_STYLE",
+    "SCHEDULERS",
+    "BuildReport",
+    "CatalogueBuilder",
+    "EmbeddedItems",
+    "SearchPipeline",
+    "TextHit",
+    "TextSource",
+    "build_index",
+    "load_item_records",
+    "read_metadata_file",
+]

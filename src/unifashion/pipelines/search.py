@@ -1,0 +1,370 @@
+"""Search, captioning and generation over one catalogue index with one UniFashion model.
+
+:class:`SearchPipeline` is what the CLI and the HTTP service call. Each task is one model call
+plus, for retrieval, one index search:
+
+==================  ==========================================================================
+text_to_images      e = encode_text(text); items by ``max_q <e, Z_q>`` (CMR text -> image)
+image_to_texts      Z = encode_image(image); catalogue texts by ``max_q <Z_q, e_text>``
+                    (CMR image -> text)
+composed            e = encode_composed(image, text); items by ``max_q <e, Z_q> + <e, Z_C>``
+                    (CIR with the paper's caption fusion; ``fusion=False`` drops the second term)
+caption             the model's caption in a style ("short", "professional", "detailed")
+generate            images from text, image + text, or person + mask (+ sketch) + text
+==================  ==========================================================================
+
+Which texts image-to-text ranks. The catalogue's own texts: for every item in the index, each of
+its stored captions (one per style given at indexing, e.g. the embedded catalogue's "short",
+"professional" and "detailed") and the caption the model generated for it when it was indexed
+(style ``"generated"``). Identical texts are ranked once and list every (item, style) they came
+from. They are embedded on first use and kept in memory; after the index changes, only texts not
+seen before are embedded.
+
+The model is not thread-safe (and one CPU forward pass at a time is fastest on a small machine),
+so every model call runs under ``self.lock``; index searches run outside it (the index is
+thread-safe itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from unifashion.data.records import CAPTION_STYLES, ImageSource, ItemRecord, load_image
+from unifashion.pipelines.catalogue import FUSION_CAPTION_STYLE, CatalogueBuilder, index_metadata
+from unifashion.serving.index import CatalogueIndex, DuplicateItemError, Hit, UnknownItemError
+from unifashion.serving.store import ItemMetadata
+
+#: Style name under which image-to-text lists the model's own (fusion) caption of an item.
+GENERATED_STYLE = "generated"
+
+#: Folder (inside the index folder) where images of items added through the pipeline are kept.
+IMAGES_DIR = "images"
+
+SCHEDULERS = ("pndm", "dpmsolver++")
+
+# Texts embedded per model call when the image-to-text bank is (re)built.
+_TEXT_BATCH = 64
+
+
+@dataclass(frozen=True)
+class TextSource:
+    item_id: str
+    style: str
+
+
+@dataclass(frozen=True)
+class TextHit:
+    """One image-to-text result: a catalogue text, its score, and the items it describes."""
+
+    text: str
+    score: float
+    rank: int
+    sources: tuple[TextSource, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "score": self.score, "rank": self.rank,
+                "sources": [{"item_id": s.item_id, "style": s.style} for s in self.sources]}
+
+
+class _TextBank:
+    """The catalogue texts that image-to-text ranks, with their embeddings, for one index
+    generation. Embeddings are cached per text across generations."""
+
+    def __init__(self) -> None:
+        self.generation = -1
+        self.texts: list[str] = []
+        self.sources: list[tuple[TextSource, ...]] = []
+        self.matrix = np.zeros((0, 0), dtype=np.float32)
+        self._embedding: dict[str, np.ndarray] = {}
+
+    def refresh(self, index: CatalogueIndex, embed) -> None:
+        generation = index.generation
+        if generation == self.generation:
+            return
+        by_text: dict[str, list[TextSource]] = {}
+        for item_id in index.ids():
+            try:
+                metadata = index.get(item_id)
+            except UnknownItemError:  # deleted by another process since ids() was read
+                continue
+            texts = list(metadata.captions.items())
+            if metadata.fusion_caption:
+                texts.append((GENERATED_STYLE, metadata.fusion_caption))
+            for style, text in texts:
+                if text.strip():
+                    by_text.setdefault(text, []).append(TextSource(item_id, style))
+        new = [t for t in by_text if t not in self._embedding]
+        for start in range(0, len(new), _TEXT_BATCH):
+            chunk = new[start:start + _TEXT_BATCH]
+            for text, vector in zip(chunk, embed(chunk), strict=True):
+                self._embedding[text] = vector
+        # Forget texts no item carries any more, so that the cache does not grow without bound.
+        self._embedding = {t: self._embedding[t] for t in by_text}
+        self.texts = list(by_text)
+        self.sources = [tuple(by_text[t]) for t in self.texts]
+        self.matrix = (np.stack([self._embedding[t] for t in self.texts]) if self.texts
+                       else np.zeros((0, index.dim), dtype=np.float32))
+        self.generation = generation
+
+
+def _image_file_name(item_id: str, png: bytes) -> str:
+    """The file name of an item's saved image: any id maps to a safe name (ids may hold '/' or
+    '..'), and a replaced image gets a new name, so the old file stays valid until the index
+    no longer names it."""
+    id_part = hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:24]
+    return f"{id_part}-{hashlib.sha256(png).hexdigest()[:16]}.png"
+
+
+def _check_top_k(top_k: Any) -> int:
+    if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    return int(top_k)
+
+
+def _check_text(text: Any, name: str = "text") -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{name} must be a non-empty string")
+    return text.strip()
+
+
+class SearchPipeline:
+    """Retrieval, captioning, generation and catalogue updates with one model over one index.
+
+    Build one with ``SearchPipeline(model, CatalogueIndex.open(folder))`` or
+    :meth:`SearchPipeline.open`; ``SearchPipeline(model, None)`` only captions and generates.
+    Images may be PIL images, paths, encoded bytes or uint8 arrays.
+    """
+
+    def __init__(self, model, index: CatalogueIndex | None, *, batch_size: int = 32,
+                 caption_style: str = FUSION_CAPTION_STYLE):
+        self.model = model.eval()
+        self._index = index
+        self.lock = threading.RLock()  # held around every model call
+        self._write_lock = threading.Lock()  # one add/delete at a time (check, store image, index)
+        self._bank_lock = threading.Lock()
+        self._bank = _TextBank()
+        self.builder = CatalogueBuilder(model, batch_size=batch_size, progress=False, caption_style=caption_style,
+                                        lock=self.lock)
+        if index is not None:
+            self.builder.check_index(index)
+
+    @classmethod
+    def open(cls, model, index_dir: str | os.PathLike, read_only: bool = False, **kwargs) -> SearchPipeline:
+        return cls(model, CatalogueIndex.open(index_dir, read_only=read_only), **kwargs)
+
+    @property
+    def index(self) -> CatalogueIndex:
+        """The catalogue index (a pipeline made with ``index=None`` only captions and generates)."""
+        if self._index is None:
+            raise RuntimeError("this pipeline has no catalogue index: it can caption and generate, not search")
+        return self._index
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+
+    def __enter__(self) -> SearchPipeline:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- retrieval ---------------------------------------------------------------------------
+
+    def text_to_images(self, text: str, top_k: int = 10, category: str | None = None) -> list[Hit]:
+        """Catalogue items for a text query, best first (CMR text -> image)."""
+        text, top_k, index = _check_text(text), _check_top_k(top_k), self.index
+        with self.lock:
+            query = self.model.encode_text([text])[0].float().cpu().numpy()
+        return index.search(query, top_k, category=category)
+
+    def image_to_texts(self, image: ImageSource, top_k: int = 10) -> list[TextHit]:
+        """Catalogue texts for an image, best first (CMR image -> text); see the module docstring
+        for which texts are ranked."""
+        top_k, index = _check_top_k(top_k), self.index
+        picture = load_image(image)
+        with self.lock:
+            z = self.model.encode_image([picture])[0].float().cpu().numpy()  # (Q, D)
+        with self._bank_lock:
+            self._bank.refresh(index, self._embed_texts)
+            texts, sources, matrix = self._bank.texts, self._bank.sources, self._bank.matrix
+        if not texts:
+            return []
+        scores = (matrix @ z.T).max(axis=1)  # max over the image's queries, as the model's score()
+        count = min(top_k, len(texts))
+        best = np.argpartition(-scores, count - 1)[:count] if count < len(texts) else np.arange(len(texts))
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [TextHit(texts[i], float(scores[i]), rank, sources[i]) for rank, i in enumerate(best, 1)]
+
+    def composed(self, image: ImageSource, text: str, top_k: int = 10, fusion: bool = True,
+                 category: str | None = None) -> list[Hit]:
+        """Items that look like ``image`` changed as ``text`` says (CIR), best first.
+
+        With ``fusion`` (the paper's scoring) each item's score adds the inner product of the
+        query with the embedding of the item's generated caption (fusion_weight 1).
+        """
+        text, top_k, index = _check_text(text), _check_top_k(top_k), self.index
+        picture = load_image(image)
+        with self.lock:
+            query = self.model.encode_composed([picture], [text])[0].float().cpu().numpy()
+        return index.search(query, top_k, category=category, fusion_weight=1.0 if fusion else 0.0)
+
+    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        with self.lock:
+            return self.model.encode_text(list(texts)).float().cpu().numpy()
+
+    # -- captioning and generation -----------------------------------------------------------
+
+    def caption(self, image: ImageSource, style: str = "detailed") -> str:
+        """The model's caption of an image in ``style`` ("short", "professional", "detailed")."""
+        if style not in CAPTION_STYLES:
+            raise ValueError(f"unknown caption style {style!r}; choose one of {', '.join(CAPTION_STYLES)}")
+        picture = load_image(image)
+        with self.lock:
+            return self.model.caption([picture], style=style)[0]
+
+    def generate(self, text: str | None = None, image: ImageSource | None = None, mask: ImageSource | None = None,
+                 sketch: ImageSource | None = None, person: ImageSource | None = None, *, steps: int = 25,
+                 scheduler: str = "pndm", guidance: float = 7.5, seed: int | None = 0,
+                 num_images: int = 1) -> list[Image.Image]:
+        """Generate ``num_images`` images (PIL, the model's generation size).
+
+        * text -> image: ``text``;
+        * composed generation: ``image`` (reference garment) + ``text`` (modification);
+        * design / try-on: ``person`` + ``mask`` (white = the region to redraw) and optionally a
+          garment ``sketch``, with ``text`` and/or a garment ``image``. Pixels outside the mask
+          are the person's.
+
+        ``seed`` makes the result reproducible (None: a random one).
+        """
+        if text is not None:
+            text = _check_text(text)
+        if text is None and image is None:
+            raise ValueError("generation needs a text, a reference image, or both")
+        if (mask is None) != (person is None):
+            raise ValueError("design / try-on needs both a person image and a mask (white = region to redraw)")
+        if sketch is not None and mask is None:
+            raise ValueError("a sketch needs a person image and a mask to draw it into")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not np.isfinite(guidance) \
+                or guidance < 0:
+            raise ValueError(f"guidance must be a finite number >= 0, got {guidance!r}")
+        if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
+            raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+
+        def repeat(source: ImageSource | None, mode: str = "RGB") -> list[Image.Image] | None:
+            return None if source is None else [load_image(source, mode)] * num_images
+
+        with self.lock:
+            pixels = self.model.generate(
+                [text] * num_images if text is not None else None,
+                images=repeat(image),
+                mask=repeat(mask, "L"),
+                sketch=repeat(sketch, "L"),
+                masked_image=repeat(person),
+                num_inference_steps=steps,
+                scheduler=scheduler,
+                guidance_scale=float(guidance),
+                generator=generator,
+            )
+        return self.model.processor.postprocess_images(pixels)
+
+    # -- catalogue updates -------------------------------------------------------------------
+
+    def add_items(self, records: Sequence[ItemRecord], *, replace: bool = False) -> list[ItemMetadata]:
+        """Embed, caption and add items (``replace``: ids already present are replaced).
+
+        Images given as files are referenced by path; images given in memory (PIL, bytes,
+        arrays) are saved as PNG under the index folder's ``images/``, so that the service can
+        show them. Raises :class:`DuplicateItemError` for ids already present unless ``replace``.
+        """
+        records = list(records)
+        with self._write_lock:
+            index = self.index
+            present = [r.item_id for r in records if r.item_id in index]
+            if present and not replace:
+                raise DuplicateItemError(f"already in the index: {', '.join(repr(i) for i in present[:5])}")
+            replaced_images = {self.image_path(i) for i in present}
+            metadata, written = [], []
+            try:
+                for record in records:
+                    if isinstance(record.image, (str, os.PathLike)):
+                        metadata.append(index_metadata(record))
+                        continue
+                    buffer = io.BytesIO()
+                    load_image(record.image).save(buffer, format="PNG")
+                    relative = Path(IMAGES_DIR) / _image_file_name(record.item_id, buffer.getvalue())
+                    target = index.folder / relative
+                    if not target.is_file():  # the same id with the same image may be re-added
+                        target.parent.mkdir(exist_ok=True)
+                        temporary = target.with_suffix(".tmp")
+                        temporary.write_bytes(buffer.getvalue())
+                        os.replace(temporary, target)  # readers never see a half-written image
+                        written.append(target)
+                    metadata.append(index_metadata(record, image_path=str(relative)))
+                self.builder.add(index, records, upsert=replace, metadata=metadata)
+            except BaseException:
+                for path in written:
+                    path.unlink(missing_ok=True)
+                raise
+            # The replaced items' saved images, now that no committed item names them.
+            kept = {self.image_path(r.item_id) for r in records}
+            self._remove_saved_images(replaced_images - kept)
+        return [index.get(r.item_id) for r in records]
+
+    def add_item(self, item_id: str, image: ImageSource, *, category: str = "", captions: dict[str, str] | None = None,
+                 attributes: dict[str, Any] | None = None, replace: bool = False) -> ItemMetadata:
+        """Add one item; see :meth:`add_items`."""
+        record = ItemRecord(item_id=item_id, image=image, category=category, captions=dict(captions or {}),
+                            attributes=dict(attributes or {}), source="pipeline")
+        return self.add_items([record], replace=replace)[0]
+
+    def delete_items(self, ids: Sequence[str]) -> None:
+        """Delete items (:class:`UnknownItemError` if any is absent; then nothing is deleted),
+        and the images that :meth:`add_items` saved for them."""
+        ids = list(ids)
+        with self._write_lock:
+            images = {self.image_path(i) for i in ids if i in self.index}
+            self.index.delete(ids)
+            self._remove_saved_images(images)
+
+    def _remove_saved_images(self, paths) -> None:
+        """Delete images that :meth:`add_items` saved (never files the catalogue referenced)."""
+        images_dir = (self.index.folder / IMAGES_DIR).resolve()
+        for path in paths:
+            if path is not None and path.parent == images_dir:
+                path.unlink(missing_ok=True)
+
+    # -- items -------------------------------------------------------------------------------
+
+    def get(self, item_id: str) -> ItemMetadata:
+        """An item's metadata (:class:`UnknownItemError` if absent)."""
+        return self.index.get(item_id)
+
+    def image_path(self, item_id: str) -> Path | None:
+        """The file of an item's image (relative paths are relative to the index folder), or
+        None when the item was indexed without one. Raises :class:`UnknownItemError`."""
+        stored = self.index.get(item_id).image_path
+        if not stored:
+            return None
+        path = Path(stored)
+        return (path if path.is_absolute() else self.index.folder / path).resolve()

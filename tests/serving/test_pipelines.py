@@ -1,0 +1,311 @@
+"""Pipelines: building an index from a catalogue, and search results against a brute-force
+max-sim over the model's own embeddings; adding and deleting items; reopening; metadata files;
+generation; the CLI commands that use them.
+
+Everything runs on the tiny random model of conftest.py and a 30-item embedded catalogue.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from serving_helpers import N_ITEMS, build_discriminative_model, build_test_catalogue, build_test_index, make_image
+
+from conftest import build_small_model
+from unifashion.data.catalogue import load_catalogue
+from unifashion.data.errors import DatasetFormatError
+from unifashion.pipelines import GENERATED_STYLE, SearchPipeline, build_index, read_metadata_file
+from unifashion.serving import CatalogueIndex, DuplicateItemError, UnknownItemError
+
+# Scores come from fp16-stored vectors; unit vectors of dim 16 lose ~1e-3 in an inner product.
+SCORE_TOL = 5e-3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_discriminative_model()
+
+
+@pytest.fixture(scope="module")
+def catalogue_dir(tmp_path_factory):
+    return build_test_catalogue(tmp_path_factory.mktemp("catalogue"))
+
+
+@pytest.fixture(scope="module")
+def built(model, catalogue_dir, tmp_path_factory):
+    """An index of the whole catalogue (read by the tests; the mutating ones build their own)."""
+    folder = tmp_path_factory.mktemp("index") / "index"
+    report = build_test_index(model, catalogue_dir, folder)
+    return folder, report
+
+
+@pytest.fixture(scope="module")
+def pipeline(model, built):
+    with SearchPipeline.open(model, built[0], read_only=True) as search:
+        yield search
+
+
+@pytest.fixture(scope="module")
+def reference(model, catalogue_dir, pipeline):
+    """The brute-force side: the model's embeddings of every catalogue image and stored caption."""
+    records = load_catalogue(catalogue_dir).item_records()
+    images = [r.load_image() for r in records]
+    z = model.encode_image(images).numpy()
+    fusion_captions = [pipeline.get(r.item_id).fusion_caption for r in records]
+    return {"ids": [r.item_id for r in records], "records": records, "images": images, "z": z,
+            "zc": model.encode_text(fusion_captions).numpy(), "fusion_captions": fusion_captions}
+
+
+def assert_same_ranking(hits, ids, scores, top_k):
+    """Hits carry the brute-force scores of their items, in order, and are the brute-force top k
+    (up to near-ties, which fp16 storage may swap)."""
+    by_id = dict(zip(ids, scores, strict=True))
+    assert np.ptp(scores) > 20 * SCORE_TOL  # scores that differ: a ranking that could be wrong
+    assert len(hits) == min(top_k, len(ids))
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    for hit in hits:
+        assert hit.score == pytest.approx(by_id[hit.item_id], abs=SCORE_TOL)
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+    expected = np.sort(scores)[::-1][:top_k]
+    np.testing.assert_allclose([h.score for h in hits], expected, atol=SCORE_TOL)
+
+
+def test_build_reports_and_stores_every_item(built, pipeline, reference, model):
+    folder, report = built
+    assert report.added == N_ITEMS and report.skipped == 0 and report.total == N_ITEMS
+    assert len(pipeline.index) == N_ITEMS
+    record = reference["records"][3]
+    stored = pipeline.get(record.item_id)
+    assert stored.category == record.category and stored.captions == record.captions
+    assert stored.attributes == record.attributes
+    assert pipeline.image_path(record.item_id) == record.image.resolve()
+    # The fusion caption is the model's detailed caption, and the fusion vector its embedding.
+    assert stored.fusion_caption == model.caption([reference["images"][3]], style="detailed")[0]
+    multi, fusion = pipeline.index.vectors(record.item_id)
+    np.testing.assert_allclose(multi, reference["z"][3], atol=SCORE_TOL)
+    np.testing.assert_allclose(fusion, model.encode_text([stored.fusion_caption])[0].numpy(), atol=SCORE_TOL)
+
+
+@pytest.mark.parametrize("text", ["a red floral dress", "navy shirt with long sleeves"])
+def test_text_to_images_equals_brute_force_maxsim(pipeline, reference, model, text):
+    e = model.encode_text([text])[0].numpy()
+    brute = (reference["z"] @ e).max(axis=1)
+    assert_same_ranking(pipeline.text_to_images(text, top_k=7), reference["ids"], brute, 7)
+
+
+def test_text_to_images_category_filter(pipeline, reference):
+    category = reference["records"][0].category
+    hits = pipeline.text_to_images("a garment", top_k=N_ITEMS, category=category)
+    expected = {r.item_id for r in reference["records"] if r.category == category}
+    assert {h.item_id for h in hits} == expected
+    with pytest.raises(ValueError, match="unknown category"):
+        pipeline.text_to_images("a garment", category="spacesuit")
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_composed_equals_brute_force_with_caption_fusion(pipeline, reference, model, fusion):
+    image, text = make_image(5), "is blue and has no sleeves"
+    e = model.encode_composed([image], [text])[0].numpy()
+    brute = (reference["z"] @ e).max(axis=1) + (reference["zc"] @ e if fusion else 0.0)
+    hits = pipeline.composed(image, text, top_k=5, fusion=fusion)
+    assert_same_ranking(hits, reference["ids"], brute, 5)
+    for hit in hits:
+        assert (hit.fusion != 0.0) == fusion
+
+
+def test_image_to_texts_ranks_every_catalogue_text(pipeline, reference, model):
+    sources: dict[str, set] = {}
+    for record, generated in zip(reference["records"], reference["fusion_captions"], strict=True):
+        for style, text in [*record.captions.items(), (GENERATED_STYLE, generated)]:
+            sources.setdefault(text, set()).add((record.item_id, style))
+    texts = list(sources)
+    image = reference["images"][7]
+    z = model.encode_image([image])[0].numpy()
+    brute = (model.encode_text(texts).numpy() @ z.T).max(axis=1)
+    hits = pipeline.image_to_texts(image, top_k=len(texts) + 5)
+    assert len(hits) == len(texts)  # each distinct text once
+    assert_same_ranking([_AsHit(h) for h in hits], texts, brute, len(texts))
+    for hit in hits:
+        assert {(s.item_id, s.style) for s in hit.sources} == sources[hit.text]
+    assert len(pipeline.image_to_texts(image, top_k=3)) == 3
+
+
+class _AsHit:
+    """A text hit seen as an item hit whose id is its text (for assert_same_ranking)."""
+
+    def __init__(self, hit):
+        self.item_id, self.score, self.rank = hit.text, hit.score, hit.rank
+
+
+def test_add_delete_and_reopen(model, catalogue_dir, tmp_path):
+    folder = tmp_path / "index"
+    build_test_index(model, catalogue_dir, folder, split="test")
+    with SearchPipeline.open(model, folder) as search:
+        before = len(search.index)
+        image = make_image(11, size=(50, 60))
+        added = search.add_item("new-1", image, category="dress", captions={"short": "a brand new dress"},
+                                attributes={"colour": "teal"})
+        assert added.fusion_caption and added.category == "dress"
+        assert len(search.index) == before + 1
+        saved = search.image_path("new-1")
+        assert saved.parent == (folder / "images").resolve() and saved.is_file()
+        assert np.array_equal(np.asarray(Image.open(saved)), np.asarray(image))
+        multi, _ = search.index.vectors("new-1")
+        np.testing.assert_allclose(multi, model.encode_image([image])[0].numpy(), atol=SCORE_TOL)
+        # The new item and its texts are searchable at once.
+        hits = search.text_to_images("a brand new dress", top_k=before + 1)
+        assert "new-1" in {h.item_id for h in hits}
+        assert any(s.item_id == "new-1" for h in search.image_to_texts(image, top_k=100) for s in h.sources)
+        with pytest.raises(DuplicateItemError):
+            search.add_item("new-1", image)
+        search.add_item("new-1", make_image(12), category="skirt", replace=True)
+        assert search.get("new-1").category == "skirt" and len(search.index) == before + 1
+        replaced = search.image_path("new-1")
+        assert replaced.is_file() and not saved.exists()  # the replaced image's file is gone
+        search.add_item("new-2", make_image(13))
+
+        search.delete_items(["new-1"])
+        assert not replaced.exists()
+        assert sorted(p.name for p in (folder / "images").iterdir()) == [search.image_path("new-2").name]
+        with pytest.raises(UnknownItemError):
+            search.get("new-1")
+        with pytest.raises(UnknownItemError):
+            search.delete_items(["new-1"])
+        assert "new-1" not in {h.item_id for h in search.text_to_images("a brand new dress", top_k=before + 1)}
+        assert all(s.item_id != "new-1" for h in search.image_to_texts(image, top_k=100) for s in h.sources)
+        expected = [(h.item_id, h.score) for h in search.text_to_images("a red dress", top_k=5)]
+
+    with SearchPipeline.open(model, folder, read_only=True) as reopened:
+        assert len(reopened.index) == before + 1 and "new-2" in reopened.index
+        assert [(h.item_id, h.score) for h in reopened.text_to_images("a red dress", top_k=5)] == expected
+        with pytest.raises(PermissionError):
+            reopened.add_item("new-3", make_image(14))
+
+
+def test_build_resumes_and_refuses_other_models(model, catalogue_dir, tmp_path):
+    folder = tmp_path / "index"
+    records = load_catalogue(catalogue_dir).item_records()
+    first = build_index(model, records[:10], folder, progress=False)
+    assert (first.added, first.skipped, first.total) == (10, 0, 10)
+    second = build_index(model, records, folder, progress=False)
+    assert (second.added, second.skipped, second.total) == (N_ITEMS - 10, 10, N_ITEMS)
+    with pytest.raises(FileExistsError):
+        build_index(model, records, folder, progress=False, resume=False)
+    other = build_small_model(embed_dim=8)
+    with pytest.raises(ValueError, match="build a new index for this model"):
+        build_index(other, records, folder, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_image_folder_with_metadata_file(model, tmp_path, kind):
+    images = tmp_path / "photos"
+    images.mkdir()
+    for i in range(3):
+        make_image(i).save(images / f"p{i}.png")
+    rows = [{"id": f"p{i}", "path": f"p{i}.png", "category": "shirt", "caption": f"shirt number {i}",
+             "colour": "red"} for i in range(3)]
+    if kind == "jsonl":
+        rows[0]["captions"] = {"detailed": "a red shirt with a collar"}
+        (tmp_path / "photos" / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    else:
+        with open(images / "metadata.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    report = build_index(model, images, tmp_path / "index", progress=False)
+    assert report.added == 3
+    with SearchPipeline.open(model, tmp_path / "index", read_only=True) as search:
+        item = search.get("p0")
+        assert item.category == "shirt" and item.attributes == {"colour": "red"}
+        assert item.captions["caption"] == "shirt number 0"
+        if kind == "jsonl":
+            assert item.captions["detailed"] == "a red shirt with a collar"
+        assert search.image_path("p0") == (images / "p0.png").resolve()
+
+
+def test_metadata_file_errors_name_the_problem(tmp_path):
+    bad = tmp_path / "metadata.jsonl"
+    bad.write_text('{"id": "a", "path": "a.png"}\n{"id": "a", "path": "b.png"}\n')
+    with pytest.raises(DatasetFormatError, match="more than once"):
+        read_metadata_file(bad)
+    bad.write_text('{"path": "a.png"}\n')
+    with pytest.raises(DatasetFormatError, match="line 1 needs an 'id'"):
+        read_metadata_file(bad)
+    bad.write_text("not json\n")
+    with pytest.raises(DatasetFormatError, match="line 1 is not valid JSON"):
+        read_metadata_file(bad)
+
+
+def test_caption_and_generate(pipeline):
+    image = make_image(3)
+    assert isinstance(pipeline.caption(image, "short"), str)
+    with pytest.raises(ValueError, match="unknown caption style"):
+        pipeline.caption(image, "poetic")
+    first = pipeline.generate("a red dress", steps=2, seed=7)
+    again = pipeline.generate("a red dress", steps=2, seed=7)
+    assert len(first) == 1 and first[0].size == (32, 32)
+    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
+    assert len(pipeline.generate("is shorter", image=image, steps=1, num_images=2, scheduler="dpmsolver++")) == 2
+    person, mask = make_image(4), Image.new("L", (40, 36), 0)
+    mask.paste(255, (10, 10, 30, 30))
+    design = pipeline.generate("a dress", mask=mask, sketch=make_image(6).convert("L"), person=person, steps=1)[0]
+    # Outside the mask the person is kept, pixel for pixel (at the generation size).
+    kept = (pipeline.model.processor.preprocess_generation_images([person], 32)[0].permute(1, 2, 0) * 255).round()
+    assert np.abs(np.asarray(design)[0:4, 0:4].astype(int) - kept[0:4, 0:4].numpy().astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="both a person image and a mask"):
+        pipeline.generate("a dress", mask=mask, steps=1)
+    with pytest.raises(ValueError, match="needs a text, a reference image"):
+        pipeline.generate(None, steps=1)
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        pipeline.generate("a dress", steps=1, scheduler="ddim")
+
+
+def test_cli_index_search_caption_generate(model, catalogue_dir, tmp_path, capsys):
+    from unifashion.cli import main
+
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    index_dir = tmp_path / "index"
+    common = ["--model", str(model_dir)]
+    assert main(["index", "--catalogue", str(catalogue_dir), "--split", "test", "--index", str(index_dir),
+                 "--no-progress", *common]) == 0
+    assert "indexed" in capsys.readouterr().out
+    assert main(["search", "a red dress", "--index", str(index_dir), "--top-k", "2", "--json", *common]) == 0
+    hits = json.loads(capsys.readouterr().out)["results"]
+    assert len(hits) == 2 and hits[0]["rank"] == 1
+    image = tmp_path / "query.png"
+    make_image(1).save(image)
+    assert main(["search", "--image", str(image), "--index", str(index_dir), "--top-k", "3", *common]) == 0
+    assert "score" in capsys.readouterr().out
+    assert main(["search", "--image", str(image), "--text", "is darker", "--index", str(index_dir), *common]) == 0
+    assert "score" in capsys.readouterr().out
+    assert main(["caption", str(image), "--style", "short", *common]) == 0
+    assert capsys.readouterr().out.strip()
+    out = tmp_path / "generated.png"
+    assert main(["generate", "--text", "a red dress", "--steps", "2", "--out", str(out), *common]) == 0
+    assert Image.open(out).size == (32, 32)
+    # Errors are one line that names the problem, exit status 2.
+    assert main(["search", "--index", str(index_dir), *common]) == 2
+    assert "give a text" in capsys.readouterr().err
+    assert main(["generate", "--text", "x", "--mask", str(image), "--out", str(out), *common]) == 2
+    assert "person" in capsys.readouterr().err
+
+
+def test_index_built_for_split_only(model, catalogue_dir, tmp_path):
+    report = build_test_index(model, catalogue_dir, tmp_path / "index", split="test")
+    expected = {r.item_id for r in load_catalogue(catalogue_dir).item_records("test")}
+    with CatalogueIndex.open(tmp_path / "index", read_only=True) as index:
+        assert set(index.ids()) == expected and report.added == len(expected)
