@@ -196,7 +196,8 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
         return out / recipe.stages[-1].name / "final"
 
     bank = ImageBank(items + list(extra), model, progress=progress)
-    timings = {}
+    timings_file = out / "timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     captions_file = out / "generated_captions.json"
     for stage in recipe.stages[first_todo:]:
         started = time.perf_counter()
@@ -227,5 +228,5 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
         model.save_pretrained(out / stage.name / "final")
         timings[stage.name] = {"seconds": round(time.perf_counter() - started, 1), "steps": result.steps_done,
                                "last_losses": result.last_losses}
-        (out / "timings.json").write_text(json.dumps(timings, indent=2))
+        timings_file.write_text(json.dumps(timings, indent=2))
     return out / recipe.stages[-1].name / "final"
