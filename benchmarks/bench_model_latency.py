@@ -1,0 +1,76 @@
+"""Forward latency of the tiny preset per task on this machine, written to a file.
+
+    .venv/bin/python benchmarks/bench_model_latency.py --model tiny-default --out benchmarks/results/model_latency.json
+
+Each task is timed as the median of ``--repeats`` runs after one warm-up, with the torch thread
+count given (2 = both cores of the reference machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny", help="a preset, trained tag or saved folder")
+    parser.add_argument("--out", default="benchmarks/results/model_latency.json")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from unifashion.data.catalogue import CatalogueConfig, make_catalogue
+    from unifashion.models import UniFashion
+
+    model = UniFashion.from_pretrained(args.model).eval()
+    catalogue = make_catalogue(CatalogueConfig(n_items=40, seed=123))
+    images = [catalogue.render(it.item_id) for it in catalogue.items[:32]]
+    texts = [it.captions["short"] for it in catalogue.items[:32]]
+    generator = torch.Generator().manual_seed(0)
+    tasks = {
+        "encode_image, batch 32": lambda: model.encode_image(images),
+        "encode_text, batch 32": lambda: model.encode_text(texts),
+        "encode_composed, batch 32": lambda: model.encode_composed(images, ["is darker"] * 32),
+        "encode_composed, batch 1": lambda: model.encode_composed(images[:1], ["is darker"]),
+        "caption greedy (max 40 tokens), batch 1": lambda: model.caption(images[:1], style="short",
+                                                                         max_new_tokens=40),
+        "caption greedy (max 40 tokens), batch 32": lambda: model.caption(images, style="short", max_new_tokens=40),
+        "generate text-to-image PNDM 50 steps, 1 image": lambda: model.generate(
+            texts[:1], num_inference_steps=50, scheduler="pndm", generator=generator),
+        "generate text-to-image DPM-Solver++ 20 steps, 1 image": lambda: model.generate(
+            texts[:1], num_inference_steps=20, scheduler="dpmsolver++", generator=generator),
+    }
+    results = {}
+    with torch.no_grad():
+        for name, fn in tasks.items():
+            results[name] = round(_median_seconds(fn, args.repeats), 4)
+            print(f"{name}: {results[name]:.3f} s")
+    report = {"model": args.model, "threads": args.threads, "repeats": args.repeats, "machine": platform.machine(),
+              "processor_count": torch.get_num_threads(), "parameters": model.parameter_counts(),
+              "seconds": results}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
