@@ -207,3 +207,11 @@ def test_freeze_lm_leaves_only_the_adapter_trainable():
     model = CaptionLM(small_config(freeze_lm=True), QUERY_DIM)
     trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
     assert trainable == {"adapter.proj.weight", "adapter.proj.bias"}
+
+
+def test_decoded_hyphens_are_joined():
+    from unifashion.models.caption_lm import _join_hyphens
+
+    assert _join_hyphens("a v - neck t - shirt") == "a v-neck t-shirt"
+    assert _join_hyphens("black - and white") == "black-and white"
+    assert _join_hyphens("a dress - nothing else") == "a dress-nothing else"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -151,6 +152,11 @@ def resolve_special_token_ids(tokenizer) -> SpecialTokenIds:
         raise ValueError(f"tokenizer {type(tokenizer).__name__} has neither bos/eos nor cls/sep tokens")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     return SpecialTokenIds(bos=bos, eos=eos, pad=pad)
+
+
+def _join_hyphens(text: str) -> str:
+    """WordPiece decoding spaces out hyphens ("v - neck", "t - shirt"); write them as typed."""
+    return re.sub(r"(?<=\w) - (?=\w)", "-", text)
 
 
 class LLMAdapter(TaskSpecificAdapter):
@@ -345,7 +351,8 @@ class CaptionLM(nn.Module):
             new_token_ids = self.lm.generate(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generation_kwargs
             )
-        return [text.strip() for text in self.tokenizer.batch_decode(new_token_ids, skip_special_tokens=True)]
+        texts = self.tokenizer.batch_decode(new_token_ids, skip_special_tokens=True)
+        return [_join_hyphens(text).strip() for text in texts]
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | os.PathLike) -> None:
