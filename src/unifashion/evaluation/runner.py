@@ -231,7 +231,8 @@ def _evaluate_generation(model, data: SplitData, cfg: EvalConfig, table: ResultT
     fake = torch.cat(generated)
     size = fake.shape[-1]
     real = model.processor.to_tensor(data.images, size)
-    protocol = f"text-to-image, {cfg.fig_scheduler} {cfg.fig_steps} steps, guidance {cfg.fig_guidance}"
+    protocol = (f"text-to-image from short captions, {n} generated vs {len(real)} real test images at {size} px, "
+                f"{cfg.fig_scheduler} {cfg.fig_steps} steps, guidance {cfg.fig_guidance}")
     if fid_features is not None:
         fr, ff = fid_features(real), fid_features(fake)
         table.add("fig", protocol, method, f"FID-{fid_features.name}", fid(fr, ff), cfg.split, cfg.seed)
