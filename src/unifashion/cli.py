@@ -100,7 +100,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         model=tag, catalogue=str(cat_dir), out=str(out / "eval"), split="test", seed=0, tasks=args.eval_tasks,
         dual_encoder=str(baseline) if (baseline / "dual_encoder_config.json").is_file() else None, ablation=None,
         classifier=str(pretrained.home() / "models" / "attribute-classifier"), inception=None, fig_items=64,
-        fig_steps=50, fig_scheduler="pndm", itm_rerank=10)
+        fig_steps=50, fig_scheduler="pndm", itm_rerank=50)
     return _cmd_eval(eval_args)
 
 
@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fig-items", type=int, default=64)
     ev.add_argument("--fig-steps", type=int, default=50)
     ev.add_argument("--fig-scheduler", default="pndm", choices=["pndm", "dpmsolver++"])
-    ev.add_argument("--itm-rerank", type=int, default=10, help="ITM re-rank of the CIR top-k (0: off)")
+    ev.add_argument("--itm-rerank", type=int, default=50, help="ITM re-rank of the CIR top-k (0: off)")
     ev.set_defaults(func=_cmd_eval)
 
     model_help = "a trained tag (tiny-default) or a folder written by save_pretrained"
