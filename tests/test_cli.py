@@ -69,6 +69,10 @@ def test_demo_evaluates_the_installed_default_model(tmp_path, capsys, monkeypatc
                  "--eval-tasks", "cmr", "cir"]) == 0
     out = capsys.readouterr().out
     assert "loading the trained default model" in out and "avg_(R@10+R@50)/2" in out
+    # Non-interactive: the last step answers sample queries and prints how to serve the page.
+    assert "sample query" in out and "sample composed query" in out
+    assert "unifashion serve --index" in out and "http://127.0.0.1:8000/" in out
+    assert (tmp_path / "demo" / "index" / "catalogue.sqlite").is_file()
     rows = json.loads((tmp_path / "demo" / "eval" / "results.json").read_text())
     assert {r["method"] for r in rows} >= {"random", "UniFashion (caption fusion)"}
     assert (tmp_path / "demo" / "eval" / "recall_curves.png").is_file()

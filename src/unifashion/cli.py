@@ -58,14 +58,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     existing = json.loads(meta.read_text()).get("config", {}) if meta.is_file() else {}
     if existing.get("n_items") == args.n_items and existing.get("seed") == args.seed:
         catalogue = load_catalogue(cat_dir)
-        print(f"[1/4] reusing the embedded catalogue in {cat_dir} ({len(catalogue.items)} items)")
+        print(f"[1/5] reusing the embedded catalogue in {cat_dir} ({len(catalogue.items)} items)")
     else:
-        print(f"[1/4] building the embedded catalogue ({args.n_items} items) in {cat_dir}")
+        print(f"[1/5] building the embedded catalogue ({args.n_items} items) in {cat_dir}")
         catalogue = build_catalogue_files(cat_dir, config, workers=args.workers)
     counts = {s: sum(it.split == s for it in catalogue.items) for s in ("train", "val", "test")}
     print(f"      items per split: {counts}; CIR triplets: {len(catalogue.triplets)}")
     sheet = catalogue_contact_sheet(catalogue, out / "contact_sheet.png")
-    print(f"[2/4] contact sheet of items, captions and CIR triplets: {sheet.resolve()}")
+    print(f"[2/5] contact sheet of items, captions and CIR triplets: {sheet.resolve()}")
     if args.catalogue_only:
         return 0
 
@@ -73,15 +73,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     tag = "tiny-default"
     if pretrained.is_trained(tag):
-        print(f"[3/4] loading the trained default model from {pretrained.trained_model_dir(tag)}")
+        print(f"[3/5] loading the trained default model from {pretrained.trained_model_dir(tag)}")
     elif args.no_train:
-        print(f"[3/4] {pretrained.missing_message(tag)}")
+        print(f"[3/5] {pretrained.missing_message(tag)}")
         return 0
     else:
         from unifashion.training.recipe import default_recipe, run_recipe
 
         run_dir = pretrained.home() / "runs" / tag
-        print(f"[3/4] training the default model once (about an hour on 2 CPU cores; resumable: run again to "
+        print(f"[3/5] training the default model once (about an hour on 2 CPU cores; resumable: run again to "
               f"continue) in {run_dir}")
         recipe = default_recipe(str(run_dir))
         recipe.data.catalogue = str(cat_dir)
@@ -95,13 +95,43 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         final = train_dual_encoder(pretrained.home() / "runs" / "dual-encoder-default",
                                    DataSpec(catalogue=str(cat_dir), fashion_mnist_pairs=1000))
         pretrained.install_folder(final, baseline)
-    print(f"[4/4] evaluating on the test split -> {out / 'eval'}")
+    print(f"[4/5] evaluating on the test split -> {out / 'eval'}")
     eval_args = argparse.Namespace(
         model=tag, catalogue=str(cat_dir), out=str(out / "eval"), split="test", seed=0, tasks=args.eval_tasks,
         dual_encoder=str(baseline) if (baseline / "dual_encoder_config.json").is_file() else None, ablation=None,
         classifier=str(pretrained.home() / "models" / "attribute-classifier"), inception=None, fig_items=64,
         fig_steps=50, fig_scheduler="pndm", itm_rerank=50)
-    return _cmd_eval(eval_args)
+    _cmd_eval(eval_args)
+    return _demo_search(tag, cat_dir, out / "index", serve_page=not args.no_serve and sys.stdin.isatty())
+
+
+def _demo_search(model_name: str, catalogue: Path, index_dir: Path, serve_page: bool, port: int = 8000) -> int:
+    """The demo's last step: index the test split, answer sample queries, then serve the web page
+    (interactive) or print the URL and the answers (non-interactive)."""
+    from unifashion.pipelines import SearchPipeline, build_index
+
+    model = _load_model(model_name)
+    print(f"[5/5] search over the test split: index in {index_dir}")
+    build_index(model, str(catalogue), str(index_dir), split="test", progress=True)
+    with SearchPipeline.open(model, str(index_dir), read_only=True) as pipeline:
+        query = "a dark blue striped shirt with long sleeves"
+        print(f"      sample query: {query!r}")
+        _print_hits(pipeline.text_to_images(query, top_k=5))
+        first = pipeline.index.ids()[0]
+        print(f"      sample composed query: {first} + 'is red with white stripes'")
+        from unifashion.data.records import load_image
+
+        image = load_image(Path(catalogue) / "images" / f"{first}.png")
+        _print_hits(pipeline.composed(image, "is red with white stripes", top_k=5))
+    command = f"unifashion serve --index {index_dir} --model {model_name} --port {port}"
+    if not serve_page:
+        print(f"      the web page: run `{command}` and open http://127.0.0.1:{port}/")
+        return 0
+    from unifashion.serving.app import serve
+
+    print(f"      serving the web page at http://127.0.0.1:{port}/ (Ctrl-C to stop)")
+    serve(str(index_dir), model_name, port=port)
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -332,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--catalogue-only", action="store_true", help="stop after the catalogue and its picture")
     demo.add_argument("--no-train", action="store_true", help="never train: skip what is not trained yet")
+    demo.add_argument("--no-serve", action="store_true", help="do not serve the web page at the end (it is "
+                                                               "served only when run from a terminal)")
     demo.add_argument("--eval-tasks", nargs="+", default=["cmr", "cir", "fic", "fig"],
                       choices=["cmr", "cir", "fic", "fig"])
     demo.set_defaults(func=_cmd_demo)
