@@ -40,7 +40,7 @@ from unifashion.data.attributes import (
 )
 from unifashion.data.captions import captions_for
 from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
-from unifashion.data.records import ItemRecord, TripletRecord
+from unifashion.data.records import ItemRecord, TripletRecord, iter_jsonl
 from unifashion.data.render import render_garment
 from unifashion.data.triplets import changed_attributes, relative_captions, sample_edit
 
@@ -257,18 +257,11 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     if not path.is_file():
         raise DatasetNotFoundError(path, "build it with `unifashion data build`")
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetFormatError(path, f"line {lineno} is not valid JSON ({exc.msg})") from exc
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise DatasetFormatError(path, f"line {lineno} lacks the field(s) {missing}")
-            rows.append(row)
+    for lineno, row in iter_jsonl(path):
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise DatasetFormatError(path, f"line {lineno} lacks the field(s) {missing}")
+        rows.append(row)
     return rows
 
 

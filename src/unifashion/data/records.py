@@ -16,7 +16,8 @@ datasets.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,22 @@ class TryOnRecord:
     text: str = ""
     garment_id: str = ""
     masked_person: ImageSource | None = None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; a line that is not a JSON
+    object raises :class:`DatasetFormatError` naming the file and the line."""
+    with Path(path).open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetFormatError(path, f"line {lineno} is not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise DatasetFormatError(path, f"line {lineno} is not a JSON object")
+            yield lineno, row
 
 
 def join_relative_captions(captions: Sequence[str]) -> str:

@@ -25,7 +25,6 @@ when run again.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import threading
 import time
@@ -39,7 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
-from unifashion.data.records import ItemRecord, load_image
+from unifashion.data.records import ItemRecord, iter_jsonl, load_image
 from unifashion.serving.index import CatalogueIndex
 
 #: The caption style of the stored (fusion) captions: the paper fuses Fashion-IQ-cap-like captions.
@@ -143,17 +142,7 @@ def read_metadata_file(path: str | os.PathLike) -> list[ItemRecord]:
         raise DatasetNotFoundError(path, "the metadata file of an image folder (JSONL or CSV)")
     rows: list[tuple[str, dict[str, Any]]] = []
     if path.suffix.lower() == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DatasetFormatError(path, f"line {lineno} is not valid JSON ({exc.msg})") from exc
-                if not isinstance(row, dict):
-                    raise DatasetFormatError(path, f"line {lineno} is not a JSON object")
-                rows.append((f"line {lineno}", row))
+        rows = [(f"line {lineno}", row) for lineno, row in iter_jsonl(path)]
     elif path.suffix.lower() == ".csv":
         with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
