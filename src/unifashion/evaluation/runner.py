@@ -179,8 +179,7 @@ def _composed(model, vision: torch.Tensor, refs: list[int], texts: list[str], bs
 def _caption_all(model, vision: torch.Tensor, style: str, bs: int) -> list[str]:
     out: list[str] = []
     for start in tqdm(range(0, len(vision), bs), desc=f"captioning ({style})", leave=False):
-        q = model.get_image_features(vision_features=vision[start:start + bs]).query_output
-        out.extend(model.caption_lm.generate(q, style=style, max_new_tokens=48))
+        out.extend(model.caption(vision_features=vision[start:start + bs], style=style, max_new_tokens=48))
     return out
 
 

@@ -426,11 +426,12 @@ class UniFashion(nn.Module):
 
     @torch.no_grad()
     def caption(self, images: ImageInput | None = None, style: str | None = None,
-                pixel_values: torch.Tensor | None = None, **generate_kwargs) -> list[str]:
+                pixel_values: torch.Tensor | None = None, vision_features: torch.Tensor | None = None,
+                **generate_kwargs) -> list[str]:
         """Captions in ``style`` ("short", "professional", "detailed"): CaptionLM(TSA_llm(Z)).
         ``generate_kwargs`` go to :meth:`CaptionLM.generate` (``num_beams``, ``max_new_tokens``...)."""
         caption_lm = self._require("caption_lm")
-        query_output = self.get_image_features(images, pixel_values).query_output
+        query_output = self.get_image_features(images, pixel_values, vision_features).query_output
         return caption_lm.generate(query_output, style=style or self.config.caption_style, **generate_kwargs)
 
     @torch.no_grad()

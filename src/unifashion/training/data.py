@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -129,12 +128,3 @@ class TripletTrainDataset(torch.utils.data.Dataset):
         if gen is not None:
             batch["target_generation_images"] = gen
         return batch
-
-
-def split_seed_everything(seed: int) -> None:
-    """Seed torch, numpy and Python's RNGs for a run."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

@@ -148,9 +148,8 @@ def caption_bank(model, bank: ImageBank, style: str, batch_size: int = 64, progr
     out: dict[str, str] = {}
     for start in tqdm(range(0, len(bank.ids), batch_size), desc=f"captioning ({style})", disable=not progress):
         ids = bank.ids[start:start + batch_size]
-        queries = model.get_image_features(vision_features=bank.features(ids)).query_output
-        for item_id, text in zip(ids, model.caption_lm.generate(queries, style=style, max_new_tokens=40), strict=True):
-            out[item_id] = text
+        texts = model.caption(vision_features=bank.features(ids), style=style, max_new_tokens=40)
+        out.update(zip(ids, texts, strict=True))
     return out
 
 

@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +241,3 @@ def _save_rotating(ckpt_dir: Path, model, optimizer, scheduler, step: int, names
 
         shutil.rmtree(stale, ignore_errors=True)
     return path
-
-
-def config_dict(config: LoopConfig) -> dict:
-    return asdict(config)
