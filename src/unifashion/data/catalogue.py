@@ -238,9 +238,48 @@ def _item_row(item: CatalogueItem) -> dict:
 
 
 def _triplet_row(t: TripletRecord, catalogue: Catalogue) -> dict:
-    return {"split": catalogue.item(t.reference_id).split, "reference": t.reference_id,
-            "target": t.target_id, "category": t.category, "captions": t.relative_captions,
-            "changed": {k: list(v) for k, v in t.changed_attributes.items()}}
+    return triplet_row(t, catalogue.item(t.reference_id).split)
+
+
+def triplet_row(t: TripletRecord, split: str, **extra) -> dict:
+    """One line of a triplet JSONL file (``triplets.jsonl``, mined triplet files); ``extra`` keys
+    (e.g. ``source``) ride along and are ignored by :func:`read_triplets_jsonl`."""
+    return {"split": split, "reference": t.reference_id, "target": t.target_id, "category": t.category,
+            "captions": t.relative_captions, "changed": {k: list(v) for k, v in t.changed_attributes.items()},
+            **extra}
+
+
+def write_triplets_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
+    """Write triplet rows (see :func:`triplet_row`) atomically, sorted keys: same rows, same bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(path, rows)
+    return path
+
+
+def read_triplets_jsonl(path: str | os.PathLike, item_ids: set[str] | None = None,
+                        split: str | None = None) -> list[TripletRecord]:
+    """Triplets of a JSONL file in the format of ``triplets.jsonl``; with ``item_ids``, a reference
+    or target outside it raises :class:`DatasetFormatError` naming the line's ids; ``split`` keeps
+    only rows of that split."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetNotFoundError(path, "a triplet JSONL file (a catalogue's triplets.jsonl, or one written by "
+                                         "`unifashion triplets mine`)")
+    triplets = []
+    for row in _read_jsonl(path, ("reference", "target", "captions")):
+        if split is not None and row.get("split") != split:
+            continue
+        for key in ("reference", "target"):
+            if item_ids is not None and row[key] not in item_ids:
+                raise DatasetFormatError(path, f"triplet {key} {row[key]!r} is not in items.jsonl")
+        if not isinstance(row["captions"], list) or not all(isinstance(c, str) for c in row["captions"]):
+            raise DatasetFormatError(path, f"triplet {row['reference']}->{row['target']}: captions must be a "
+                                           f"list of strings")
+        triplets.append(TripletRecord(reference_id=row["reference"], target_id=row["target"],
+                                      relative_captions=list(row["captions"]), category=row.get("category", ""),
+                                      changed_attributes={k: tuple(v) for k, v in row.get("changed", {}).items()}))
+    return triplets
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -278,14 +317,5 @@ def load_catalogue(root: str | os.PathLike) -> Catalogue:
         raise DatasetFormatError(meta_path, f"unreadable catalogue metadata ({exc})") from exc
     items = [CatalogueItem(r["id"], r["split"], r["attributes"], r["captions"], r["seed"], r.get("group", -1))
              for r in _read_jsonl(root / "items.jsonl", ("id", "split", "attributes", "captions", "seed"))]
-    ids = {it.item_id for it in items}
-    triplets = []
-    tpath = root / "triplets.jsonl"
-    for row in _read_jsonl(tpath, ("reference", "target", "captions")):
-        for key in ("reference", "target"):
-            if row[key] not in ids:
-                raise DatasetFormatError(tpath, f"triplet {key} {row[key]!r} is not in items.jsonl")
-        triplets.append(TripletRecord(reference_id=row["reference"], target_id=row["target"],
-                                      relative_captions=list(row["captions"]), category=row.get("category", ""),
-                                      changed_attributes={k: tuple(v) for k, v in row.get("changed", {}).items()}))
+    triplets = read_triplets_jsonl(root / "triplets.jsonl", {it.item_id for it in items})
     return Catalogue(config=config, items=items, triplets=triplets, root=root)
