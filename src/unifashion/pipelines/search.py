@@ -138,6 +138,18 @@ def _check_text(text: Any, name: str = "text") -> str:
     return text.strip()
 
 
+def rank_texts(text_matrix: np.ndarray, image_queries: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``text_matrix`` (T, D) by ``max_q <Z_q, e_text>`` for one image's ``image_queries``
+    (Q, D), as the model's score(): the ``top_k`` row numbers, best first, and their scores."""
+    if len(text_matrix) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    scores = (text_matrix @ image_queries.T).max(axis=1)
+    count = min(top_k, len(scores))
+    best = np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(len(scores))
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return best, scores[best]
+
+
 class SearchPipeline:
     """Retrieval, captioning, generation and catalogue updates with one model over one index.
 
@@ -199,13 +211,9 @@ class SearchPipeline:
         with self._bank_lock:
             self._bank.refresh(index, self._embed_texts)
             texts, sources, matrix = self._bank.texts, self._bank.sources, self._bank.matrix
-        if not texts:
-            return []
-        scores = (matrix @ z.T).max(axis=1)  # max over the image's queries, as the model's score()
-        count = min(top_k, len(texts))
-        best = np.argpartition(-scores, count - 1)[:count] if count < len(texts) else np.arange(len(texts))
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return [TextHit(texts[i], float(scores[i]), rank, sources[i]) for rank, i in enumerate(best, 1)]
+        best, scores = rank_texts(matrix, z, top_k)
+        return [TextHit(texts[i], float(score), rank, sources[i])
+                for rank, (i, score) in enumerate(zip(best, scores, strict=True), 1)]
 
     def composed(self, image: ImageSource, text: str, top_k: int = 10, fusion: bool = True,
                  category: str | None = None) -> list[Hit]:
