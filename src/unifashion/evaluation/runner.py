@@ -42,6 +42,7 @@ class EvalConfig:
     n_candidates: int = 100
     fusion_style: str = "detailed"  # the style the model captions the gallery in, for Z_C
     itm_rerank_k: int = 50  # re-rank the top 50 (a top-10 re-rank cannot change R@10 or R@50); 0: off
+    cir_ks: tuple[int, ...] = (10, 50)  # Fashion-IQ's R@K; add 1 where R@10/R@50 saturate
     fic_styles: tuple[str, ...] = CAPTION_STYLES
     fic_max_items: int | None = None
     fig_max_items: int = 64
@@ -135,7 +136,7 @@ def evaluate_unifashion(model, data: SplitData, cfg: EvalConfig, table: ResultTa
                 g = torch.tensor(gallery)
                 s = model.score(e, z[g], fusion[g] if fusion is not None else None)
                 scores[cat], targets[cat] = s.cpu().numpy(), tpos
-            result = cir_fashioniq(scores, targets)
+            result = cir_fashioniq(scores, targets, cfg.cir_ks)
             name = method + suffix
             for metric, value in result.rows():
                 table.add("cir", "Fashion-IQ protocol (R@K per category)", name, metric, value, cfg.split, cfg.seed)
@@ -145,7 +146,7 @@ def evaluate_unifashion(model, data: SplitData, cfg: EvalConfig, table: ResultTa
             if cfg.itm_rerank_k and suffix != " (no caption fusion)":
                 reranked = {c: _itm_rerank(model, scores[c], groups[c], data, vision, cfg.itm_rerank_k)
                             for c in scores}
-                rr = cir_fashioniq(reranked, targets)
+                rr = cir_fashioniq(reranked, targets, cfg.cir_ks)
                 for metric, value in rr.rows():
                     table.add("cir", "Fashion-IQ protocol (R@K per category)", f"{name} + ITM re-rank top-"
                               f"{cfg.itm_rerank_k}", metric, value, cfg.split, cfg.seed)
@@ -275,17 +276,23 @@ def evaluate_random(data: SplitData, cfg: EvalConfig, table: ResultTable, art: E
         scores, targets = {}, {}
         for cat, (gallery, refs, _, tpos) in data.cir_groups().items():
             scores[cat], targets[cat] = rng.random((len(refs), len(gallery))), tpos
-        for metric, value in cir_fashioniq(scores, targets).rows():
+        for metric, value in cir_fashioniq(scores, targets, cfg.cir_ks).rows():
             table.add("cir", "Fashion-IQ protocol (R@K per category)", "random", metric, value, cfg.split, cfg.seed)
         art.cir_ranks["random"] = {c: ranks_of_positives(scores[c], [[t] for t in targets[c]]) for c in scores}
 
 
 @torch.no_grad()
 def evaluate_dual_encoder(model, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
-                          method: str = "dual-encoder (CLIP4CIR)") -> None:
+                          method: str = "dual-encoder (CLIP4CIR)", combiners: Sequence[str] = ("sum", "learned"),
+                          reference_captions: dict[str, str] | None = None,
+                          vision_features: torch.Tensor | None = None) -> None:
+    """CMR and CIR of a dual encoder. ``reference_captions`` (item id -> caption) turn the CIR texts
+    into sentence-level prompts (:func:`unifashion.training.two_stage_cir.sentence_prompt`);
+    ``vision_features`` are the split's frozen backbone features when computed already."""
     model.eval()
     bs = cfg.batch_size
-    feats = _batched(lambda ims: model.vision_features(model.processor.preprocess_images(ims)), data.images, bs)
+    feats = vision_features if vision_features is not None else _batched(
+        lambda ims: model.vision_features(model.processor.preprocess_images(ims)), data.images, bs)
     e_img = _batched(lambda f: model.embed_vision_features(f), feats, bs)
     if "cmr" in cfg.tasks:
         texts = [r.caption(cfg.cmr_text_style) for r in data.items]
@@ -301,14 +308,19 @@ def evaluate_dual_encoder(model, data: SplitData, cfg: EvalConfig, table: Result
                           metric, value, cfg.split, cfg.seed)
         art.cmr_t2i_ranks[method] = ranks_of_positives(sim.T, [[i] for i in range(len(texts))])
     if "cir" in cfg.tasks:
-        for combiner in ("sum", "learned"):
+        for combiner in combiners:
             scores, targets = {}, {}
             for cat, (gallery, refs, texts, tpos) in data.cir_groups().items():
+                if reference_captions is not None:
+                    from unifashion.training.two_stage_cir import sentence_prompt
+
+                    texts = [sentence_prompt(reference_captions[data.ids[r]], t)
+                             for r, t in zip(refs, texts, strict=True)]
                 t = _batched(lambda ts: model.encode_text(list(ts)), texts, bs)
                 q = model.compose(e_img[refs], t, combiner=combiner)
                 scores[cat], targets[cat] = (q @ e_img[gallery].t()).numpy(), tpos
             name = f"{method}, {combiner} combiner"
-            for metric, value in cir_fashioniq(scores, targets).rows():
+            for metric, value in cir_fashioniq(scores, targets, cfg.cir_ks).rows():
                 table.add("cir", "Fashion-IQ protocol (R@K per category)", name, metric, value, cfg.split, cfg.seed)
             art.cir_ranks[name] = {c: ranks_of_positives(scores[c], [[t] for t in targets[c]]) for c in scores}
 

@@ -682,8 +682,10 @@ class UniFashion(nn.Module):
         optional ``target_generated_captions`` (the captions the model itself wrote for the
         targets, e.g. ``model.caption(target_images)`` cached once per epoch, for Z_C; default:
         ``target_captions``), ``target_generation_images``, ``styles`` and ``ids`` (target item
-        ids, tensor or strings). The fused queries of (reference, t) condition both generators:
-        ITG writes the target's caption and q2I draws the target image.
+        ids, tensor or strings); ``negative_bank`` ((M, Q, D) gallery Z) with ``negative_bank_ids``
+        ((M,) in the id space of ``ids``) adds static negatives to ``ITC(e_cls, Z_T)`` (off by
+        default; see :mod:`unifashion.models.negatives`). The fused queries of (reference, t)
+        condition both generators: ITG writes the target's caption and q2I draws the target image.
         """
         terms = self._terms(2, terms)
         out = Phase2Output()
@@ -706,6 +708,14 @@ class UniFashion(nn.Module):
             temperature = self.clamped_temperature()
             # logits[i, j] = s(T_i, e_cls_j): target image i against fused query j.
             itc_target, logits = losses.itc_loss(target.image_embeds, e_cls, temperature)
+            if batch.get("negative_bank") is not None:
+                # Static negatives (off unless the batch carries a bank): unifashion.models.negatives.
+                from unifashion.models.negatives import unifashion_bank_itc
+
+                if not isinstance(batch.get("ids"), torch.Tensor):
+                    raise ValueError("static negatives need batch['ids']: the targets' bank indices as a tensor")
+                itc_target = unifashion_bank_itc(logits, e_cls, batch["negative_bank"], temperature, batch["ids"],
+                                                 batch["negative_bank_ids"])
             generated = batch.get("target_generated_captions") or target_captions
             caption_embeds = self.get_text_features(list(generated)).text_embeds
             itc_caption, _ = losses.caption_itc_loss(e_cls, caption_embeds, temperature)

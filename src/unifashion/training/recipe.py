@@ -74,6 +74,9 @@ class TrainRecipe:
     output_dir: str = "runs/tiny"
     seed: int = 0
     caption_fusion: bool = True
+    # Phase 2 static negatives: every N steps, Z of all catalogue training images is recomputed and
+    # joins ITC(e_cls, Z_T) as negatives (unifashion.training.static_negatives). 0: off (the paper).
+    static_negatives_every: int = 0
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainRecipe:
@@ -219,6 +222,13 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
         if latest_checkpoint(loop.output_dir) is not None:
             loop.resume = "latest"
         objective = PhaseObjective(model, stage.phase, stage.terms)
+        if stage.phase == 2 and recipe.static_negatives_every:
+            from unifashion.training.static_negatives import StaticNegativesObjective, unifashion_gallery_bank
+
+            negatives = unifashion_gallery_bank(model, bank, list(by_id), recipe.static_negatives_every)
+            resumed = latest_checkpoint(loop.output_dir)
+            negatives.step = json.loads((resumed / "state.json").read_text())["step"] if resumed else 0
+            objective = StaticNegativesObjective(model, stage.terms, negatives)
         result = train(objective, dataset, dataset.collate, loop, description=stage.name,
                        run_config={"stage": asdict(stage), "recipe": recipe.to_dict()})
         if stage.phase == 1 and stage.stage == "autoencoder":
