@@ -221,6 +221,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_results_merge(args: argparse.Namespace) -> int:
+    from unifashion.evaluation.results import ResultTable
+
+    try:
+        table = ResultTable.merge([ResultTable.load_json(f) for f in args.files])
+    except (OSError, ValueError) as exc:
+        print(f"unifashion: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    table.save_json(out / "results.json")
+    table.save_markdown(out / "results.md")
+    print(table.to_markdown())
+    print(f"merged {len(args.files)} files, {len(table.rows)} rows: {out.resolve()}")
+    return 0
+
+
 # -- search, captioning, generation and the service (unifashion.pipelines, unifashion.serving) --
 
 
@@ -406,6 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fig-scheduler", default="pndm", choices=["pndm", "dpmsolver++"])
     ev.add_argument("--itm-rerank", type=int, default=50, help="ITM re-rank of the CIR top-k (0: off)")
     ev.set_defaults(func=_cmd_eval)
+
+    rs = sub.add_parser("results", help="work with results.json files")
+    rs_sub = rs.add_subparsers(dest="results_command", required=True)
+    rm = rs_sub.add_parser("merge", help="merge results.json files (e.g. one eval run per seed) into one table "
+                                         "with mean ± std over seeds")
+    rm.add_argument("files", nargs="+", help="results.json files")
+    rm.add_argument("--out", required=True, help="folder for the merged results.json and results.md")
+    rm.set_defaults(func=_cmd_results_merge)
 
     model_help = "a trained tag (tiny-default) or a folder written by save_pretrained"
     ix = sub.add_parser("index", help="embed a catalogue into a search index (resumable: re-run to continue "

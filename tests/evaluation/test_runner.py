@@ -69,3 +69,32 @@ def test_markdown_table_reports_mean_and_std_over_seeds():
     for seed, value in enumerate([10.0, 20.0, 30.0]):
         table.add("cir", "p", "m", "R@10", value, "test", seed)
     assert "20.00 ± 8.16" in table.to_markdown()
+
+
+def test_merging_one_run_per_seed_gives_mean_and_std(tmp_path, capsys):
+    from unifashion.cli import main
+
+    files = []
+    for seed, value in enumerate([10.0, 20.0, 30.0]):
+        table = ResultTable()
+        table.add("cir", "p", "m", "R@10", value, "test", seed)
+        table.add("cir", "p", "baseline", "R@10", 5.0, "test", seed)
+        files.append(str(table.save_json(tmp_path / f"seed{seed}" / "results.json")))
+    assert main(["results", "merge", *files, "--out", str(tmp_path / "merged")]) == 0
+    merged = ResultTable.load_json(tmp_path / "merged" / "results.json")
+    assert sorted(r.seed for r in merged.rows if r.method == "m") == [0, 1, 2]
+    markdown = (tmp_path / "merged" / "results.md").read_text()
+    assert "20.00 ± 8.16" in markdown and "5.00 ± 0.00" in markdown and "seeds 0, 1, 2" in markdown
+
+
+def test_merging_the_same_seed_twice_is_an_error(tmp_path, capsys):
+    from unifashion.cli import main
+
+    table = ResultTable()
+    table.add("cir", "p", "m", "R@10", 1.0, "test", 0)
+    path = str(table.save_json(tmp_path / "results.json"))
+    assert main(["results", "merge", path, path, "--out", str(tmp_path / "merged")]) == 2
+    assert "give each run its own --seed" in capsys.readouterr().err
+    assert main(["results", "merge", str(tmp_path / "missing.json"), "--out", str(tmp_path / "m2")]) == 2
+    assert "results file not found" in capsys.readouterr().err
+    assert not (tmp_path / "merged").exists()

@@ -44,7 +44,28 @@ class ResultTable:
 
     @classmethod
     def load_json(cls, path: str | Path) -> ResultTable:
-        return cls([ResultRow(**r) for r in json.loads(Path(path).read_text())])
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"results file not found: {path}")
+        try:
+            return cls([ResultRow(**r) for r in json.loads(path.read_text())])
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{path} is not a results.json (a list of result rows): {exc}") from exc
+
+    @classmethod
+    def merge(cls, tables: list[ResultTable]) -> ResultTable:
+        """All rows of ``tables`` (e.g. one run per seed). The same number twice (same task,
+        protocol, method, metric, split and seed) is an error: it would count a seed twice."""
+        merged, seen = cls(), {}
+        for i, table in enumerate(tables):
+            for r in table.rows:
+                key = (r.task, r.protocol, r.method, r.metric, r.split, r.seed)
+                if key in seen:
+                    raise ValueError(f"tables {seen[key]} and {i} both hold {r.method} / {r.metric} / {r.protocol} "
+                                     f"for seed {r.seed}: give each run its own --seed")
+                seen[key] = i
+                merged.rows.append(r)
+        return merged
 
     def methods(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -57,13 +78,19 @@ class ResultTable:
         groups: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = defaultdict(
             lambda: defaultdict(lambda: defaultdict(list)))
         splits: dict[tuple[str, str], set] = defaultdict(set)
+        seeds: dict[tuple[str, str], set] = defaultdict(set)
         for r in self.rows:
             groups[(r.task, r.protocol)][r.metric][r.method].append(r.value)
             splits[(r.task, r.protocol)].add(r.split)
+            seeds[(r.task, r.protocol)].add(r.seed)
         out = []
         for (task, protocol), metrics in groups.items():
             methods = [m for m in self.methods() if any(m in per for per in metrics.values())]
-            out.append(f"### {task.upper()} — {protocol} (split: {', '.join(sorted(splits[(task, protocol)]))})\n")
+            heading = f"### {task.upper()} — {protocol} (split: {', '.join(sorted(splits[(task, protocol)]))}"
+            group_seeds = sorted(str(x) for x in seeds[(task, protocol)] if x is not None)
+            if len(group_seeds) > 1:
+                heading += f"; seeds {', '.join(group_seeds)}: mean ± std (population) where a method has several"
+            out.append(heading + ")\n")
             out.append("| metric | " + " | ".join(methods) + " |")
             out.append("|---|" + "---|" * len(methods))
             for metric, per in metrics.items():
