@@ -36,7 +36,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from unifashion.serving import CatalogueIndex
+from unifashion.index import CatalogueIndex
 
 NUM_QUERIES = 32
 DIM = 256

@@ -106,7 +106,7 @@ def embed_base(model, records, batch_size: int = 32):
 
 
 def build_index(path: Path, catalogue: ReplicatedCatalogue, size: int, num_queries: int) -> float:
-    from unifashion.serving import CatalogueIndex
+    from unifashion.index import CatalogueIndex
 
     index = CatalogueIndex.create(path, dim=catalogue.dim, num_queries=num_queries)
     start = time.perf_counter()
@@ -165,7 +165,7 @@ def search(kind: str, index, text_matrix: np.ndarray, queries: np.ndarray, exact
 
 def bench_size(size: int, path: Path, catalogue: ReplicatedCatalogue, queries: QuerySet, num_queries: int,
                exact_queries: int, batch: int) -> dict:
-    from unifashion.serving import CatalogueIndex
+    from unifashion.index import CatalogueIndex
 
     build_s = build_index(path, catalogue, size, num_queries)
     text_matrix = catalogue.texts(size)
@@ -222,8 +222,8 @@ def bench_size(size: int, path: Path, catalogue: ReplicatedCatalogue, queries: Q
 
 
 def bench_indexing(model, records, batch_sizes: list[int], workdir: Path) -> list[dict]:
+    from unifashion.index import CatalogueIndex
     from unifashion.pipelines.catalogue import CatalogueBuilder
-    from unifashion.serving import CatalogueIndex
 
     rows = []
     for batch_size in batch_sizes:
@@ -297,8 +297,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from unifashion.data.catalogue import load_catalogue
+    from unifashion.index.catalogue import _DEFAULT_CANDIDATES
     from unifashion.models import UniFashion
-    from unifashion.serving.index import _DEFAULT_CANDIDATES
 
     load_average = [round(x, 2) for x in os.getloadavg()]
     model = UniFashion.from_pretrained(args.model).eval()

@@ -246,7 +246,7 @@ def _reports_errors(handler):
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
-        from unifashion.serving.index import CatalogueIndexError
+        from unifashion.index.catalogue import CatalogueIndexError
 
         try:
             return handler(args)

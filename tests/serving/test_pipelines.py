@@ -19,8 +19,8 @@ from serving_helpers import N_ITEMS, build_discriminative_model, build_test_cata
 from conftest import build_small_model
 from unifashion.data.catalogue import load_catalogue
 from unifashion.data.errors import DatasetFormatError
+from unifashion.index import CatalogueIndex, DuplicateItemError, UnknownItemError
 from unifashion.pipelines import GENERATED_STYLE, SearchPipeline, build_index, read_metadata_file
-from unifashion.serving import CatalogueIndex, DuplicateItemError, UnknownItemError
 
 # Scores come from fp16-stored vectors; unit vectors of dim 16 lose ~1e-3 in an inner product.
 SCORE_TOL = 5e-3

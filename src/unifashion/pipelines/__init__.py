@@ -7,7 +7,7 @@
   captioning, generation, and adding / deleting items.
 
 Dependencies point one way: ``serving.app`` -> ``pipelines`` -> ``models`` (and the index in
-``serving.index``, which does not depend on the model).
+``unifashion.index``, which does not depend on the model).
 """
 
 from unifashion.pipelines.catalogue import (

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
 from unifashion.data.records import ItemRecord, iter_jsonl, load_image
-from unifashion.serving.index import CatalogueIndex
+from unifashion.index.catalogue import CatalogueIndex
 
 #: The caption style of the stored (fusion) captions: the paper fuses Fashion-IQ-cap-like captions.
 FUSION_CAPTION_STYLE = "detailed"

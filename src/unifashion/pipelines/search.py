@@ -41,9 +41,9 @@ import torch
 from PIL import Image
 
 from unifashion.data.records import CAPTION_STYLES, ImageSource, ItemRecord, load_image
+from unifashion.index.catalogue import CatalogueIndex, DuplicateItemError, Hit, UnknownItemError
+from unifashion.index.store import ItemMetadata
 from unifashion.pipelines.catalogue import FUSION_CAPTION_STYLE, CatalogueBuilder, index_metadata
-from unifashion.serving.index import CatalogueIndex, DuplicateItemError, Hit, UnknownItemError
-from unifashion.serving.store import ItemMetadata
 
 #: Style name under which image-to-text lists the model's own (fusion) caption of an item.
 GENERATED_STYLE = "generated"

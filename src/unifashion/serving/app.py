@@ -43,10 +43,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from unifashion.data.records import CAPTION_STYLES
+from unifashion.index.catalogue import DuplicateItemError, Hit, UnknownItemError
+from unifashion.index.store import ItemMetadata
 from unifashion.pipelines.search import SCHEDULERS, SearchPipeline
-from unifashion.serving.index import DuplicateItemError, Hit, UnknownItemError
 from unifashion.serving.page import render_page
-from unifashion.serving.store import ItemMetadata
 
 #: Ids of items added through the API: safe in a URL path segment and a file name.
 ITEM_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -566,8 +566,8 @@ def serve(index_dir: str, model: str = "tiny-default", host: str = "127.0.0.1", 
     import torch
     import uvicorn
 
+    from unifashion.index.catalogue import CatalogueIndex, IndexLockedError
     from unifashion.models import UniFashion
-    from unifashion.serving.index import CatalogueIndex, IndexLockedError
 
     torch.set_num_threads(threads)
     settings = settings or ServiceSettings()

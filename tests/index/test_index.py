@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 
 from unifashion.data.records import ItemRecord
-from unifashion.serving import (
+from unifashion.index import (
     CatalogueIndex,
     DuplicateItemError,
     IndexLockedError,
     ItemMetadata,
     UnknownItemError,
 )
-from unifashion.serving import index as index_module
+from unifashion.index import catalogue as index_module
 
 DIM = 32
 NUM_QUERIES = 8
@@ -279,7 +279,7 @@ SEARCH_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from unifashion.serving import CatalogueIndex
+    from unifashion.index import CatalogueIndex
     index = CatalogueIndex.open(sys.argv[1], read_only=True)
     queries = np.load(sys.argv[2])
     out = []
@@ -343,8 +343,8 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from unifashion.serving import CatalogueIndex
-    from unifashion.serving import index as index_module
+    from unifashion.index import CatalogueIndex
+    from unifashion.index import catalogue as index_module
 
     path, stage, num_queries, dim = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 

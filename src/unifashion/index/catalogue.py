@@ -56,7 +56,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unifashion.data.records import ItemRecord
-from unifashion.serving.store import (
+from unifashion.index.store import (
     DATABASE_NAME,
     ItemMetadata,
     ItemRow,
