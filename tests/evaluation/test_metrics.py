@@ -108,6 +108,9 @@ def test_cir_fashioniq_averages():
     assert result.per_category == {"dress": {1: 50.0, 2: 100.0}, "shirt": {1: 100.0, 2: 100.0}}
     assert result.average == {1: 75.0, 2: 100.0}
     assert result.n_queries == {"dress": 2, "shirt": 1}
+    # Without R@10 and R@50 there is no (R@10+R@50)/2 row; with them there is.
+    assert [m for m, _ in result.rows()] == ["dress_R@1", "dress_R@2", "shirt_R@1", "shirt_R@2", "avg_R@1", "avg_R@2"]
+    assert dict(cir_fashioniq(scores, targets, ks=(1, 10, 50)).rows())["avg_(R@10+R@50)/2"] == 100.0
 
 
 def _numpy_fid(a, b):

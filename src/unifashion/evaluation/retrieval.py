@@ -159,7 +159,8 @@ class CIRResult:
         for cat, rec in self.per_category.items():
             out += [(f"{cat}_R@{k}", v) for k, v in rec.items()]
         out += [(f"avg_R@{k}", v) for k, v in self.average.items()]
-        out.append(("avg_(R@10+R@50)/2", self.mean_r10_r50))
+        if {10, 50} <= set(self.average):
+            out.append(("avg_(R@10+R@50)/2", self.mean_r10_r50))
         return out
 
 
