@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
-from conftest import CAPTIONS, EMBED_DIM, GEN_SIZE, HIDDEN, MODIFICATIONS, NUM_QUERIES, build_small_model, random_images
 from PIL import Image
 
+from conftest import CAPTIONS, EMBED_DIM, GEN_SIZE, HIDDEN, MODIFICATIONS, NUM_QUERIES, build_small_model, random_images
 from unifashion.models import ConfigError, Phase1Output, Phase2Output, UniFashion, UniFashionConfig, list_presets
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -171,6 +171,18 @@ def test_save_and_load_round_trip_gives_identical_outputs(tmp_path, small_model,
     loss = [m.phase1_loss({"images": images, "captions": CAPTIONS}, generator=torch.Generator().manual_seed(2)).loss
             for m in (loaded, small_model)]
     assert torch.equal(*loss)
+
+
+def test_a_saved_model_loads_without_its_generators(tmp_path, small_model, images):
+    small_model.save_pretrained(tmp_path / "model")
+    retrieval = UniFashion.from_pretrained(tmp_path / "model", {"caption_lm": None, "diffusion": None}).eval()
+    assert retrieval.caption_lm is None and retrieval.diffusion is None
+    assert torch.equal(retrieval.encode_image(images), small_model.encode_image(images))
+    with pytest.raises(RuntimeError, match="caption_lm"):
+        retrieval.caption(images)
+    # Weights that do not fit the model are still an error when nothing was dropped on purpose.
+    with pytest.raises(RuntimeError, match="size mismatch for qformer.query_tokens"):
+        UniFashion.from_pretrained(tmp_path / "model", {"qformer.num_query_tokens": 16})
 
 
 def test_from_pretrained_errors(tmp_path):

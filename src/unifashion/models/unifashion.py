@@ -207,7 +207,8 @@ class UniFashion(nn.Module):
         trained tag (``"tiny-default"``, see :mod:`unifashion.models.pretrained`) or a directory
         written by :meth:`save_pretrained` (``config.json`` + ``model.safetensors``).
 
-        ``overrides`` are dotted config keys, e.g. ``{"vision.path": "/models/eva-vit-g"}``.
+        ``overrides`` are dotted config keys, e.g. ``{"vision.path": "/models/eva-vit-g"}``;
+        ``{"caption_lm": None, "diffusion": None}`` loads a saved model without its generators.
         """
         from safetensors.torch import load_model
 
@@ -238,6 +239,11 @@ class UniFashion(nn.Module):
             tokenizer_path=tokenizer_dir if tokenizer_dir.is_dir() else None,
         )
         missing, unexpected = load_model(model, str(path / WEIGHTS_NAME), strict=False)
+        # A generator dropped by an override ({"caption_lm": None}: retrieval only) leaves its saved
+        # weights unused on purpose.
+        dropped = tuple(f"{name}." for name in ("caption_lm", "diffusion")
+                        if overrides and name in overrides and overrides[name] is None)
+        unexpected = [k for k in unexpected if not (dropped and k.startswith(dropped))]
         if missing or unexpected:
             raise RuntimeError(
                 f"{path / WEIGHTS_NAME} does not match the model: missing {sorted(missing)[:10]}, "
