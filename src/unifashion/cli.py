@@ -237,6 +237,94 @@ def _cmd_results_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the two-stage CIR recipe: triplet mining, training, the experiment (issue 6) -----------------
+
+
+def _mining_config(args: argparse.Namespace):
+    from unifashion.data.mining import MiningConfig
+
+    return MiningConfig(min_changes=args.min_changes, max_changes=args.max_changes,
+                        targets_per_reference=args.targets_per_reference,
+                        agreement_quantile=args.agreement_quantile, pair_agreement=not args.no_pair_agreement,
+                        seed=args.seed)
+
+
+def _cmd_triplets_mine(args: argparse.Namespace) -> int:
+    from unifashion.data.catalogue import triplet_row, write_triplets_jsonl
+    from unifashion.data.mining import collection_records, mine_collection, mining_precision
+
+    config = _mining_config(args)
+    records = collection_records(args.images, args.split)
+    out = Path(args.out)
+    if out.suffix != ".jsonl":
+        raise ValueError(f"--out must name a .jsonl file, got {out}")
+    model = _load_model(args.model)
+    start = time.perf_counter()
+    mined, _, _ = mine_collection(records, model, config)
+    split = args.split or "train"
+    write_triplets_jsonl(out, (triplet_row(t, split, source="mined") for t in mined.triplets))
+    report = {**mined.report(), "captioner": args.model, "images": str(args.images),
+              "seconds": round(time.perf_counter() - start, 1)}
+    truth = {r.item_id: r.attributes for r in records}
+    if all(truth.values()) and mined.triplets:  # ground-truth attributes (the embedded catalogue): measure
+        report["precision"] = mining_precision(mined.triplets, mined.attributes, truth)
+    report_path = out.with_suffix(".report.json")
+    report_path.write_text(json.dumps(report, indent=2, sort_keys=True))
+    print(f"mined {len(mined.triplets)} triplets from {len(records)} images -> {out} "
+          f"(filters: {json.dumps(mined.counts)}); report: {report_path}")
+    if "precision" in report:
+        print(f"precision against the ground truth: claims {report['precision']['claim_precision']['overall']:.1f}%, "
+              f"whole triplets {report['precision']['triplet_precision']:.1f}%")
+    return 0
+
+
+def _cmd_cir_train(args: argparse.Namespace) -> int:
+    from unifashion.data.catalogue import load_catalogue, read_triplets_jsonl
+    from unifashion.data.mining import caption_collection
+    from unifashion.evaluation.cir_recipe import CIRRecipeConfig, _backbone_path
+    from unifashion.models.dual_encoder import DualEncoder
+    from unifashion.training.data import ImageBank
+    from unifashion.training.two_stage_cir import TwoStageCIRConfig, train_two_stage_cir
+
+    method = TwoStageCIRConfig(stages=tuple(args.stages), sentence_prompts=not args.no_prompts,
+                               static_negatives=not args.no_static_negatives, stage1_steps=args.stage1_steps,
+                               stage2_steps=args.stage2_steps, seed=args.seed)
+    catalogue = load_catalogue(args.catalogue)
+    items = catalogue.item_records("train")
+    ids = {r.item_id for r in items}
+    triplets = [t for f in args.triplets for t in read_triplets_jsonl(f, ids)] if args.triplets else \
+        catalogue.triplet_records("train")
+    if not triplets:
+        raise ValueError("no training triplets: give --triplets files or a catalogue with train triplets")
+    captions = None
+    if method.sentence_prompts:
+        captions, _ = caption_collection(_load_model(args.captioner), items)
+    backbone = _backbone_path(CIRRecipeConfig(backbone=args.backbone))
+    model = DualEncoder.from_pretrained(backbone)
+    bank = ImageBank(items, model, with_generation_images=False)
+    final = train_two_stage_cir(model, triplets, bank, args.output_dir, method, captions)
+    print(f"two-stage CIR model ({len(triplets)} triplets): {final}")
+    return 0
+
+
+def _cmd_cir_recipe(args: argparse.Namespace) -> int:
+    from unifashion.evaluation.cir_recipe import RUNS, CIRRecipeConfig, run_cir_recipe
+    from unifashion.training.two_stage_cir import TwoStageCIRConfig
+
+    if args.runs and any(r not in RUNS for r in args.runs):
+        raise ValueError(f"--runs takes some of {sorted(RUNS)}, got {args.runs}")
+    config = CIRRecipeConfig(
+        catalogue=args.catalogue, heldout_catalogue=None if args.heldout == "none" else args.heldout,
+        captioner=args.captioner, backbone=args.backbone, seeds=tuple(args.seeds), mining=_mining_config(args),
+        method=TwoStageCIRConfig(stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps),
+        runs=tuple(args.runs) if args.runs else CIRRecipeConfig().runs, evaluate_unifashion=not args.no_unifashion)
+    start = time.perf_counter()
+    run_cir_recipe(args.out, config)
+    print((Path(args.out) / "results.md").read_text())
+    print(f"results: {Path(args.out).resolve() / 'results.md'} ({(time.perf_counter() - start) / 60:.1f} min)")
+    return 0
+
+
 # -- search, captioning, generation and the service (unifashion.pipelines, unifashion.serving) --
 
 
@@ -490,6 +578,60 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-top-k", type=int, default=100)
     sv.add_argument("--max-steps", type=int, default=100, help="cap on generation steps per request")
     sv.set_defaults(func=_cmd_serve)
+
+    def mining_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--targets-per-reference", type=int, default=2, help="mined targets per reference image")
+        p.add_argument("--min-changes", type=int, default=1, help="fewest attributes a mined pair differs in")
+        p.add_argument("--max-changes", type=int, default=3, help="most attributes a mined pair differs in")
+        p.add_argument("--agreement-quantile", type=float, default=0.2,
+                       help="drop this lowest fraction of images by the captioner's own image-caption score (0: off)")
+        p.add_argument("--no-pair-agreement", action="store_true",
+                       help="keep pairs where an image scores the other's caption as high as its own")
+
+    triplets = sub.add_parser("triplets", help="CIR triplets: mine them from images without annotations")
+    tsub = triplets.add_subparsers(dest="triplets_command", metavar="TRIPLETS_COMMAND", required=True)
+    mine = tsub.add_parser("mine", help="caption images, pair those differing in 1-3 attributes, write "
+                                        "Fashion-IQ-style relative captions (our triplet JSONL format)")
+    mine.add_argument("--images", required=True, help="a folder of images, an image folder with metadata.jsonl/csv, "
+                                                      "or an embedded catalogue folder")
+    mine.add_argument("--split", help="only this split of an embedded catalogue (e.g. train)")
+    mine.add_argument("--out", required=True, help="the triplet file to write (.jsonl); a .report.json lands beside it")
+    mine.add_argument("--model", default="tiny-default", help="the captioner: " + model_help)
+    mine.add_argument("--batch-size", type=int, default=64)
+    mine.add_argument("--seed", type=int, default=0)
+    mining_options(mine)
+    mine.set_defaults(func=_reports_errors(_cmd_triplets_mine))
+
+    ct = sub.add_parser("cir-train", help="train the two-stage CIR recipe (encoders, then combiner) on the dual "
+                                          "encoder, with sentence prompts and static negatives")
+    ct.add_argument("--catalogue", default="outputs/demo/catalogue", help="its train split's images are the gallery")
+    ct.add_argument("--triplets", nargs="+", help="triplet JSONL files (default: the catalogue's train triplets)")
+    ct.add_argument("--output-dir", default="runs/two-stage-cir")
+    ct.add_argument("--backbone", help="a trained dual-encoder folder (default: the cached dual-encoder-default)")
+    ct.add_argument("--captioner", default="tiny-default", help="writes the sentence-level prompts: " + model_help)
+    ct.add_argument("--stages", nargs="+", default=["encoders", "combiner"], choices=["encoders", "combiner"])
+    ct.add_argument("--no-prompts", action="store_true", help="the relative caption alone as the text")
+    ct.add_argument("--no-static-negatives", action="store_true", help="in-batch negatives only")
+    ct.add_argument("--stage1-steps", type=int, default=60)
+    ct.add_argument("--stage2-steps", type=int, default=400)
+    ct.add_argument("--seed", type=int, default=0)
+    ct.set_defaults(func=_reports_errors(_cmd_cir_train))
+
+    cr = sub.add_parser("cir-recipe", help="the two-stage CIR recipe's experiment: mining + precision, training on "
+                                           "annotated / mined / both, ablations, seeds, evaluation beside baselines")
+    cr.add_argument("--out", default="outputs/cir-recipe")
+    cr.add_argument("--catalogue", default="outputs/demo/catalogue")
+    cr.add_argument("--heldout", default="outputs/heldout-catalogue", help="a second test catalogue, or 'none'")
+    cr.add_argument("--captioner", default="tiny-default", help=model_help)
+    cr.add_argument("--backbone", help="a trained dual-encoder folder (default: the cached dual-encoder-default)")
+    cr.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    cr.add_argument("--runs", nargs="+", help="some of the runs (default: all)")
+    cr.add_argument("--stage1-steps", type=int, default=60)
+    cr.add_argument("--stage2-steps", type=int, default=400)
+    cr.add_argument("--no-unifashion", action="store_true", help="skip evaluating UniFashion beside the recipe")
+    cr.add_argument("--seed", type=int, default=0, help="the mining seed")
+    mining_options(cr)
+    cr.set_defaults(func=_reports_errors(_cmd_cir_recipe))
 
     data = sub.add_parser("data", help="build, show and check fashion datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)

@@ -8,12 +8,14 @@ is the standard reading, and this module follows it:
 normalised sum of the reference image's and the text's embeddings (CLIP4CIR's stage 1), the
 positive is the target image's embedding.
 
-- trains: the image tower's head (``image_pool_query``, ``image_pool``, ``image_proj``), the whole
-  text transformer (``text``, all-MiniLM-L6-v2 in the tiny preset) and ``text_proj``, and the
+- trains: the image tower's head (``image_pool_query``, ``image_pool``, ``image_proj``), the top
+  ``text_layers_trained`` layers of the text transformer (all-MiniLM-L6-v2 in the tiny preset:
+  2 of 6 by default; ``None`` trains all of it, embeddings included), ``text_proj``, and the
   learnable temperature;
 - frozen: the vision backbone (EfficientNet-Lite0, or a CLIP ViT from a local directory: it is
-  frozen in the dual encoder, as in UniFashion, and its features are computed once per run) and
-  the combiner (not used).
+  frozen in the dual encoder, as in UniFashion, and its features are computed once per run), the
+  text transformer's embeddings and lower layers (a CPU concession: backward through them
+  doubled the cost of a step), and the combiner (not used).
 
 **Stage 2, ``combiner``** — the towers are frozen and only the combiner learns: query =
 ``Combiner(reference image embedding, text embedding)``, the same contrastive loss.
@@ -67,10 +69,11 @@ class TwoStageCIRConfig:
     sentence_prompts: bool = True
     static_negatives: bool = True
     refresh_every: int = 25  # stage-1 bank refresh (steps)
-    stage1_steps: int = 150
+    text_layers_trained: int | None = 2  # top text-transformer layers that stage 1 trains; None: all
+    stage1_steps: int = 60
     stage2_steps: int = 400
     batch_size: int = 32
-    stage1_lr: float = 2e-5
+    stage1_lr: float = 5e-5
     stage2_lr: float = 1e-3
     max_text_length: int = 96  # reference caption + relative caption
     seed: int = 0
@@ -205,6 +208,19 @@ def gallery_bank(model: DualEncoder, bank: ImageBank, refresh_every: int | None)
     return StaticNegativeBank(embed, torch.arange(len(bank.ids)), refresh_every)
 
 
+def freeze_lower_text_layers(model: DualEncoder, trained: int | None) -> None:
+    """Freeze the text transformer's embeddings and all but its top ``trained`` layers (None: keep
+    all trainable)."""
+    if trained is None:
+        return
+    layers = model.text.encoder.layer
+    if not 0 <= trained <= len(layers):
+        raise ValueError(f"text_layers_trained must be in 0..{len(layers)} or None, got {trained}")
+    model.text.embeddings.requires_grad_(False)
+    for layer in layers[:len(layers) - trained]:
+        layer.requires_grad_(False)
+
+
 def _resumed_step(output_dir: Path) -> int:
     checkpoint = latest_checkpoint(output_dir)
     return json.loads((checkpoint / "state.json").read_text())["step"] if checkpoint else 0
@@ -254,6 +270,7 @@ def train_two_stage_cir(model: DualEncoder, triplets: Sequence[TripletRecord], b
 
     if "encoders" in config.stages:
         model.set_stage("encoders")
+        freeze_lower_text_layers(model, config.text_layers_trained)
         negatives = gallery_bank(model, bank, config.refresh_every) if config.static_negatives else None
         if negatives is not None:
             negatives.step = _resumed_step(out / "encoders")
