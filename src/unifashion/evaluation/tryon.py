@@ -74,6 +74,7 @@ class TryOnEvalConfig:
     seed: int = 0
     grid_rows: int = 6
     tryon_sketch: bool = False  # the model was trained to take a sketch for try-on too
+    judge_steps: int = 600  # training steps of the worn-garment attribute judge (when not cached)
     methods: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"design": DESIGN_METHODS,
                                                                          "tryon": TRYON_METHODS})
 

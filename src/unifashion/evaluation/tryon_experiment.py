@@ -101,7 +101,8 @@ def run_tryon(config: TryOnRunConfig, progress: bool = True) -> dict:
     eval_config.tryon_sketch = tryon_uses_sketch(model_dir)
     attributes = read_garment_attributes(root)
     classifier = load_or_train_worn_judge(load_viton(root, "train", "paired"), attributes,
-                                          config.classifier or out / "worn-attribute-judge", progress=progress)
+                                          config.classifier or out / "worn-attribute-judge",
+                                          steps=eval_config.judge_steps, progress=progress)
     features = EffLiteFeatures()
     size = model.diffusion.image_size
     table = ResultTable()

@@ -483,7 +483,11 @@ def create_app(pipeline: SearchPipeline, settings: ServiceSettings | None = None
         image: Annotated[UploadFile | None, File(description="reference garment (composed generation)")] = None,
         mask: Annotated[UploadFile | None, File(description="try-on: white = region of the person to redraw")] = None,
         sketch: Annotated[UploadFile | None, File(description="try-on: garment sketch")] = None,
-        person: Annotated[UploadFile | None, File(description="try-on: the person image")] = None,
+        person: Annotated[UploadFile | None, File(description="design / try-on: the person image (the "
+                                                               "result keeps its size and, outside the mask, "
+                                                               "its pixels)")] = None,
+        garment: Annotated[UploadFile | None, File(description="try-on: the in-shop garment (with person "
+                                                                "and mask)")] = None,
         steps: Annotated[int | None, Form(description="denoising steps, 1 to max_generation_steps")] = None,
         scheduler: Annotated[Literal["pndm", "dpmsolver++"], Form()] = "pndm",
         guidance: Annotated[float, Form(ge=0, le=50, description="classifier-free guidance scale")] = 7.5,
@@ -494,14 +498,29 @@ def create_app(pipeline: SearchPipeline, settings: ServiceSettings | None = None
             raise ApiError(422, "too_many_steps" if steps > settings.max_generation_steps else "invalid_steps",
                            f"steps must be between 1 and {settings.max_generation_steps}, got {steps}")
         text = check_text(text, required=False)
+        if garment is not None and image is not None:
+            raise ApiError(422, "invalid_value", "give the garment once: 'garment' (try-on) or 'image'")
         pictures = {name: read_image(upload, name, required=False)
                     for name, upload in (("image", image), ("mask", mask), ("sketch", sketch), ("person", person))}
+        if garment is not None:
+            pictures["image"] = read_image(garment, "garment", required=False)
         if text is None and pictures["image"] is None:
             raise ApiError(422, "text_missing", "generation needs a text, a reference image, or both")
         seed = secrets.randbelow(2**31) if seed is None else seed
         with _pipeline_errors():
-            generated = pipeline.generate(text, **pictures, steps=steps, scheduler=scheduler, guidance=guidance,
-                                          seed=seed)[0]
+            if pictures["person"] is not None and pictures["mask"] is not None:
+                import torch
+
+                from unifashion.pipelines.tryon import generate_on_person
+
+                with pipeline.lock:  # design / try-on: the person's size, its pixels outside the mask
+                    generated = generate_on_person(
+                        pipeline.model, pictures["person"], pictures["mask"], text=text, garment=pictures["image"],
+                        sketch=pictures["sketch"], steps=steps, scheduler=scheduler, guidance=guidance,
+                        generator=torch.Generator().manual_seed(seed))[0]
+            else:
+                generated = pipeline.generate(text, **pictures, steps=steps, scheduler=scheduler,
+                                              guidance=guidance, seed=seed)[0]
         buffer = io.BytesIO()
         generated.save(buffer, format="PNG")
         return Response(buffer.getvalue(), media_type="image/png", headers={"X-Seed": str(seed)})
