@@ -26,8 +26,8 @@ catalogue images and turns the descriptions into training triplets. Here our own
    - ``duplicate``: items whose captions parse to identical attributes are the same item in the
      captioner's eyes; a relative caption cannot tell them apart, so only the best-agreeing one
      is kept (otherwise every pair into the group would carry false negatives);
-   - ``same_pair``: a (reference, target) pair already mined, or already in ``exclude_pairs``
-     (e.g. the annotated triplets, when mined and annotated sets are combined).
+   - ``same_pair``: a candidate pair already in ``exclude_pairs`` (e.g. the annotated triplets,
+     when mined and annotated sets are combined); a pair is never mined twice.
 
 Category changes are not mined: Fashion-IQ's triplets stay within a category, our length values
 are category-specific, and the relative-caption grammar has no wording for a category change.
@@ -235,7 +235,7 @@ def mine_triplets(captions: dict[str, str], agreement: dict[str, float] | None =
     by_category: dict[str, list[str]] = defaultdict(list)
     for item_id, attrs in parsed.items():
         by_category[attrs["category"]].append(item_id)
-    seen = set(exclude_pairs or ())
+    excluded = set(exclude_pairs or ())
     triplets: list[TripletRecord] = []
     for category in sorted(by_category):
         ids = by_category[category]
@@ -246,6 +246,9 @@ def mine_triplets(captions: dict[str, str], agreement: dict[str, float] | None =
                 if tgt_id != ref_id:
                     n = len(edit_names(ref, parsed[tgt_id]))
                     if config.min_changes <= n <= config.max_changes:
+                        if (ref_id, tgt_id) in excluded:
+                            counts["same_pair"] += 1  # a candidate, but already a triplet elsewhere
+                            continue
                         buckets[n].append(tgt_id)
             for _ in range(config.targets_per_reference):
                 sizes = sorted(n for n, b in buckets.items() if b)
@@ -255,15 +258,11 @@ def mine_triplets(captions: dict[str, str], agreement: dict[str, float] | None =
                 p = np.array([N_CHANGES_PROBS.get(n, min(N_CHANGES_PROBS.values())) for n in sizes])
                 bucket = buckets[sizes[int(rng.choice(len(sizes), p=p / p.sum()))]]
                 tgt_id = bucket.pop(int(rng.integers(len(bucket))))
-                if (ref_id, tgt_id) in seen:
-                    counts["same_pair"] += 1
-                    continue
                 if pair_score is not None and config.pair_agreement and not (
                         pair_score(ref_id, ref_id) > pair_score(ref_id, tgt_id)
                         and pair_score(tgt_id, tgt_id) > pair_score(tgt_id, ref_id)):
                     counts["pair_disagreement"] += 1
                     continue
-                seen.add((ref_id, tgt_id))
                 tgt = parsed[tgt_id]
                 triplets.append(TripletRecord(reference_id=ref_id, target_id=tgt_id, category=category,
                                               relative_captions=relative_captions(ref, tgt, rng),
