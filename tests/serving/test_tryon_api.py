@@ -7,10 +7,10 @@ import io
 import numpy as np
 import pytest
 import torch
-from conftest import build_small_model
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import build_small_model
 from unifashion.cli import main
 from unifashion.pipelines import SearchPipeline
 from unifashion.pipelines.tryon import design, generate_on_person, try_on

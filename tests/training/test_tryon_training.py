@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import GEN_SIZE, build_small_model
 
+from conftest import GEN_SIZE, build_small_model
 from unifashion.data.catalogue import CatalogueConfig, make_catalogue
 from unifashion.data.viton import load_viton
 from unifashion.data.worn import WornConfig, build_worn_dataset
@@ -104,6 +104,8 @@ def test_one_command_writes_results_and_grid(worn_root, tmp_path, monkeypatch):
     assert ("fig-design", "unifashion", "image-text score (model ITC) x100") in keys
     assert ("fig-tryon", "copy-paste", "KID-EffLite0 x1000") in keys
     assert {r.protocol.split(",")[0] for r in table.rows} == {"paired", "unpaired"}
-    assert len(fid_calls) == 2 * (3 + 3)  # settings x (design + try-on methods), none for the ground truth
+    # settings x (design + try-on methods + the start model), none for the ground truth
+    assert len(fid_calls) == 2 * (3 + 3 + 2)
+    assert ("fig-tryon", "before-tryon-training", "sketch-F1 %") in keys
     assert report["grid"].is_file()
     assert (tmp_path / "run" / "model" / "tryon.json").is_file()

@@ -15,6 +15,8 @@ Methods measured in the same run, on the same test persons and the same noise:
   comparison that SDEdit/MGD-style tables make;
 - ``copy-paste`` (try-on): no learning: the in-shop garment's cut-out scaled into the mask's
   bounding box, the rest of the mask filled with the mean colour just around the mask;
+- ``before-tryon-training``: the starting model (``tiny-default``) given the same inputs as
+  ``unifashion``: what the try-on training adds (its UNet never saw a person, a mask or a sketch);
 - ``ground-truth`` (paired only): the real person image through the same metrics, the ceiling of
   each judge (attribute classifier, sketch edges, image-text score).
 
@@ -74,7 +76,8 @@ class TryOnEvalConfig:
     seed: int = 0
     grid_rows: int = 6
     tryon_sketch: bool = False  # the model was trained to take a sketch for try-on too
-    judge_steps: int = 600  # training steps of the worn-garment attribute judge (when not cached)
+    judge_steps: int = 500  # training steps of the worn-garment attribute judge (when not cached)
+    compare_start_model: bool = True  # also run the model the training started from ("before-tryon-training")
     methods: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"design": DESIGN_METHODS,
                                                                          "tryon": TRYON_METHODS})
 
@@ -273,17 +276,26 @@ def _attribute_rows(predicted: list[dict], expected: list[dict]) -> dict[str, fl
 
 
 def evaluate_setting(model, data: TryOnTestSet, setting: str, real_features: np.ndarray, features, classifier,
-                     config: TryOnEvalConfig, table: ResultTable, progress: bool = True) -> dict:
-    """Generate every method of both tasks for one setting and add their rows; returns the images."""
+                     config: TryOnEvalConfig, table: ResultTable, progress: bool = True,
+                     other_models: dict | None = None) -> dict:
+    """Generate every method of both tasks for one setting and add their rows; returns the images.
+
+    ``other_models`` ({method name: model}) are run as ``unifashion`` is (e.g. the model before
+    its try-on training), beside the methods of ``config``."""
     n = len(data.records)
+    other_models = other_models or {}
     generated: dict[str, dict[str, np.ndarray]] = {}
     for task in ("design", "tryon"):
         protocol = (f"{setting}, {n} test persons, {config.scheduler} {config.steps} steps, "
                     f"guidance {config.guidance}")
-        methods = list(config.methods[task]) + ([GROUND_TRUTH] if setting == "paired" else [])
+        methods = (list(config.methods[task]) + list(other_models)
+                   + ([GROUND_TRUTH] if setting == "paired" else []))
         generated[task] = {}
         for method in methods:
-            images = generate_method(model, data, task, method, config, progress)
+            if method in other_models:
+                images = generate_method(other_models[method], data, task, "unifashion", config, progress)
+            else:
+                images = generate_method(model, data, task, method, config, progress)
             generated[task][method] = images
             if method != GROUND_TRUTH:
                 fake = features(_to_tensor(images))

@@ -59,7 +59,8 @@ def _ensure_worn_data(config: TryOnRunConfig, progress: bool) -> Path:
 
 
 def run_tryon(config: TryOnRunConfig, progress: bool = True) -> dict:
-    """Build the data, train (or load the trained model), evaluate both tasks in both settings."""
+    """Build the data, train (or load the trained model), evaluate both tasks in both settings,
+    beside the baselines and the model the training started from."""
     from unifashion.data.viton import load_viton
     from unifashion.data.worn import read_garment_attributes
     from unifashion.evaluation.features import EffLiteFeatures
@@ -106,6 +107,10 @@ def run_tryon(config: TryOnRunConfig, progress: bool = True) -> dict:
     features = EffLiteFeatures()
     size = model.diffusion.image_size
     table = ResultTable()
+    # The starting model beside the trained one (skipped when a folder was trained elsewhere).
+    others = {}
+    if eval_config.compare_start_model:
+        others["before-tryon-training"] = UniFashion.from_pretrained(config.model).eval()
     grid_data = grid_images = None
     real_features = None
     for setting in eval_config.settings:
@@ -116,7 +121,7 @@ def run_tryon(config: TryOnRunConfig, progress: bool = True) -> dict:
 
             real_features = features(_to_tensor(data.person))
         generated = evaluate_setting(model, data, setting, real_features, features, classifier, eval_config, table,
-                                     progress=progress)
+                                     progress=progress, other_models=others)
         if grid_data is None or setting == "paired":
             grid_data, grid_images = data, generated
     table.save_json(out / "results.json")
