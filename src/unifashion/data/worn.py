@@ -40,8 +40,9 @@ reading of that layout, where the embedded data has to choose:
   same person (MGD warps the in-shop garment's sketch onto the person; we can simply render it);
 - ``captions.json`` keys the full file stem (``dress-000123_00``) with the item's short caption;
 - ``attributes.json`` (not part of VITON-HD; the loader ignores it) maps each garment stem to the
-  catalogue attributes, for the attribute-accuracy metric, and ``worn.json`` records how the
-  data were made.
+  catalogue attributes, for the attribute-accuracy metric, ``{split}/garment-mask/{person}.png``
+  (also ours) holds the visible garment's exact mask, and ``worn.json`` records how the data
+  were made.
 
 Splits: the catalogue's ``train`` items become VITON ``train``, its ``test`` items VITON
 ``test`` (``val`` is left out, as VITON-HD has no validation split).
