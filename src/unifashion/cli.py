@@ -201,6 +201,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from unifashion.models.dual_encoder import DualEncoder
 
         evaluate_dual_encoder(DualEncoder.from_pretrained(args.dual_encoder), data, cfg, table, art)
+    if getattr(args, "two_stage_cir", None):  # the two-stage CIR recipe (issue 6); prompts from --model's captions
+        from unifashion.data.mining import caption_collection
+        from unifashion.training.two_stage_cir import load_two_stage_cir
+
+        recipe_model, method = load_two_stage_cir(args.two_stage_cir)
+        prompts = caption_collection(UniFashion.from_pretrained(args.model), data.items)[0] \
+            if method.sentence_prompts else None
+        evaluate_dual_encoder(recipe_model, data, cfg, table, art, method="two-stage CIR",
+                              combiners=(method.combiner,), reference_captions=prompts)
     for spec in args.ablation or []:
         name, _, path = spec.partition("=")
         if not path:
@@ -552,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--tasks", nargs="+", default=["cmr", "cir", "fic", "fig"], choices=["cmr", "cir", "fic", "fig"])
     ev.add_argument("--dual-encoder", help="a trained dual-encoder baseline folder")
+    ev.add_argument("--two-stage-cir", help="a model trained by `unifashion cir-train` (CMR/CIR)")
     ev.add_argument("--ablation", action="append", help="NAME=PATH of another UniFashion checkpoint (CMR/CIR)")
     ev.add_argument("--classifier", default="runs/attribute-classifier",
                     help="the attribute classifier judging generated images (trained there if missing)")
