@@ -206,3 +206,37 @@ def test_categories_in_parser_cover_the_vocabulary():
             if spec["neckline"]:
                 attrs["neckline"] = "square"
             assert parse_detailed_caption(detailed_caption(attrs)) == attrs
+
+
+def test_edit_verification_drops_edits_the_images_do_not_show():
+    """A stub scorer that sees colours only: an image embedding is its true colour, one-hot; a text
+    embedding marks the colours it names. A claimed colour edit passes only when both images show it."""
+    import torch
+
+    from unifashion.data.attributes import COLOURS
+    from unifashion.data.mining import CaptionScorer
+
+    colours = list(COLOURS)
+
+    def encode_text(texts):
+        return torch.tensor([[1.0 if c in t.replace(",", " ").split() else 0.0 for c in colours] for t in texts])
+
+    def one_hot(colour):
+        return torch.tensor([[1.0 if c == colour else 0.0 for c in colours]])
+
+    base = {"category": "skirt", "lightness": "medium", "pattern": "solid", "length": "knee", "fit": "loose"}
+    true_colour = {"a": "green", "b": "blue", "c": "grey"}
+    scorer = CaptionScorer(list(true_colour), torch.stack([one_hot(c) for c in true_colour.values()]),
+                           torch.zeros(3, len(colours)), encode_text=encode_text)
+    captioned = {"a": dict(base, colour="red"), "b": dict(base, colour="blue"), "c": dict(base, colour="grey")}
+    keep = scorer.verify_edits([("a", captioned["a"], "b", captioned["b"]),  # a's colour is wrong: dropped
+                                ("c", captioned["c"], "b", captioned["b"]),  # grey -> blue, both right: kept
+                                ("c", captioned["c"], "b", dict(captioned["b"], fit="tight"))])  # fit unseen
+    assert keep == [False, True, False]
+    captions = {k: detailed_caption(v) for k, v in captioned.items()}
+    result = mine_triplets(captions, config=MiningConfig(agreement_quantile=0.0, targets_per_reference=2),
+                           edit_verifier=scorer.verify_edits)
+    assert {(t.reference_id, t.target_id) for t in result.triplets} == {("b", "c"), ("c", "b")}
+    assert result.counts["unverified_edit"] == 4
+    with pytest.raises(ValueError, match="text encoder"):
+        CaptionScorer(["a"], torch.zeros(1, 1, 2), torch.zeros(1, 2)).verify_edits([("a", base, "a", base)])

@@ -26,6 +26,11 @@ catalogue images and turns the descriptions into training triplets. Here our own
    - ``duplicate``: items whose captions parse to identical attributes are the same item in the
      captioner's eyes; a relative caption cannot tell them apart, so only the best-agreeing one
      is kept (otherwise every pair into the group would carry false negatives);
+   - ``unverified_edit`` (with ``verify_edits``): for each stated edit, the target image must
+     score its own caption above the same caption with that one attribute set back to the
+     reference's value, and the reference image likewise the other way round (captions written
+     canonically, so only the attribute differs). An edit the captioner cannot see in the pixels
+     is likely its own error: this is the filter that removes most wrong claims;
    - ``same_pair``: a candidate pair already in ``exclude_pairs`` (e.g. the annotated triplets,
      when mined and annotated sets are combined); a pair is never mined twice.
 
@@ -49,7 +54,7 @@ import numpy as np
 import torch
 
 from unifashion.data.attributes import CATEGORIES, validate_attributes
-from unifashion.data.captions import LENGTH_WORDS, colour_phrase
+from unifashion.data.captions import LENGTH_WORDS, colour_phrase, detailed_caption
 from unifashion.data.errors import DatasetNotFoundError
 from unifashion.data.records import ItemRecord, TripletRecord
 from unifashion.data.triplets import N_CHANGES_PROBS, changed_attributes, relative_captions
@@ -147,6 +152,19 @@ def edit_names(reference: dict, target: dict) -> list[str]:
     return names
 
 
+def with_value(attrs: dict, name: str, source: dict) -> dict:
+    """``attrs`` with attribute ``name`` taken from ``source`` (a colour with its lightness, a
+    pattern with its colour)."""
+    out = dict(attrs)
+    keys = {"colour": ("colour", "lightness"), "pattern": ("pattern", "pattern_colour")}.get(name, (name,))
+    for key in keys:
+        if key in source:
+            out[key] = source[key]
+        else:
+            out.pop(key, None)
+    return out
+
+
 def attribute_value(attrs: dict, name: str):
     """The value a relative caption states for an edit of ``name`` (colour with its lightness;
     a pattern with its colour)."""
@@ -166,6 +184,7 @@ class MiningConfig:
     targets_per_reference: int = 2
     agreement_quantile: float = 0.2  # drop this lowest fraction by image-caption ITC score; 0: off
     pair_agreement: bool = True  # keep a pair only if each image prefers its own caption (needs pair scores)
+    verify_edits: bool = True  # keep a pair only if every stated edit is visible to the model (needs a verifier)
     seed: int = 0
 
     def __post_init__(self):
@@ -191,12 +210,16 @@ class MiningResult:
 def mine_triplets(captions: dict[str, str], agreement: dict[str, float] | None = None,
                   config: MiningConfig | None = None,
                   exclude_pairs: set[tuple[str, str]] | None = None,
-                  pair_score: Callable[[str, str], float] | None = None) -> MiningResult:
+                  pair_score: Callable[[str, str], float] | None = None,
+                  edit_verifier: Callable[[list[tuple[str, dict, str, dict]]], list[bool]] | None = None
+                  ) -> MiningResult:
     """Mine triplets from ``captions`` (item id -> detailed caption, in a fixed order).
 
     ``agreement`` (item id -> the model's image-caption score) enables the low-agreement filter;
     ``pair_score(image_id, caption_id)`` (the score of one item's image against another item's
-    caption) enables the pair filter. Deterministic for a given input and ``config.seed``.
+    caption) enables the pair filter; ``edit_verifier`` (a list of (reference id, attributes,
+    target id, attributes) -> a keep flag each, e.g. :meth:`CaptionScorer.verify_edits`) the edit
+    filter. Deterministic for a given input and ``config.seed``.
     """
     config = config or MiningConfig()
     counts: Counter = Counter(images=len(captions))
@@ -236,7 +259,7 @@ def mine_triplets(captions: dict[str, str], agreement: dict[str, float] | None =
     for item_id, attrs in parsed.items():
         by_category[attrs["category"]].append(item_id)
     excluded = set(exclude_pairs or ())
-    triplets: list[TripletRecord] = []
+    drawn: list[tuple[str, str, str]] = []  # (category, reference, target)
     for category in sorted(by_category):
         ids = by_category[category]
         for ref_id in ids:
@@ -257,16 +280,20 @@ def mine_triplets(captions: dict[str, str], agreement: dict[str, float] | None =
                 # Edit sizes as often as in the annotated set (N_CHANGES_PROBS), then a target uniformly.
                 p = np.array([N_CHANGES_PROBS.get(n, min(N_CHANGES_PROBS.values())) for n in sizes])
                 bucket = buckets[sizes[int(rng.choice(len(sizes), p=p / p.sum()))]]
-                tgt_id = bucket.pop(int(rng.integers(len(bucket))))
-                if pair_score is not None and config.pair_agreement and not (
-                        pair_score(ref_id, ref_id) > pair_score(ref_id, tgt_id)
-                        and pair_score(tgt_id, tgt_id) > pair_score(tgt_id, ref_id)):
-                    counts["pair_disagreement"] += 1
-                    continue
-                tgt = parsed[tgt_id]
-                triplets.append(TripletRecord(reference_id=ref_id, target_id=tgt_id, category=category,
-                                              relative_captions=relative_captions(ref, tgt, rng),
-                                              changed_attributes=changed_attributes(ref, tgt)))
+                drawn.append((category, ref_id, bucket.pop(int(rng.integers(len(bucket))))))
+    counts["pairs_drawn"] = len(drawn)
+    if pair_score is not None and config.pair_agreement:
+        agreeing = [(c, r, t) for c, r, t in drawn if pair_score(r, r) > pair_score(r, t)
+                    and pair_score(t, t) > pair_score(t, r)]
+        counts["pair_disagreement"] = len(drawn) - len(agreeing)
+        drawn = agreeing
+    if edit_verifier is not None and config.verify_edits and drawn:
+        keep = edit_verifier([(r, parsed[r], t, parsed[t]) for _, r, t in drawn])
+        counts["unverified_edit"] = len(drawn) - sum(keep)
+        drawn = [d for d, k in zip(drawn, keep, strict=True) if k]
+    triplets = [TripletRecord(reference_id=r, target_id=t, category=c,
+                              relative_captions=relative_captions(parsed[r], parsed[t], rng),
+                              changed_attributes=changed_attributes(parsed[r], parsed[t])) for c, r, t in drawn]
     counts["triplets"] = len(triplets)
     return MiningResult(triplets=triplets, attributes=parsed, counts=dict(counts), config=config)
 
@@ -346,9 +373,36 @@ class CaptionScorer:
     ids: list[str]
     image_embeds: torch.Tensor
     caption_embeds: torch.Tensor
+    encode_text: Callable[[list[str]], torch.Tensor] | None = None  # the captioner's text path, for verify_edits
 
     def __post_init__(self):
         self.index = {item_id: k for k, item_id in enumerate(self.ids)}
+
+    def verify_edits(self, pairs: Sequence[tuple[str, dict, str, dict]], batch_size: int = 256) -> list[bool]:
+        """For each (reference id, attributes, target id, attributes): True when every edit between
+        them is visible to the model (see the ``unverified_edit`` filter in the module docstring)."""
+        if self.encode_text is None:
+            raise ValueError("verify_edits needs the captioner's text encoder (CaptionScorer.encode_text)")
+        checks = []  # (image id, own canonical caption, counterfactual caption) per edit and side
+        for ref_id, ref, tgt_id, tgt in pairs:
+            for name in edit_names(ref, tgt):
+                checks.append((tgt_id, detailed_caption(tgt), detailed_caption(with_value(tgt, name, ref))))
+                checks.append((ref_id, detailed_caption(ref), detailed_caption(with_value(ref, name, tgt))))
+        texts = sorted({t for _, own, other in checks for t in (own, other)})
+        embeds = {}
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            embeds.update(zip(chunk, self.encode_text(chunk).float().cpu(), strict=True))
+        passed = []
+        for image_id, own, other in checks:
+            z = self.image_embeds[self.index[image_id]].float()
+            passed.append(bool((z @ embeds[own]).max() > (z @ embeds[other]).max()))
+        out, k = [], 0
+        for _, ref, _, tgt in pairs:
+            n = 2 * len(edit_names(ref, tgt))
+            out.append(all(passed[k:k + n]))
+            k += n
+        return out
 
     def __call__(self, image_id: str, caption_id: str) -> float:
         z = self.image_embeds[self.index[image_id]].float()
@@ -367,12 +421,12 @@ class CaptionScorer:
                   str(path), metadata={"ids": "\n".join(self.ids)})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> CaptionScorer:
+    def load(cls, path: str | os.PathLike, encode_text: Callable | None = None) -> CaptionScorer:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as handle:
             ids = handle.metadata()["ids"].split("\n")
-            return cls(ids, handle.get_tensor("image_embeds"), handle.get_tensor("caption_embeds"))
+            return cls(ids, handle.get_tensor("image_embeds"), handle.get_tensor("caption_embeds"), encode_text)
 
 
 def caption_collection(model, records: Sequence[ItemRecord], style: str = "detailed", batch_size: int = 64,
@@ -394,7 +448,8 @@ def caption_collection(model, records: Sequence[ItemRecord], style: str = "detai
             image_embeds.append(model.get_image_features(vision_features=vision).image_embeds.half().cpu())
             caption_embeds.append(model.encode_text(texts).half().cpu())
         captions.update(zip([r.item_id for r in chunk], texts, strict=True))
-    scorer = CaptionScorer([r.item_id for r in records], torch.cat(image_embeds), torch.cat(caption_embeds))
+    scorer = CaptionScorer([r.item_id for r in records], torch.cat(image_embeds), torch.cat(caption_embeds),
+                           encode_text=model.encode_text)
     return captions, scorer
 
 
@@ -407,4 +462,5 @@ def mine_collection(records: Sequence[ItemRecord], model, config: MiningConfig |
     if len(set(ids)) != len(ids):
         raise ValueError("the collection has duplicate item ids")
     captions, scorer = caption_collection(model, records, progress=progress)
-    return mine_triplets(captions, scorer.agreement(), config, exclude_pairs, scorer), captions, scorer
+    result = mine_triplets(captions, scorer.agreement(), config, exclude_pairs, scorer, scorer.verify_edits)
+    return result, captions, scorer

@@ -74,6 +74,7 @@ RUNS: dict[str, tuple[str, dict, str]] = {
     "both-no-stage1": ("both", {"stages": ("combiner",)}, f"{METHOD} [annotated + mined] - stage 1"),
 }
 NO_STAGE2_LABEL = f"{METHOD} [annotated + mined] - stage 2"
+NOT_FILTERS = ("images", "images_kept", "pairs_drawn", "triplets")  # mining counts that are not filters
 
 
 def _captions(model, records, path: Path) -> tuple[dict[str, str], CaptionScorer]:
@@ -83,7 +84,7 @@ def _captions(model, records, path: Path) -> tuple[dict[str, str], CaptionScorer
     if path.is_file() and scores_path.is_file():
         captions = json.loads(path.read_text())
         if set(captions) >= {r.item_id for r in records}:
-            return captions, CaptionScorer.load(scores_path)
+            return captions, CaptionScorer.load(scores_path, model.encode_text)
     captions, scorer = caption_collection(model, records)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(captions, indent=1, sort_keys=True))
@@ -125,13 +126,15 @@ def run_cir_recipe(out_dir: str | Path, config: CIRRecipeConfig | None = None, p
 
     # -- mining, and its precision against the ground truth
     t0 = time.perf_counter()
-    mined = mine_triplets(captions, scorer.agreement(), config.mining, pair_score=scorer)
+    mined = mine_triplets(captions, scorer.agreement(), config.mining, pair_score=scorer,
+                          edit_verifier=scorer.verify_edits)
     truth = {r.item_id: r.attributes for r in train_items}
     mined_file = write_triplets_jsonl(out / "mined" / "triplets.jsonl",
                                       (triplet_row(t, "train", source="mined") for t in mined.triplets))
     report = {**mined.report(), "file": str(mined_file),
               "precision": mining_precision(mined.triplets, mined.attributes, truth)}
-    unfiltered = mine_triplets(captions, None, replace(config.mining, agreement_quantile=0.0, pair_agreement=False))
+    unfiltered = mine_triplets(captions, None, replace(config.mining, agreement_quantile=0.0, pair_agreement=False,
+                                                       verify_edits=False))
     report["precision_without_agreement_filter"] = mining_precision(unfiltered.triplets, unfiltered.attributes,
                                                                     truth)
     report["counts_without_agreement_filter"] = unfiltered.counts
@@ -221,7 +224,7 @@ def _mining_markdown(report: dict) -> list[str]:
     names = [k for k in p["claim_precision"] if k != "overall"]
     lines = ["## Mined triplets: precision against the ground-truth attributes", "",
              f"{report['triplets']} triplets from {report['counts']['images']} images; filters dropped "
-             + ", ".join(f"{k}: {v}" for k, v in report["counts"].items() if k not in ("images", "images_kept", "triplets")) + ".",
+             + ", ".join(f"{k}: {v}" for k, v in report["counts"].items() if k not in NOT_FILTERS) + ".",
              "", "| | with the agreement filters | without them |", "|---|---|---|",
              f"| triplets | {p['triplets']} | {q['triplets']} |",
              f"| triplet precision (every stated edit right, none missing) | {p['triplet_precision']:.1f} | "
