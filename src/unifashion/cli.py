@@ -255,7 +255,7 @@ def _mining_config(args: argparse.Namespace):
     return MiningConfig(min_changes=args.min_changes, max_changes=args.max_changes,
                         targets_per_reference=args.targets_per_reference,
                         agreement_quantile=args.agreement_quantile, pair_agreement=not args.no_pair_agreement,
-                        seed=args.seed)
+                        verify_edits=not args.no_verify_edits, seed=args.seed)
 
 
 def _cmd_triplets_mine(args: argparse.Namespace) -> int:
@@ -672,6 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="drop this lowest fraction of images by the captioner's own image-caption score (0: off)")
         p.add_argument("--no-pair-agreement", action="store_true",
                        help="keep pairs where an image scores the other's caption as high as its own")
+        p.add_argument("--no-verify-edits", action="store_true",
+                       help="keep edits the captioner's own ITC cannot confirm against a counterfactual caption")
 
     triplets = sub.add_parser("triplets", help="CIR triplets: mine them from images without annotations")
     tsub = triplets.add_subparsers(dest="triplets_command", metavar="TRIPLETS_COMMAND", required=True)
