@@ -134,3 +134,13 @@ def test_dataset_in_viton_layout_reads_with_the_viton_loader(tmp_path: Path, cat
     build_worn_dataset(catalogue, again, limit=4, progress=False)
     first = (tmp_path / "test" / "image" / Path(paired[0].person).name).read_bytes()
     assert first == (again / "test" / "image" / Path(paired[0].person).name).read_bytes()
+
+
+def test_build_worn_command(tmp_path: Path, capsys):
+    from unifashion.cli import main
+
+    assert main(["data", "build-worn", "--out", str(tmp_path), "--n-items", "60", "--limit", "2"]) == 0
+    assert "{'train': 2, 'test': 2}" in capsys.readouterr().out
+    assert len(load_viton(tmp_path, "test", "unpaired")) == 2
+    assert main(["data", "build-worn", "--out", str(tmp_path / "x"), "--catalogue", str(tmp_path / "none")]) == 2
+    assert "catalogue.json" in capsys.readouterr().err
