@@ -64,3 +64,25 @@ def test_mine_writes_a_triplet_file_and_a_report(tmp_path, capsys, tiny_catalogu
     # and the (empty) file still reads back.
     assert report["counts"]["unparsed"] == n_train
     assert report["triplets"] == 0 and read_triplets_jsonl(out) == []
+
+
+def test_cir_train_on_a_clip_vit_from_a_local_directory(tmp_path, capsys, tiny_catalogue, single_thread):
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from unifashion.training.two_stage_cir import load_two_stage_cir
+
+    torch.manual_seed(0)
+    clip = tmp_path / "clip-vit"
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                     image_size=32, patch_size=8)).save_pretrained(clip, safe_serialization=True)
+    out = tmp_path / "run"
+    assert main(["cir-train", "--catalogue", str(tiny_catalogue), "--vision-path", str(clip), "--no-prompts",
+                 "--stage1-steps", "1", "--stage2-steps", "2", "--batch-size", "4", "--output-dir", str(out)]) == 0
+    assert "two-stage CIR model" in capsys.readouterr().out
+    model, method = load_two_stage_cir(out / "final")
+    assert type(model.vision.model).__name__ == "CLIPVisionModel" and model.config.vision.image_size == 32
+    assert not method.sentence_prompts and method.combiner == "learned"
+    capsys.readouterr()
+    _fails(capsys, ["cir-train", "--catalogue", str(tiny_catalogue), "--vision-path", str(tmp_path), "--no-prompts",
+                    "--output-dir", str(tmp_path / "o")], "config.json")

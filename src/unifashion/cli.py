@@ -297,7 +297,7 @@ def _cmd_cir_train(args: argparse.Namespace) -> int:
 
     method = TwoStageCIRConfig(stages=tuple(args.stages), sentence_prompts=not args.no_prompts,
                                static_negatives=not args.no_static_negatives, stage1_steps=args.stage1_steps,
-                               stage2_steps=args.stage2_steps, seed=args.seed)
+                               stage2_steps=args.stage2_steps, batch_size=args.batch_size, seed=args.seed)
     catalogue = load_catalogue(args.catalogue)
     items = catalogue.item_records("train")
     ids = {r.item_id for r in items}
@@ -308,8 +308,19 @@ def _cmd_cir_train(args: argparse.Namespace) -> int:
     captions = None
     if method.sentence_prompts:
         captions, _ = caption_collection(_load_model(args.captioner), items)
-    backbone = _backbone_path(CIRRecipeConfig(backbone=args.backbone))
-    model = DualEncoder.from_pretrained(backbone)
+    if args.vision_path:  # the paper preset: a CLIP ViT from a local directory; the heads start untrained
+        from unifashion.models.config import CLIP_MEAN, CLIP_STD, VisionConfig
+        from unifashion.models.dual_encoder import DualEncoderConfig
+
+        config_file = Path(args.vision_path) / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"--vision-path {args.vision_path} has no config.json (a saved CLIP checkpoint)")
+        hf_config = json.loads(config_file.read_text())
+        size = hf_config.get("vision_config", hf_config).get("image_size", 224)
+        model = DualEncoder(DualEncoderConfig(vision=VisionConfig(type="hf", path=args.vision_path, image_size=size,
+                                                                  image_mean=CLIP_MEAN, image_std=CLIP_STD)))
+    else:
+        model = DualEncoder.from_pretrained(_backbone_path(CIRRecipeConfig(backbone=args.backbone)))
     bank = ImageBank(items, model, with_generation_images=False)
     final = train_two_stage_cir(model, triplets, bank, args.output_dir, method, captions)
     print(f"two-stage CIR model ({len(triplets)} triplets): {final}")
@@ -695,12 +706,15 @@ def build_parser() -> argparse.ArgumentParser:
     ct.add_argument("--triplets", nargs="+", help="triplet JSONL files (default: the catalogue's train triplets)")
     ct.add_argument("--output-dir", default="runs/two-stage-cir")
     ct.add_argument("--backbone", help="a trained dual-encoder folder (default: the cached dual-encoder-default)")
+    ct.add_argument("--vision-path", help="paper preset: a local CLIP ViT directory (safetensors) as the vision "
+                                          "tower at its own image size, CLIP normalisation; heads trained from scratch")
     ct.add_argument("--captioner", default="tiny-default", help="writes the sentence-level prompts: " + model_help)
     ct.add_argument("--stages", nargs="+", default=["encoders", "combiner"], choices=["encoders", "combiner"])
     ct.add_argument("--no-prompts", action="store_true", help="the relative caption alone as the text")
     ct.add_argument("--no-static-negatives", action="store_true", help="in-batch negatives only")
     ct.add_argument("--stage1-steps", type=int, default=60)
     ct.add_argument("--stage2-steps", type=int, default=400)
+    ct.add_argument("--batch-size", type=int, default=32)
     ct.add_argument("--seed", type=int, default=0)
     ct.set_defaults(func=_reports_errors(_cmd_cir_train))
 
