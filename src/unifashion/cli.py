@@ -186,7 +186,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from unifashion.models import UniFashion
 
     cfg = EvalConfig(split=args.split, seed=args.seed, tasks=tuple(args.tasks), fig_max_items=args.fig_items,
-                     fig_steps=args.fig_steps, fig_scheduler=args.fig_scheduler, itm_rerank_k=args.itm_rerank)
+                     fig_steps=args.fig_steps, fig_scheduler=args.fig_scheduler, itm_rerank_k=args.itm_rerank,
+                     cir_ks=tuple(args.cir_ks))
     data = SplitData(load_catalogue(args.catalogue), cfg.split)
     table, art = ResultTable(), EvalArtifacts()
     classifier = fid_features = None
@@ -581,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fig-steps", type=int, default=50)
     ev.add_argument("--fig-scheduler", default="pndm", choices=["pndm", "dpmsolver++"])
     ev.add_argument("--itm-rerank", type=int, default=50, help="ITM re-rank of the CIR top-k (0: off)")
+    ev.add_argument("--cir-ks", type=int, nargs="+", default=[10, 50],
+                    help="CIR recall cut-offs (Fashion-IQ reports 10 and 50; add 1 and 5 where those saturate)")
     ev.set_defaults(func=_cmd_eval)
 
     rs = sub.add_parser("results", help="work with results.json files")
