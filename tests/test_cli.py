@@ -84,3 +84,16 @@ def test_unknown_trained_tag_message(tmp_path, monkeypatch):
     monkeypatch.setenv("UNIFASHION_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="trained here, not downloaded"):
         UniFashion.from_pretrained("tiny-default")
+
+
+def test_eval_with_model_none_measures_only_the_baselines(tmp_path, capsys):
+    from unifashion.data.catalogue import CatalogueConfig, build_catalogue_files
+
+    build_catalogue_files(tmp_path / "cat", CatalogueConfig(n_items=60, seed=3, split_fractions=(0.2, 0.1, 0.7)),
+                          progress=False)
+    assert main(["eval", "--model", "none", "--catalogue", str(tmp_path / "cat"), "--tasks", "cir",
+                 "--seed", "4", "--cir-ks", "1", "10", "--out", str(tmp_path / "eval")]) == 0
+    rows = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert {r["method"] for r in rows} == {"random"}
+    assert {r["seed"] for r in rows} == {4}
+    assert {"avg_R@1", "avg_R@10"} <= {r["metric"] for r in rows}

@@ -218,8 +218,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         ablation_cfg = EvalConfig(**{**cfg.__dict__, "tasks": tuple(t for t in cfg.tasks if t in ("cmr", "cir")),
                                      "itm_rerank_k": 0})
         evaluate_unifashion(UniFashion.from_pretrained(path), data, ablation_cfg, table, art, method=name)
-    model = UniFashion.from_pretrained(args.model)
-    evaluate_unifashion(model, data, cfg, table, art, classifier=classifier, fid_features=fid_features)
+    if args.model != "none":  # "none": only the baselines (e.g. more baseline seeds)
+        model = UniFashion.from_pretrained(args.model)
+        evaluate_unifashion(model, data, cfg, table, art, classifier=classifier, fid_features=fid_features)
     notes = [f"Model: `{args.model}`; catalogue: `{args.catalogue}` ({len(data.items)} {cfg.split} items, "
              f"{len(data.triplets)} CIR triplets).",
              "FID/KID use EfficientNet-Lite0 pooled features (FID-EffLite0), not Inception, unless --inception "
@@ -566,7 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate CMR, CIR, FIC and FIG with baselines; writes results.json, "
                                      "a Markdown table and plots")
-    ev.add_argument("--model", default="runs/default/phase2/final", help="a saved UniFashion model folder")
+    ev.add_argument("--model", default="runs/default/phase2/final",
+                    help="a saved UniFashion model folder or trained tag; 'none' evaluates only the baselines")
     ev.add_argument("--catalogue", default="outputs/demo/catalogue")
     ev.add_argument("--out", default="outputs/eval")
     ev.add_argument("--split", default="test")
