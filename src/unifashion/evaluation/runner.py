@@ -342,7 +342,8 @@ def plot_recall_curves(art: EvalArtifacts, path: Path, max_k: int = 50) -> Path:
     axes[1].set(title="CMR text-to-image: recall@K (full gallery)", xlabel="K", ylabel="recall (%)")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:  # a task that was not evaluated leaves its panel empty
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
