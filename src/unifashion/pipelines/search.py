@@ -44,6 +44,7 @@ from unifashion.data.records import CAPTION_STYLES, ImageSource, ItemRecord, loa
 from unifashion.index.catalogue import CatalogueIndex, DuplicateItemError, Hit, UnknownItemError
 from unifashion.index.store import ItemMetadata
 from unifashion.pipelines.catalogue import FUSION_CAPTION_STYLE, CatalogueBuilder, index_metadata
+from unifashion.pipelines.tryon import generate_on_person
 
 #: Style name under which image-to-text lists the model's own (fusion) caption of an item.
 GENERATED_STYLE = "generated"
@@ -246,7 +247,8 @@ class SearchPipeline:
                  sketch: ImageSource | None = None, person: ImageSource | None = None, *, steps: int = 25,
                  scheduler: str = "pndm", guidance: float = 7.5, seed: int | None = 0,
                  num_images: int = 1) -> list[Image.Image]:
-        """Generate ``num_images`` images (PIL, the model's generation size).
+        """Generate ``num_images`` images (PIL: the model's generation size; for design / try-on,
+        the person image's size, see :mod:`unifashion.pipelines.tryon`).
 
         * text -> image: ``text``;
         * composed generation: ``image`` (reference garment) + ``text`` (modification);
@@ -278,6 +280,12 @@ class SearchPipeline:
             generator.seed()
         else:
             generator.manual_seed(int(seed))
+
+        if person is not None:  # design / try-on: one implementation, at the person's size
+            with self.lock:
+                return generate_on_person(self.model, person, mask, text=text, garment=image, sketch=sketch,
+                                          steps=steps, scheduler=scheduler, guidance=float(guidance),
+                                          generator=generator, num_images=num_images)
 
         def repeat(source: ImageSource | None, mode: str = "RGB") -> list[Image.Image] | None:
             return None if source is None else [load_image(source, mode)] * num_images
