@@ -96,12 +96,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                    DataSpec(catalogue=str(cat_dir), fashion_mnist_pairs=1000))
         pretrained.install_folder(final, baseline)
     print(f"[4/5] evaluating on the test split -> {out / 'eval'}")
-    eval_args = argparse.Namespace(
-        model=tag, catalogue=str(cat_dir), out=str(out / "eval"), split="test", seed=0, tasks=args.eval_tasks,
-        dual_encoder=str(baseline) if (baseline / "dual_encoder_config.json").is_file() else None, ablation=None,
-        classifier=str(pretrained.home() / "models" / "attribute-classifier"), inception=None, fig_items=64,
-        fig_steps=50, fig_scheduler="pndm", itm_rerank=50)
-    _cmd_eval(eval_args)
+    # Through the eval command's own parser, so the demo always runs with its current defaults.
+    eval_argv = ["eval", "--model", tag, "--catalogue", str(cat_dir), "--out", str(out / "eval"),
+                 "--tasks", *args.eval_tasks,
+                 "--classifier", str(pretrained.home() / "models" / "attribute-classifier")]
+    if (baseline / "dual_encoder_config.json").is_file():
+        eval_argv += ["--dual-encoder", str(baseline)]
+    _cmd_eval(build_parser().parse_args(eval_argv))
     return _demo_search(tag, cat_dir, out / "index", serve_page=not args.no_serve and sys.stdin.isatty())
 
 
