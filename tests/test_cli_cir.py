@@ -38,7 +38,8 @@ def test_bad_input_is_one_error_line(tmp_path, capsys, tiny_catalogue):
     _fails(capsys, ["cir-train", "--catalogue", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")],
            "catalogue.json")
     foreign = tmp_path / "foreign.jsonl"
-    foreign.write_text(json.dumps({"reference": "x-1", "target": "x-2", "captions": ["is red"]}) + "\n")
+    row = {"split": "train", "reference": "x-1", "target": "x-2", "captions": ["is red"]}
+    foreign.write_text(json.dumps(row) + "\n")
     _fails(capsys, ["cir-train", "--catalogue", str(tiny_catalogue), "--triplets", str(foreign), "--output-dir",
                     str(tmp_path / "o")], "x-1")
     not_json = tmp_path / "broken.jsonl"

@@ -304,7 +304,7 @@ def _cmd_cir_train(args: argparse.Namespace) -> int:
     catalogue = load_catalogue(args.catalogue)
     items = catalogue.item_records("train")
     ids = {r.item_id for r in items}
-    triplets = [t for f in args.triplets for t in read_triplets_jsonl(f, ids)] if args.triplets else \
+    triplets = [t for f in args.triplets for t in read_triplets_jsonl(f, ids, split="train")] if args.triplets else \
         catalogue.triplet_records("train")
     if not triplets:
         raise ValueError("no training triplets: give --triplets files or a catalogue with train triplets")
@@ -709,7 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     ct = sub.add_parser("cir-train", help="train the two-stage CIR recipe (encoders, then combiner) on the dual "
                                           "encoder, with sentence prompts and static negatives")
     ct.add_argument("--catalogue", default="outputs/demo/catalogue", help="its train split's images are the gallery")
-    ct.add_argument("--triplets", nargs="+", help="triplet JSONL files (default: the catalogue's train triplets)")
+    ct.add_argument("--triplets", nargs="+", help="triplet JSONL files, their split 'train' rows (default: the "
+                                                  "catalogue's train triplets)")
     ct.add_argument("--output-dir", default="runs/two-stage-cir")
     ct.add_argument("--backbone", help="a trained dual-encoder folder (default: the cached dual-encoder-default)")
     ct.add_argument("--vision-path", help="paper preset: a local CLIP ViT directory (safetensors) as the vision "
