@@ -103,6 +103,13 @@ def images() -> torch.Tensor:
     return random_images(3)
 
 
+def _one_intra_op_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def single_thread():
     """Run a test on one intra-op thread, then restore the setting.
@@ -110,7 +117,10 @@ def single_thread():
     On this 2-core machine, shared with other jobs, OpenMP's spinning worker threads slow small
     CPU kernels down a hundredfold when the cores are oversubscribed; one thread is faster.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    yield from _one_intra_op_thread()
+
+
+@pytest.fixture(scope="module")
+def single_thread_module():
+    """:func:`single_thread` for a whole module (its module-scoped fixtures included)."""
+    yield from _one_intra_op_thread()

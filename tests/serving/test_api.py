@@ -10,7 +10,6 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from serving_helpers import (
@@ -32,11 +31,8 @@ AUTH = {"X-API-Key": API_KEY}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def one_thread(single_thread_module):
+    """Every test and module fixture here on one thread (see conftest.single_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from serving_helpers import N_ITEMS, build_discriminative_model, build_test_catalogue, build_test_index, make_image
 
@@ -27,11 +26,8 @@ SCORE_TOL = 5e-3
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def one_thread(single_thread_module):
+    """Every test and module fixture here on one thread (see conftest.single_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,8 @@ PERSON_SIZE = (36, 40)  # not the model's 32 x 32: the result must come back at 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def one_thread(single_thread_module):
+    """Every test and module fixture here on one thread (see conftest.single_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,8 @@ from unifashion.training.tryon import TryOnTrainConfig, set_tryon_trainable, tra
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def one_thread(single_thread_module):
+    """Every test and module fixture here on one thread (see conftest.single_thread)."""
 
 
 @pytest.fixture(scope="module")
