@@ -87,19 +87,25 @@ class PairDataset(torch.utils.data.Dataset):
         return batch
 
 
+def check_triplets_in_bank(triplets: Sequence[TripletRecord], bank: ImageBank) -> list[TripletRecord]:
+    """The triplets as a list; an error when there are none or one names an image the bank lacks."""
+    triplets = list(triplets)
+    if not triplets:
+        raise ValueError("no triplets to train on")
+    for t in triplets:
+        for item_id in (t.reference_id, t.target_id):
+            if item_id not in bank.index:
+                raise KeyError(f"triplet item {item_id!r} is not in the image bank")
+    return triplets
+
+
 class TripletTrainDataset(torch.utils.data.Dataset):
     """Phase 2: CIR triplets. ITG writes the target's caption (``target_style``); Z_C comes from
     ``generated_captions`` (the model's own captions of the targets) when given."""
 
     def __init__(self, triplets: Sequence[TripletRecord], items: dict[str, ItemRecord], bank: ImageBank,
                  target_style: str = "detailed", generated_captions: dict[str, str] | None = None):
-        self.triplets = list(triplets)
-        if not self.triplets:
-            raise ValueError("no triplets to train on")
-        for t in self.triplets:
-            for item_id in (t.reference_id, t.target_id):
-                if item_id not in bank.index:
-                    raise KeyError(f"triplet item {item_id!r} is not in the image bank")
+        self.triplets = check_triplets_in_bank(triplets, bank)
         self.items = items
         self.bank = bank
         self.target_style = target_style

@@ -54,7 +54,7 @@ from unifashion.configuration import dataclass_from_dict
 from unifashion.data.records import TripletRecord
 from unifashion.models.dual_encoder import Combiner, DualEncoder
 from unifashion.models.negatives import StaticNegativeBank, bank_positive_mask, contrastive_loss_with_bank
-from unifashion.training.data import ImageBank
+from unifashion.training.data import ImageBank, check_triplets_in_bank
 from unifashion.training.trainer import LoopConfig, OptimConfig, latest_checkpoint, train
 
 METHOD_FILE = "two_stage_cir.json"
@@ -108,13 +108,8 @@ class CIRTripletDataset(torch.utils.data.Dataset):
 
     def __init__(self, triplets: Sequence[TripletRecord], bank: ImageBank,
                  reference_captions: dict[str, str] | None = None):
-        self.triplets = list(triplets)
-        if not self.triplets:
-            raise ValueError("no triplets to train on")
+        self.triplets = check_triplets_in_bank(triplets, bank)
         for t in self.triplets:
-            for item_id in (t.reference_id, t.target_id):
-                if item_id not in bank.index:
-                    raise KeyError(f"triplet item {item_id!r} has no image in the training set")
             if reference_captions is not None and t.reference_id not in reference_captions:
                 raise KeyError(f"no caption of the reference {t.reference_id!r} for its sentence-level prompt")
         self.bank = bank
