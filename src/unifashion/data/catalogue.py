@@ -19,12 +19,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from unifashion.configuration import dataclass_from_dict
 from unifashion.data.attributes import (
@@ -41,7 +39,7 @@ from unifashion.data.attributes import (
 from unifashion.data.captions import captions_for
 from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
 from unifashion.data.records import ItemRecord, TripletRecord, iter_jsonl
-from unifashion.data.render import render_garment
+from unifashion.data.render import render_garment, run_render_jobs
 from unifashion.data.triplets import changed_attributes, relative_captions, sample_edit
 
 SPLITS = ("train", "val", "test")
@@ -211,16 +209,8 @@ def build_catalogue_files(
     (out / "images").mkdir(parents=True, exist_ok=True)
     jobs = [(it.attributes, catalogue.config.image_size, it.seed, out / "images" / f"{it.item_id}.png")
             for it in catalogue.items]
-    bar = tqdm(total=len(jobs), desc="rendering catalogue", unit="img", disable=not progress)
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(_render_to_file, jobs, chunksize=64):
-                bar.update()
-    else:
-        for job in jobs:
-            _render_to_file(job)
-            bar.update()
-    bar.close()
+    run_render_jobs(_render_to_file, jobs, workers=workers, desc="rendering catalogue", unit="img", chunksize=64,
+                    progress=progress)
     _write_jsonl(out / "items.jsonl", (_item_row(it) for it in catalogue.items))
     _write_jsonl(out / "triplets.jsonl", (_triplet_row(t, catalogue) for t in catalogue.triplets))
     counts = {s: sum(it.split == s for it in catalogue.items) for s in SPLITS}

@@ -8,10 +8,13 @@ are anti-aliased; the same (attributes, size, seed) always gives the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from tqdm.auto import tqdm
 
 from unifashion.data.attributes import CATEGORIES, shade, validate_attributes
 
@@ -283,3 +286,19 @@ def render_garment(attributes: dict, size: int = 128, seed: int = 0) -> Rendered
     image = image.resize((size, size), Image.Resampling.LANCZOS)
     mask = mask.resize((size, size), Image.Resampling.BILINEAR).point(lambda v: 255 if v >= 128 else 0)
     return RenderedGarment(image=image, mask=mask)
+
+
+def run_render_jobs(write: Callable, jobs: Sequence, *, workers: int, desc: str, unit: str, chunksize: int,
+                    progress: bool = True) -> None:
+    """``write(job)`` for every job (each draws and saves one picture), in ``workers`` processes
+    when more than one, with a progress bar. ``write`` must be a module-level function."""
+    bar = tqdm(total=len(jobs), desc=desc, unit=unit, disable=not progress)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(write, jobs, chunksize=chunksize):
+                bar.update()
+    else:
+        for job in jobs:
+            write(job)
+            bar.update()
+    bar.close()

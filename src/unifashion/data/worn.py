@@ -53,16 +53,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
-from tqdm.auto import tqdm
 
-from unifashion.data.render import _Frame, _rng, render_garment
+from unifashion.data.render import _Frame, _rng, render_garment, run_render_jobs
 
 #: Drawing happens at this multiple of the output size, then is downsampled (anti-aliased edges).
 WORN_SUPERSAMPLE = 4
@@ -493,16 +491,8 @@ def build_worn_dataset(catalogue, out_dir: str | os.PathLike, config: WornConfig
         pair_lines[split] = lines
         counts[split] = len(items)
 
-    bar = tqdm(total=len(jobs), desc="rendering worn views", unit="person", disable=not progress)
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(_write_sample, jobs, chunksize=32):
-                bar.update()
-    else:
-        for job in jobs:
-            _write_sample(job)
-            bar.update()
-    bar.close()
+    run_render_jobs(_write_sample, jobs, workers=workers, desc="rendering worn views", unit="person", chunksize=32,
+                    progress=progress)
 
     def atomic(path: Path, text: str) -> None:
         tmp = path.with_name(path.name + ".tmp")
