@@ -15,11 +15,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
 import torch
+from bench_model_latency import median_seconds  # the scripts' folder is on sys.path
 
 # PLMS is diffusers' PNDM scheduler with the Runge-Kutta warm-up skipped (the paper's sampler).
 SAMPLERS = (("pndm", 50), ("dpmsolver++", 20))
@@ -31,13 +31,7 @@ def seconds_per_image(model, prompts: list[str], scheduler: str, steps: int, rep
         model.generate(prompts, num_inference_steps=steps, scheduler=scheduler,
                        generator=torch.Generator().manual_seed(0))
 
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) / len(prompts)
+    return median_seconds(run, repeats) / len(prompts)
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
@@ -61,7 +62,7 @@ def main() -> None:
     results = {}
     with torch.no_grad():
         for name, fn in tasks.items():
-            results[name] = round(_median_seconds(fn, args.repeats), 4)
+            results[name] = round(median_seconds(fn, args.repeats), 4)
             print(f"{name}: {results[name]:.3f} s")
     report = {"model": args.model, "threads": args.threads, "repeats": args.repeats, "machine": platform.machine(),
               "processor_count": torch.get_num_threads(), "parameters": model.parameter_counts(),
