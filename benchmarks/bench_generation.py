@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from unifashion.data.catalogue import load_catalogue
+    from unifashion.data.synthetic.catalogue import load_catalogue
     from unifashion.evaluation.attribute_classifier import load_or_train_classifier
     from unifashion.evaluation.features import EffLiteFeatures
     from unifashion.evaluation.results import ResultTable

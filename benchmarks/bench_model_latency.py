@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from unifashion.data.catalogue import CatalogueConfig, make_catalogue
+    from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
     from unifashion.models import UniFashion
 
     model = UniFashion.from_pretrained(args.model).eval()

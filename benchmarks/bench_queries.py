@@ -91,7 +91,7 @@ class ReplicatedCatalogue:
 def embed_base(model, records, batch_size: int = 32):
     """Z, Z_C and the item caption's embedding of each record, with the model (as indexing does)."""
     from unifashion.data.records import load_image
-    from unifashion.pipelines.catalogue import CatalogueBuilder
+    from unifashion.pipelines.indexing import CatalogueBuilder
 
     builder = CatalogueBuilder(model, batch_size=batch_size, progress=False)
     multi, fusion, text = [], [], []
@@ -223,7 +223,7 @@ def bench_size(size: int, path: Path, catalogue: ReplicatedCatalogue, queries: Q
 
 def bench_indexing(model, records, batch_sizes: list[int], workdir: Path) -> list[dict]:
     from unifashion.index import CatalogueIndex
-    from unifashion.pipelines.catalogue import CatalogueBuilder
+    from unifashion.pipelines.indexing import CatalogueBuilder
 
     rows = []
     for batch_size in batch_sizes:
@@ -296,7 +296,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from unifashion.data.catalogue import load_catalogue
+    from unifashion.data.synthetic.catalogue import load_catalogue
     from unifashion.index.catalogue import _DEFAULT_CANDIDATES
     from unifashion.models import UniFashion
 

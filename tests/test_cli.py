@@ -87,7 +87,7 @@ def test_unknown_trained_tag_message(tmp_path, monkeypatch):
 
 
 def test_eval_with_model_none_measures_only_the_baselines(tmp_path, capsys):
-    from unifashion.data.catalogue import CatalogueConfig, build_catalogue_files
+    from unifashion.data.synthetic.catalogue import CatalogueConfig, build_catalogue_files
 
     build_catalogue_files(tmp_path / "cat", CatalogueConfig(n_items=60, seed=3, split_fractions=(0.2, 0.1, 0.7)),
                           progress=False)

@@ -9,7 +9,12 @@ import pytest
 
 from conftest import build_small_model
 from unifashion.cli import main
-from unifashion.data.catalogue import CatalogueConfig, build_catalogue_files, load_catalogue, read_triplets_jsonl
+from unifashion.data.synthetic.catalogue import (
+    CatalogueConfig,
+    build_catalogue_files,
+    load_catalogue,
+    read_triplets_jsonl,
+)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from unifashion import __version__
 
 
 def _cmd_data_build(args: argparse.Namespace) -> int:
-    from unifashion.data.catalogue import CatalogueConfig, build_catalogue_files
+    from unifashion.data.synthetic.catalogue import CatalogueConfig, build_catalogue_files
 
     config = CatalogueConfig(n_items=args.n_items, image_size=args.size, seed=args.seed,
                              categories=tuple(args.categories) if args.categories else CatalogueConfig().categories)
@@ -29,8 +29,8 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_show(args: argparse.Namespace) -> int:
-    from unifashion.data.catalogue import load_catalogue
-    from unifashion.data.contact_sheet import catalogue_contact_sheet
+    from unifashion.data.synthetic.catalogue import load_catalogue
+    from unifashion.data.synthetic.contact_sheet import catalogue_contact_sheet
 
     out = args.out or Path(args.catalogue) / "contact_sheet.png"
     path = catalogue_contact_sheet(load_catalogue(args.catalogue), out, n_items=args.n_items,
@@ -48,8 +48,8 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from unifashion.data.catalogue import CatalogueConfig, build_catalogue_files, load_catalogue
-    from unifashion.data.contact_sheet import catalogue_contact_sheet
+    from unifashion.data.synthetic.catalogue import CatalogueConfig, build_catalogue_files, load_catalogue
+    from unifashion.data.synthetic.contact_sheet import catalogue_contact_sheet
 
     out = Path(args.output)
     cat_dir = out / "catalogue"
@@ -173,7 +173,7 @@ def _cmd_train_baseline(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from unifashion.data.catalogue import load_catalogue
+    from unifashion.data.synthetic.catalogue import load_catalogue
     from unifashion.evaluation.results import ResultTable
     from unifashion.evaluation.runner import (
         EvalArtifacts,
@@ -262,8 +262,8 @@ def _mining_config(args: argparse.Namespace):
 
 
 def _cmd_triplets_mine(args: argparse.Namespace) -> int:
-    from unifashion.data.catalogue import triplet_row, write_triplets_jsonl
     from unifashion.data.mining import collection_records, mine_collection, mining_precision
+    from unifashion.data.synthetic.catalogue import triplet_row, write_triplets_jsonl
 
     config = _mining_config(args)
     records = collection_records(args.images, args.split)
@@ -291,9 +291,9 @@ def _cmd_triplets_mine(args: argparse.Namespace) -> int:
 
 
 def _cmd_cir_train(args: argparse.Namespace) -> int:
-    from unifashion.data.catalogue import load_catalogue, read_triplets_jsonl
     from unifashion.data.mining import caption_collection
-    from unifashion.evaluation.cir_recipe import CIRRecipeConfig, _backbone_path
+    from unifashion.data.synthetic.catalogue import load_catalogue, read_triplets_jsonl
+    from unifashion.experiments.cir_recipe import CIRRecipeConfig, _backbone_path
     from unifashion.models.dual_encoder import DualEncoder
     from unifashion.training.data import ImageBank
     from unifashion.training.two_stage_cir import TwoStageCIRConfig, train_two_stage_cir
@@ -331,7 +331,7 @@ def _cmd_cir_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_cir_recipe(args: argparse.Namespace) -> int:
-    from unifashion.evaluation.cir_recipe import RUNS, CIRRecipeConfig, run_cir_recipe
+    from unifashion.experiments.cir_recipe import RUNS, CIRRecipeConfig, run_cir_recipe
     from unifashion.training.two_stage_cir import TwoStageCIRConfig
 
     if args.runs and any(r not in RUNS for r in args.runs):
@@ -476,7 +476,7 @@ def _cmd_tryon(args: argparse.Namespace) -> int:
     import torch
 
     from unifashion.evaluation.tryon import TryOnEvalConfig
-    from unifashion.evaluation.tryon_experiment import TryOnRunConfig, run_tryon
+    from unifashion.experiments.tryon import TryOnRunConfig, run_tryon
     from unifashion.training.trainer import LoopConfig, OptimConfig
     from unifashion.training.tryon import TryOnTrainConfig
 
@@ -497,8 +497,8 @@ def _cmd_tryon(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_build_worn(args: argparse.Namespace) -> int:
-    from unifashion.data.catalogue import CatalogueConfig, load_catalogue, make_catalogue
-    from unifashion.data.worn import WornConfig, build_worn_dataset
+    from unifashion.data.synthetic.catalogue import CatalogueConfig, load_catalogue, make_catalogue
+    from unifashion.data.synthetic.worn import WornConfig, build_worn_dataset
 
     catalogue = (load_catalogue(args.catalogue) if args.catalogue
                  else make_catalogue(CatalogueConfig(n_items=args.n_items, seed=args.catalogue_seed)))

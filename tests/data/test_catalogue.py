@@ -9,17 +9,17 @@ import re
 import numpy as np
 import pytest
 
-from unifashion.data.attributes import CATEGORIES, COLOURS, PATTERNS, shade, validate_attributes
-from unifashion.data.captions import captions_for
-from unifashion.data.catalogue import (
+from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
+from unifashion.data.synthetic.attributes import CATEGORIES, COLOURS, PATTERNS, shade, validate_attributes
+from unifashion.data.synthetic.captions import captions_for
+from unifashion.data.synthetic.catalogue import (
     CatalogueConfig,
     build_catalogue_files,
     load_catalogue,
     make_catalogue,
 )
-from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
-from unifashion.data.render import fill_pattern, render_garment
-from unifashion.data.triplets import changed_attributes, relative_captions, sample_edit
+from unifashion.data.synthetic.render import fill_pattern, render_garment
+from unifashion.data.synthetic.triplets import changed_attributes, relative_captions, sample_edit
 
 BASE = {"category": "dress", "colour": "red", "lightness": "medium", "pattern": "solid", "sleeve": "short",
         "length": "knee", "fit": "tight", "neckline": "round"}

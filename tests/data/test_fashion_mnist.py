@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unifashion.data.attributes import COLOURS
 from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
 from unifashion.data.fashion_mnist import (
     CATEGORY_NOUNS,
@@ -27,7 +26,8 @@ from unifashion.data.fashion_mnist import (
     recolour_garment,
 )
 from unifashion.data.records import CAPTION_STYLES, ItemDataset, TripletDataset
-from unifashion.data.render import BACKGROUND
+from unifashion.data.synthetic.attributes import COLOURS
+from unifashion.data.synthetic.render import BACKGROUND
 
 
 def idx_bytes(magic: int, array: np.ndarray) -> bytes:

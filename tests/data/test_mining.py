@@ -7,15 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unifashion.data.attributes import CATEGORIES
-from unifashion.data.captions import detailed_caption
-from unifashion.data.catalogue import (
-    CatalogueConfig,
-    make_catalogue,
-    read_triplets_jsonl,
-    triplet_row,
-    write_triplets_jsonl,
-)
 from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
 from unifashion.data.mining import (
     CaptionParseError,
@@ -25,6 +16,15 @@ from unifashion.data.mining import (
     mine_triplets,
     mining_precision,
     parse_detailed_caption,
+)
+from unifashion.data.synthetic.attributes import CATEGORIES
+from unifashion.data.synthetic.captions import detailed_caption
+from unifashion.data.synthetic.catalogue import (
+    CatalogueConfig,
+    make_catalogue,
+    read_triplets_jsonl,
+    triplet_row,
+    write_triplets_jsonl,
 )
 
 
@@ -213,8 +213,8 @@ def test_edit_verification_drops_edits_the_images_do_not_show():
     embedding marks the colours it names. A claimed colour edit passes only when both images show it."""
     import torch
 
-    from unifashion.data.attributes import COLOURS
     from unifashion.data.mining import CaptionScorer
+    from unifashion.data.synthetic.attributes import COLOURS
 
     colours = list(COLOURS)
 

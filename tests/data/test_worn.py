@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from unifashion.data.catalogue import CatalogueConfig, make_catalogue
 from unifashion.data.records import load_image
-from unifashion.data.viton import check_tryon_files, load_viton
-from unifashion.data.worn import (
+from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
+from unifashion.data.synthetic.worn import (
     AGNOSTIC_GREY,
     build_worn_dataset,
     edge_map,
@@ -21,6 +20,7 @@ from unifashion.data.worn import (
     render_worn,
     unpaired_partners,
 )
+from unifashion.data.viton import check_tryon_files, load_viton
 
 
 def as_bool(image) -> np.ndarray:

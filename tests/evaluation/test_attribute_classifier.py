@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unifashion.data.catalogue import CatalogueConfig, make_catalogue
-from unifashion.data.render import render_garment
+from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
+from unifashion.data.synthetic.render import render_garment
 from unifashion.evaluation.attribute_classifier import (
     NOT_APPLICABLE,
     AttributeClassifier,

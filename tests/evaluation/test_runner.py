@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from conftest import build_small_model
-from unifashion.data.catalogue import CatalogueConfig, build_catalogue_files, load_catalogue
+from unifashion.data.synthetic.catalogue import CatalogueConfig, build_catalogue_files, load_catalogue
 from unifashion.evaluation.results import ResultTable
 from unifashion.evaluation.runner import (
     EvalArtifacts,

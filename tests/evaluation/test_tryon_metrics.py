@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unifashion.data.render import BACKGROUND
+from unifashion.data.synthetic.render import BACKGROUND
 from unifashion.evaluation.tryon import copy_paste, garment_crop, sketch_f1
 
 

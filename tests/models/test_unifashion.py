@@ -115,7 +115,10 @@ def test_captions_in_each_style(small_model, images):
     for style in ("short", "professional", "detailed"):
         captions = small_model.caption(images, style=style, max_new_tokens=4)
         assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
-    assert small_model.encode_captions(images[:1], max_new_tokens=3).shape == (1, EMBED_DIM)
+    captions, zc = small_model.encode_captions(images[:1])
+    assert captions == small_model.fusion_captions(images[:1])
+    assert torch.allclose(zc, small_model.encode_text(captions))
+    assert zc.shape == (1, EMBED_DIM)
 
 
 def test_generation_from_text_image_and_mask_sketch(small_model, images):

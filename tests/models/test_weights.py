@@ -8,8 +8,8 @@ import re
 
 import pytest
 import torch
-from conftest import CAPTIONS, build_small_model, random_images, small_config_dict
 
+from conftest import CAPTIONS, build_small_model, random_images, small_config_dict
 from unifashion.models import UniFashion, UniFashionConfig
 from unifashion.models.weights import (
     LAVIS,

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import build_small_model
-from unifashion.data.catalogue import CatalogueConfig, build_catalogue_files
+from unifashion.data.synthetic.catalogue import CatalogueConfig, build_catalogue_files
 from unifashion.pipelines import build_index
 
 N_ITEMS = 30

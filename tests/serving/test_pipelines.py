@@ -16,8 +16,8 @@ from PIL import Image
 from serving_helpers import N_ITEMS, build_discriminative_model, build_test_catalogue, build_test_index, make_image
 
 from conftest import build_small_model
-from unifashion.data.catalogue import load_catalogue
 from unifashion.data.errors import DatasetFormatError
+from unifashion.data.synthetic.catalogue import load_catalogue
 from unifashion.index import CatalogueIndex, DuplicateItemError, UnknownItemError
 from unifashion.pipelines import GENERATED_STYLE, SearchPipeline, build_index, read_metadata_file
 
@@ -88,8 +88,8 @@ def test_build_reports_and_stores_every_item(built, pipeline, reference, model):
     assert stored.category == record.category and stored.captions == record.captions
     assert stored.attributes == record.attributes
     assert pipeline.image_path(record.item_id) == record.image.resolve()
-    # The fusion caption is the model's detailed caption, and the fusion vector its embedding.
-    assert stored.fusion_caption == model.caption([reference["images"][3]], style="detailed")[0]
+    # The fusion caption is the model's fusion caption (one function everywhere), the fusion vector its embedding.
+    assert stored.fusion_caption == model.fusion_captions([reference["images"][3]])[0]
     multi, fusion = pipeline.index.vectors(record.item_id)
     np.testing.assert_allclose(multi, reference["z"][3], atol=SCORE_TOL)
     np.testing.assert_allclose(fusion, model.encode_text([stored.fusion_caption])[0].numpy(), atol=SCORE_TOL)

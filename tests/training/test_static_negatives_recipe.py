@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import build_small_model
-from unifashion.data.catalogue import CatalogueConfig, build_catalogue_files
+from unifashion.data.synthetic.catalogue import CatalogueConfig, build_catalogue_files
 from unifashion.training.recipe import DataSpec, StageSpec, TrainRecipe, run_recipe
 from unifashion.training.trainer import LoopConfig, OptimConfig
 

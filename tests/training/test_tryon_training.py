@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import GEN_SIZE, build_small_model
-from unifashion.data.catalogue import CatalogueConfig, make_catalogue
+from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
+from unifashion.data.synthetic.worn import WornConfig, build_worn_dataset
 from unifashion.data.viton import load_viton
-from unifashion.data.worn import WornConfig, build_worn_dataset
 from unifashion.training.trainer import LoopConfig, OptimConfig
 from unifashion.training.tryon import TryOnTrainConfig, set_tryon_trainable, train_tryon
 
@@ -80,7 +80,7 @@ def test_resume_continues_from_the_checkpoint(worn_root, tmp_path):
 def test_one_command_writes_results_and_grid(worn_root, tmp_path, monkeypatch):
     from unifashion.evaluation.results import ResultTable
     from unifashion.evaluation.tryon import TryOnEvalConfig
-    from unifashion.evaluation.tryon_experiment import TryOnRunConfig, run_tryon
+    from unifashion.experiments.tryon import TryOnRunConfig, run_tryon
 
     # FID itself is tested in test_metrics.py; its 1280-d matrix square root takes seconds, so
     # this orchestration test counts calls instead.

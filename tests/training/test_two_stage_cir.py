@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unifashion.data.catalogue import CatalogueConfig, make_catalogue
+from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
 from unifashion.models.config import VisionConfig
 from unifashion.models.dual_encoder import DualEncoder, DualEncoderConfig
 from unifashion.training.data import ImageBank

@@ -4,13 +4,6 @@ All sources return the records of :mod:`unifashion.data.records`, the one interf
 and evaluation use.
 """
 
-from unifashion.data.catalogue import (
-    Catalogue,
-    CatalogueConfig,
-    build_catalogue_files,
-    load_catalogue,
-    make_catalogue,
-)
 from unifashion.data.errors import DatasetError, DatasetFormatError, DatasetNotFoundError
 from unifashion.data.records import (
     CAPTION_STYLES,
@@ -22,7 +15,14 @@ from unifashion.data.records import (
     join_relative_captions,
     load_image,
 )
-from unifashion.data.render import render_garment
+from unifashion.data.synthetic.catalogue import (
+    Catalogue,
+    CatalogueConfig,
+    build_catalogue_files,
+    load_catalogue,
+    make_catalogue,
+)
+from unifashion.data.synthetic.render import render_garment
 
 __all__ = [
     "CAPTION_STYLES", "Catalogue", "CatalogueConfig", "DatasetError", "DatasetFormatError", "DatasetNotFoundError",

@@ -12,7 +12,7 @@ seeded transforms below add both, to make real-shape data for the colour/pattern
 - :func:`recolour_garment` turns one grey image into an RGB product photo: it is upscaled
   (bicubic, default 128 px), the garment is cut out where the grey level is above the black
   background (a soft mask, so edges stay anti-aliased), its fabric is filled with a named colour
-  and optionally a pattern (drawn by :func:`unifashion.data.render.fill_pattern`, in a pattern
+  and optionally a pattern (drawn by :func:`unifashion.data.synthetic.render.fill_pattern`, in a pattern
   colour that contrasts with the fabric), and the original grey level becomes the shading: a
   pixel's brightness relative to the garment's brightest pixels scales the fabric from
   :data:`SHADE_FLOOR` to 1, which keeps the photo's seams, folds and prints visible. The
@@ -41,11 +41,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from unifashion.data.attributes import COLOURS, PATTERNS, contrast_colours
-from unifashion.data.captions import DETAILED_PATTERN, PATTERN_ADJECTIVE, PATTERN_NOUN, PRO_PATTERN, article
 from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
 from unifashion.data.records import ItemRecord, TripletRecord
-from unifashion.data.render import BACKGROUND, fill_pattern
+from unifashion.data.synthetic.attributes import COLOURS, PATTERNS, contrast_colours
+from unifashion.data.synthetic.captions import DETAILED_PATTERN, PATTERN_ADJECTIVE, PATTERN_NOUN, PRO_PATTERN, article
+from unifashion.data.synthetic.render import BACKGROUND, fill_pattern
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the idx files (gzipped).
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

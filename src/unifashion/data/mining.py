@@ -7,11 +7,11 @@ catalogue images and turns the descriptions into training triplets. Here our own
 
 1. **caption** every image in the detailed style (:func:`caption_collection`);
 2. **parse** each caption back into attributes (:func:`parse_detailed_caption`, the inverse of
-   :func:`unifashion.data.captions.detailed_caption`'s grammar);
+   :func:`unifashion.data.synthetic.captions.detailed_caption`'s grammar);
 3. **pair** images of the same category whose parsed attributes differ in 1 to 3 editable
    attributes (the catalogue's own edit sizes), counted as :func:`edit_names` counts them;
 4. **write** two Fashion-IQ-style relative captions per pair with the annotated triplets' own
-   wording (:func:`unifashion.data.triplets.relative_captions`);
+   wording (:func:`unifashion.data.synthetic.triplets.relative_captions`);
 5. **filter** (each filter's count goes into the report):
 
    - ``unparsed``: the caption does not follow the grammar, or names a value outside the
@@ -53,11 +53,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unifashion.data.attributes import CATEGORIES, validate_attributes
-from unifashion.data.captions import LENGTH_WORDS, colour_phrase, detailed_caption
 from unifashion.data.errors import DatasetNotFoundError
+from unifashion.data.folder import METADATA_FILE_NAMES, load_item_records
 from unifashion.data.records import ItemRecord, TripletRecord
-from unifashion.data.triplets import N_CHANGES_PROBS, changed_attributes, relative_captions
+from unifashion.data.synthetic.attributes import CATEGORIES, validate_attributes
+from unifashion.data.synthetic.captions import LENGTH_WORDS, colour_phrase, detailed_caption
+from unifashion.data.synthetic.triplets import N_CHANGES_PROBS, changed_attributes, relative_captions
 
 #: Image file suffixes read from a plain folder of images (no metadata file).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -348,8 +349,6 @@ def collection_records(source: str | os.PathLike, split: str | None = None) -> l
     """Items of an image collection: an embedded catalogue folder (optionally one split), an image
     folder with a metadata file (as ``unifashion index`` reads), or a plain folder of images (ids
     are the file paths relative to the folder, without suffix)."""
-    from unifashion.pipelines.catalogue import METADATA_FILE_NAMES, load_item_records
-
     path = Path(source)
     plain_folder = path.is_dir() and not (path / "catalogue.json").is_file() and not any(
         (path / name).is_file() for name in METADATA_FILE_NAMES)
@@ -429,12 +428,16 @@ class CaptionScorer:
             return cls(ids, handle.get_tensor("image_embeds"), handle.get_tensor("caption_embeds"), encode_text)
 
 
-def caption_collection(model, records: Sequence[ItemRecord], style: str = "detailed", batch_size: int = 64,
+def caption_collection(model, records: Sequence[ItemRecord], batch_size: int = 64,
                        progress: bool = True) -> tuple[dict[str, str], CaptionScorer]:
-    """The model's caption of every image, and a :class:`CaptionScorer` of the model's own
-    image-caption scores (its ITC score) for the agreement filters."""
+    """The model's caption of every image (its fusion captions, :meth:`UniFashion.fusion_captions`,
+    the same Z_C captions as training and the index), and a :class:`CaptionScorer` of the model's
+    own image-caption scores (its ITC score) for the agreement filters."""
     from tqdm.auto import tqdm
 
+    style = model.config.fusion_caption_style
+    if style != "detailed":
+        raise ValueError(f"mining parses detailed captions; this model's fusion_caption_style is {style!r}")
     model.eval()
     captions: dict[str, str] = {}
     image_embeds, caption_embeds = [], []
@@ -444,7 +447,7 @@ def caption_collection(model, records: Sequence[ItemRecord], style: str = "detai
         with torch.no_grad():
             pixel_values = model.processor.preprocess_images([r.load_image() for r in chunk]).to(model.device)
             vision = model.vision(pixel_values).features
-            texts = model.caption(vision_features=vision, style=style, max_new_tokens=48)
+            texts = model.fusion_captions(vision_features=vision)
             image_embeds.append(model.get_image_features(vision_features=vision).image_embeds.half().cpu())
             caption_embeds.append(model.encode_text(texts).half().cpu())
         captions.update(zip([r.item_id for r in chunk], texts, strict=True))

@@ -219,3 +219,11 @@ class TripletDataset:
             "target": tf(tgt),
             "text": t.modification_text,
         }
+
+
+def sentence_prompt(reference_caption: str | None, modification: str) -> str:
+    """The text input: the reference's caption, then the relative caption (the paper's
+    sentence-level prompt); the relative caption alone without a caption."""
+    if not reference_caption:
+        return modification
+    return f"{reference_caption.strip().rstrip('.')}. {modification}"

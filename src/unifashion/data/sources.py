@@ -16,7 +16,7 @@ def describe_source(fmt: str, path: str | Path, split: str | None = None) -> dic
     """Load ``path`` as ``fmt`` and return counts (items, triplets, categories) as a dict."""
     path = Path(path)
     if fmt == "embedded":
-        from unifashion.data.catalogue import load_catalogue
+        from unifashion.data.synthetic.catalogue import load_catalogue
 
         catalogue = load_catalogue(path)
         items = catalogue.item_records(split)

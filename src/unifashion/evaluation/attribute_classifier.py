@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from unifashion.data.attributes import CATEGORIES, COLOURS, FITS, NECKLINES, PATTERNS, SLEEVES
+from unifashion.data.synthetic.attributes import CATEGORIES, COLOURS, FITS, NECKLINES, PATTERNS, SLEEVES
 
 NOT_APPLICABLE = "n/a"
 
@@ -165,8 +165,8 @@ def load_or_train_classifier(directory: str | Path, n_items: int = 4000, steps: 
     directory = Path(directory)
     if (directory / "model.safetensors").is_file():
         return AttributeClassifier.load(directory)
-    from unifashion.data.catalogue import CatalogueConfig, make_catalogue
-    from unifashion.data.render import render_garment
+    from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
+    from unifashion.data.synthetic.render import render_garment
 
     catalogue = make_catalogue(CatalogueConfig(n_items=n_items, seed=seed))
     size = AttributeClassifierConfig().image_size

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from unifashion.data.catalogue import Catalogue
-from unifashion.data.records import CAPTION_STYLES
+from unifashion.data.records import CAPTION_STYLES, sentence_prompt
+from unifashion.data.synthetic.catalogue import Catalogue
 from unifashion.evaluation.results import ResultTable
 from unifashion.evaluation.retrieval import (
     cir_fashioniq,
@@ -40,7 +40,6 @@ class EvalConfig:
     tasks: tuple[str, ...] = ("cmr", "cir", "fic", "fig")
     cmr_text_style: str = "detailed"  # the caption style used as CMR texts
     n_candidates: int = 100
-    fusion_style: str = "detailed"  # the style the model captions the gallery in, for Z_C
     itm_rerank_k: int = 50  # re-rank the top 50 (a top-10 re-rank cannot change R@10 or R@50); 0: off
     cir_ks: tuple[int, ...] = (10, 50)  # Fashion-IQ's R@K; add 1 where R@10/R@50 saturate
     fic_styles: tuple[str, ...] = CAPTION_STYLES
@@ -124,7 +123,7 @@ def evaluate_unifashion(model, data: SplitData, cfg: EvalConfig, table: ResultTa
         groups = data.cir_groups()
         zc = None
         if model.caption_lm is not None:
-            captions_for_fusion = _caption_all(model, vision, cfg.fusion_style, bs)
+            captions_for_fusion = caption_images(model, vision, None, bs)
             zc = _batched(lambda ts: model.encode_text(list(ts)), captions_for_fusion, bs)
         variants = {"": None}
         if zc is not None:
@@ -155,8 +154,9 @@ def evaluate_unifashion(model, data: SplitData, cfg: EvalConfig, table: ResultTa
 
         n = len(data.items) if cfg.fic_max_items is None else min(cfg.fic_max_items, len(data.items))
         for style in cfg.fic_styles:
-            generated = (captions_for_fusion if style == cfg.fusion_style and captions_for_fusion is not None
-                         else _caption_all(model, vision, style, bs))[:n]
+            generated = (captions_for_fusion if style == model.config.fusion_caption_style
+                         and captions_for_fusion is not None
+                         else caption_images(model, vision, style, bs))[:n]
             refs = {r.item_id: [r.caption(style)] for r in data.items[:n]}
             preds = {r.item_id: g for r, g in zip(data.items[:n], generated, strict=True)}
             for metric, value in caption_metrics(refs, preds).items():
@@ -177,10 +177,15 @@ def _composed(model, vision: torch.Tensor, refs: list[int], texts: list[str], bs
     return torch.cat(out)
 
 
-def _caption_all(model, vision: torch.Tensor, style: str, bs: int) -> list[str]:
+def caption_images(model, vision: torch.Tensor, style: str | None, bs: int) -> list[str]:
+    """Captions of every image in ``style``; ``None``: the fusion captions behind Z_C."""
     out: list[str] = []
-    for start in tqdm(range(0, len(vision), bs), desc=f"captioning ({style})", leave=False):
-        out.extend(model.caption(vision_features=vision[start:start + bs], style=style, max_new_tokens=48))
+    desc = f"captioning ({style or model.config.fusion_caption_style})"
+    for start in tqdm(range(0, len(vision), bs), desc=desc, leave=False):
+        feats = vision[start:start + bs]
+        out.extend(model.fusion_captions(vision_features=feats) if style is None else
+                   model.caption(vision_features=feats, style=style,
+                                 max_new_tokens=model.config.fusion_caption_tokens))
     return out
 
 
@@ -312,8 +317,6 @@ def evaluate_dual_encoder(model, data: SplitData, cfg: EvalConfig, table: Result
             scores, targets = {}, {}
             for cat, (gallery, refs, texts, tpos) in data.cir_groups().items():
                 if reference_captions is not None:
-                    from unifashion.training.two_stage_cir import sentence_prompt
-
                     texts = [sentence_prompt(reference_captions[data.ids[r]], t)
                              for r, t in zip(refs, texts, strict=True)]
                 t = _batched(lambda ts: model.encode_text(list(ts)), texts, bs)

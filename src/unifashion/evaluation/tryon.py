@@ -54,8 +54,8 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from unifashion.data.records import TryOnRecord, load_image
-from unifashion.data.render import BACKGROUND
-from unifashion.data.worn import edge_map
+from unifashion.data.synthetic.render import BACKGROUND
+from unifashion.data.synthetic.worn import edge_map
 from unifashion.evaluation.generation import fid, kid
 from unifashion.evaluation.results import ResultTable
 
@@ -111,7 +111,7 @@ def sketch_f1(sketch: np.ndarray, image: np.ndarray, region: np.ndarray,
               tolerance: int = 1) -> tuple[float, float, float]:
     """(precision, recall, F1) of the edges of ``image`` against the ``sketch`` lines, inside ``region``.
 
-    S = sketch pixels in the region; E = :func:`~unifashion.data.worn.edge_map` pixels of the
+    S = sketch pixels in the region; E = :func:`~unifashion.data.synthetic.worn.edge_map` pixels of the
     image in the region. A pixel of one set counts as matched when the other set has a pixel
     within ``tolerance`` (Chebyshev distance). precision = matched E / |E|, recall = matched S /
     |S|, F1 their harmonic mean; no edges at all give precision 0. Returns NaNs when the sketch

@@ -174,6 +174,10 @@ class UniFashionConfig:
       queries read the caption, no image: this is what text-to-image generation uses at inference)
       or ``"image"`` (the image's queries Z: reconstruction, as in BLIP-Diffusion).
     * ``caption_style``: the caption style used for ITG when a batch names none.
+    * ``fusion_caption_style`` / ``fusion_caption_tokens``: how the model captions an item for
+      caption fusion (Z_C): the style (the paper fuses Fashion-IQ-cap-like "detailed" captions)
+      and the most new tokens. Training, evaluation, mining and the index all read these through
+      :meth:`UniFashion.fusion_captions`, so Z_C is the same wherever it is made.
     * ``itm_max_pairs``: ITM is computed on at most this many rows of a batch (each with its hard
       negative image and text); None = every row, as BLIP-2 does. ITM's bidirectional pass is
       three times the batch and dominates a CPU step; the tiny preset samples a subset.
@@ -189,6 +193,8 @@ class UniFashionConfig:
     tokenizer_path: str | None = None
     q2i_condition: str = "text"
     caption_style: str = "short"
+    fusion_caption_style: str = "detailed"
+    fusion_caption_tokens: int = 48
     itm_max_pairs: int | None = None
 
     def __post_init__(self):
@@ -213,6 +219,8 @@ class UniFashionConfig:
             "tokenizer_path": self.tokenizer_path,
             "q2i_condition": self.q2i_condition,
             "caption_style": self.caption_style,
+            "fusion_caption_style": self.fusion_caption_style,
+            "fusion_caption_tokens": self.fusion_caption_tokens,
             "itm_max_pairs": self.itm_max_pairs,
         }
 

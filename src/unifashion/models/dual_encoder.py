@@ -25,9 +25,9 @@ from torch import nn
 
 from unifashion.configuration import check_keys
 from unifashion.models.config import VisionConfig
-from unifashion.models.losses import symmetric_contrastive_loss
 from unifashion.models.processor import UniFashionProcessor, bundled_tokenizer_path
 from unifashion.models.vision import build_vision_encoder
+from unifashion.objectives.losses import symmetric_contrastive_loss
 
 CONFIG_NAME = "dual_encoder_config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -14,7 +14,7 @@
 One factory (``from_config`` / ``from_pretrained`` / ``save_pretrained``: ``config.json`` +
 ``model.safetensors``, no pickle), the two training phases as ``phase1_loss`` / ``phase2_loss``
 with ``set_phase`` freezing what the paper freezes, and the inference API (``encode_*``,
-``score``, ``itm_score``, ``caption``, ``generate``). See :mod:`unifashion.models.losses` for the
+``score``, ``itm_score``, ``caption``, ``generate``). See :mod:`unifashion.objectives.losses` for the
 loss equations.
 """
 
@@ -33,12 +33,12 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from unifashion.layers import MaskType
-from unifashion.models import losses
 from unifashion.models.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, UniFashionConfig, list_presets
 from unifashion.models.processor import TOKENIZER_SUBDIR, ImageInput, UniFashionProcessor
 from unifashion.models.qformer import QFormer, init_qformer_from_bert
 from unifashion.models.vision import VisionEncoderOutput, build_vision_encoder
 from unifashion.models.weights import WeightLoadingReport, load_blip2_weights
+from unifashion.objectives import losses
 
 logger = logging.getLogger(__name__)
 
@@ -393,9 +393,24 @@ class UniFashion(nn.Module):
         return self.get_composed_features(images, texts, pixel_values).composed_embeds
 
     @torch.no_grad()
-    def encode_captions(self, images: ImageInput, style: str | None = None, **generate_kwargs) -> torch.Tensor:
-        """Z_C for caption fusion: the text features (B, D) of the captions the model writes."""
-        return self.encode_text(self.caption(images, style=style, **generate_kwargs))
+    def fusion_captions(self, images: ImageInput | None = None, pixel_values: torch.Tensor | None = None,
+                        vision_features: torch.Tensor | None = None) -> list[str]:
+        """The captions behind Z_C (caption fusion): the model's own caption of each image, in
+        ``config.fusion_caption_style`` with at most ``config.fusion_caption_tokens`` new tokens.
+
+        The one place these captions are made: training (phase 2's ITC(e_cls, Z_C)), evaluation,
+        triplet mining and the catalogue index all call it, so an item's Z_C does not depend on
+        where it was computed.
+        """
+        return self.caption(images, style=self.config.fusion_caption_style, pixel_values=pixel_values,
+                            vision_features=vision_features, max_new_tokens=self.config.fusion_caption_tokens)
+
+    @torch.no_grad()
+    def encode_captions(self, images: ImageInput | None = None, pixel_values: torch.Tensor | None = None,
+                        vision_features: torch.Tensor | None = None) -> tuple[list[str], torch.Tensor]:
+        """Z_C for caption fusion: the :meth:`fusion_captions` and their text features (B, D)."""
+        captions = self.fusion_captions(images, pixel_values, vision_features)
+        return captions, self.encode_text(captions)
 
     @staticmethod
     def score(
@@ -690,7 +705,7 @@ class UniFashion(nn.Module):
         ``target_captions``), ``target_generation_images``, ``styles`` and ``ids`` (target item
         ids, tensor or strings); ``negative_bank`` ((M, Q, D) gallery Z) with ``negative_bank_ids``
         ((M,) in the id space of ``ids``) adds static negatives to ``ITC(e_cls, Z_T)`` (off by
-        default; see :mod:`unifashion.models.negatives`). The fused queries of (reference, t)
+        default; see :mod:`unifashion.objectives.negatives`). The fused queries of (reference, t)
         condition both generators: ITG writes the target's caption and q2I draws the target image.
         """
         terms = self._terms(2, terms)
@@ -715,8 +730,8 @@ class UniFashion(nn.Module):
             # logits[i, j] = s(T_i, e_cls_j): target image i against fused query j.
             itc_target, logits = losses.itc_loss(target.image_embeds, e_cls, temperature)
             if batch.get("negative_bank") is not None:
-                # Static negatives (off unless the batch carries a bank): unifashion.models.negatives.
-                from unifashion.models.negatives import unifashion_bank_itc
+                # Static negatives (off unless the batch carries a bank): unifashion.objectives.negatives.
+                from unifashion.objectives.negatives import unifashion_bank_itc
 
                 if not isinstance(batch.get("ids"), torch.Tensor):
                     raise ValueError("static negatives need batch['ids']: the targets' bank indices as a tensor")

@@ -10,19 +10,11 @@ Dependencies point one way: ``serving.app`` -> ``pipelines`` -> ``models`` (and 
 ``unifashion.index``, which does not depend on the model).
 """
 
-from unifashion.pipelines.catalogue import (
-    FUSION_CAPTION_STYLE,
-    BuildReport,
-    CatalogueBuilder,
-    EmbeddedItems,
-    build_index,
-    load_item_records,
-    read_metadata_file,
-)
+from unifashion.data.folder import load_item_records, read_metadata_file
+from unifashion.pipelines.indexing import BuildReport, CatalogueBuilder, EmbeddedItems, build_index
 from unifashion.pipelines.search import GENERATED_STYLE, SCHEDULERS, SearchPipeline, TextHit, TextSource
 
 __all__ = [
-    "FUSION_CAPTION_STYLE",
     "GENERATED_STYLE",
     "SCHEDULERS",
     "BuildReport",

@@ -43,7 +43,7 @@ from PIL import Image
 from unifashion.data.records import CAPTION_STYLES, ImageSource, ItemRecord, load_image
 from unifashion.index.catalogue import CatalogueIndex, DuplicateItemError, Hit, UnknownItemError
 from unifashion.index.store import ItemMetadata
-from unifashion.pipelines.catalogue import FUSION_CAPTION_STYLE, CatalogueBuilder, index_metadata
+from unifashion.pipelines.indexing import CatalogueBuilder, index_metadata
 from unifashion.pipelines.tryon import generate_on_person
 
 #: Style name under which image-to-text lists the model's own (fusion) caption of an item.
@@ -159,15 +159,14 @@ class SearchPipeline:
     Images may be PIL images, paths, encoded bytes or uint8 arrays.
     """
 
-    def __init__(self, model, index: CatalogueIndex | None, *, batch_size: int = 32,
-                 caption_style: str = FUSION_CAPTION_STYLE):
+    def __init__(self, model, index: CatalogueIndex | None, *, batch_size: int = 32):
         self.model = model.eval()
         self._index = index
         self.lock = threading.RLock()  # held around every model call
         self._write_lock = threading.Lock()  # one add/delete at a time (check, store image, index)
         self._bank_lock = threading.Lock()
         self._bank = _TextBank()
-        self.builder = CatalogueBuilder(model, batch_size=batch_size, progress=False, caption_style=caption_style,
+        self.builder = CatalogueBuilder(model, batch_size=batch_size, progress=False,
                                         lock=self.lock)
         if index is not None:
             self.builder.check_index(index)

@@ -9,7 +9,7 @@
 The model generates at its own size (64 px for the tiny preset); the result is resized to the
 person image's size and written only inside the mask: every pixel outside the mask is the
 person's own, exactly, at the size the person image came in. Masks: white (>= 128) = the region
-to redraw. Sketches: white lines on black, as written by :mod:`unifashion.data.worn`.
+to redraw. Sketches: white lines on black, as written by :mod:`unifashion.data.synthetic.worn`.
 """
 
 from __future__ import annotations

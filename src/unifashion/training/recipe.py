@@ -145,19 +145,20 @@ def calibrate_latent_scale(model, bank: ImageBank, n: int = 256) -> float:
 
 
 @torch.no_grad()
-def caption_bank(model, bank: ImageBank, style: str, batch_size: int = 64, progress: bool = True) -> dict[str, str]:
-    """The model's own caption of every image in the bank (Z_C of caption fusion)."""
+def caption_bank(model, bank: ImageBank, batch_size: int = 64, progress: bool = True) -> dict[str, str]:
+    """The model's own caption of every image in the bank (Z_C of caption fusion), made by
+    :meth:`UniFashion.fusion_captions` as evaluation and the index make it."""
     model.eval()
     out: dict[str, str] = {}
+    style = model.config.fusion_caption_style
     for start in tqdm(range(0, len(bank.ids), batch_size), desc=f"captioning ({style})", disable=not progress):
         ids = bank.ids[start:start + batch_size]
-        texts = model.caption(vision_features=bank.features(ids), style=style, max_new_tokens=40)
-        out.update(zip(ids, texts, strict=True))
+        out.update(zip(ids, model.fusion_captions(vision_features=bank.features(ids)), strict=True))
     return out
 
 
 def _load_training_data(spec: DataSpec):
-    from unifashion.data.catalogue import CatalogueConfig, build_catalogue_files, load_catalogue
+    from unifashion.data.synthetic.catalogue import CatalogueConfig, build_catalogue_files, load_catalogue
 
     root = Path(spec.catalogue)
     if not (root / "catalogue.json").is_file():
@@ -213,7 +214,7 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
                 if captions_file.is_file():
                     generated = json.loads(captions_file.read_text())
                 else:
-                    generated = caption_bank(model, bank, recipe.data.target_caption_style, progress=progress)
+                    generated = caption_bank(model, bank, progress=progress)
                     captions_file.write_text(json.dumps(generated, indent=1, sort_keys=True))
                 model.set_phase(stage.phase, stage.stage)
             dataset = TripletTrainDataset(triplets, by_id, bank, recipe.data.target_caption_style, generated)

@@ -2,8 +2,8 @@
 
 The bank holds Z (Q query embeddings) of every catalogue training image, computed from the cached
 frozen vision features. The Q-Former still learns in phase 2, so the bank is recomputed every N
-steps (:class:`unifashion.models.negatives.StaticNegativeBank`); ``phase2_loss`` adds it to the
-``ITC(e_cls, Z_T)`` term (:func:`unifashion.models.negatives.unifashion_bank_itc`).
+steps (:class:`unifashion.objectives.negatives.StaticNegativeBank`); ``phase2_loss`` adds it to the
+``ITC(e_cls, Z_T)`` term (:func:`unifashion.objectives.negatives.unifashion_bank_itc`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from unifashion.models.negatives import StaticNegativeBank
+from unifashion.objectives.negatives import StaticNegativeBank
 from unifashion.training.data import ImageBank
 from unifashion.training.recipe import PhaseObjective
 

@@ -30,7 +30,7 @@ paper's pretrained model) followed by the relative caption: ``"<caption>. <relat
 The same prompt is built at evaluation time from the captioner's caption of the query image.
 
 **Static negatives** (``static_negatives``): every training image's embedding joins each query's
-softmax as a negative (:mod:`unifashion.models.negatives`). In stage 2 the image side is frozen,
+softmax as a negative (:mod:`unifashion.objectives.negatives`). In stage 2 the image side is frozen,
 so the bank is computed once; in stage 1 the image head still learns, so the bank is recomputed
 every ``refresh_every`` steps.
 
@@ -51,9 +51,9 @@ import torch
 from torch import nn
 
 from unifashion.configuration import dataclass_from_dict
-from unifashion.data.records import TripletRecord
+from unifashion.data.records import TripletRecord, sentence_prompt
 from unifashion.models.dual_encoder import Combiner, DualEncoder
-from unifashion.models.negatives import StaticNegativeBank, bank_positive_mask, contrastive_loss_with_bank
+from unifashion.objectives.negatives import StaticNegativeBank, bank_positive_mask, contrastive_loss_with_bank
 from unifashion.training.data import ImageBank, check_triplets_in_bank
 from unifashion.training.trainer import LoopConfig, OptimConfig, latest_checkpoint, train
 
@@ -93,14 +93,6 @@ class TwoStageCIRConfig:
     @classmethod
     def from_dict(cls, data: dict) -> TwoStageCIRConfig:
         return dataclass_from_dict(cls, data, "two_stage_cir")
-
-
-def sentence_prompt(reference_caption: str | None, modification: str) -> str:
-    """The text input: the reference's caption, then the relative caption (the paper's
-    sentence-level prompt); the relative caption alone without a caption."""
-    if not reference_caption:
-        return modification
-    return f"{reference_caption.strip().rstrip('.')}. {modification}"
 
 
 class CIRTripletDataset(torch.utils.data.Dataset):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import CAPTIONS, MODIFICATIONS
-from unifashion.models.negatives import (
+from unifashion.objectives.negatives import (
     StaticNegativeBank,
     bank_positive_mask,
     contrastive_loss_with_bank,

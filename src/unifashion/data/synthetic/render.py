@@ -1,6 +1,6 @@
 """A deterministic renderer of flat product images for the embedded synthetic catalogue.
 
-Each attribute of :mod:`unifashion.data.attributes` changes the pixels: colour and lightness set
+Each attribute of :mod:`unifashion.data.synthetic.attributes` changes the pixels: colour and lightness set
 the fabric colour, the pattern is drawn inside the garment, and category, sleeve length, garment
 length, fit and neckline change the silhouette. Drawing happens at 2x and is downsampled, so edges
 are anti-aliased; the same (attributes, size, seed) always gives the same bytes.
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from tqdm.auto import tqdm
 
-from unifashion.data.attributes import CATEGORIES, shade, validate_attributes
+from unifashion.data.synthetic.attributes import CATEGORIES, shade, validate_attributes
 
 SUPERSAMPLE = 2
 BACKGROUND = (246, 246, 244)

@@ -1,8 +1,8 @@
 """The attribute vocabulary of the embedded synthetic catalogue.
 
-Every attribute here is drawn into the pixels by :mod:`unifashion.data.render`, described by the
-three caption styles in :mod:`unifashion.data.captions`, and edited by the CIR triplets in
-:mod:`unifashion.data.triplets`.
+Every attribute here is drawn into the pixels by :mod:`unifashion.data.synthetic.render`, described by the
+three caption styles in :mod:`unifashion.data.synthetic.captions`, and edited by the CIR triplets in
+:mod:`unifashion.data.synthetic.triplets`.
 """
 
 from __future__ import annotations

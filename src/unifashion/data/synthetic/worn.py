@@ -4,7 +4,7 @@ inputs of the try-on (VITON-HD) and fashion-design (MGD) tasks derived from it.
 For one garment and one person (both deterministic in their seeds) :func:`render_worn` gives
 
 - ``person``: the figure wearing the garment. The garment is the catalogue's own flat render
-  (:func:`unifashion.data.render.render_garment`), mapped onto the body by an affine map that puts
+  (:func:`unifashion.data.synthetic.render.render_garment`), mapped onto the body by an affine map that puts
   its shoulders on the figure's shoulders (tops, dresses) or its waistband on the figure's waist
   (skirts, pants) and stretches it with the body's width. So the worn garment is exactly the
   in-shop garment, placed, and the flat render is the in-shop ``cloth`` image.
@@ -60,7 +60,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from unifashion.data.render import _Frame, _rng, render_garment, run_render_jobs
+from unifashion.data.synthetic.render import _Frame, _rng, render_garment, run_render_jobs
 
 #: Drawing happens at this multiple of the output size, then is downsampled (anti-aliased edges).
 WORN_SUPERSAMPLE = 4
@@ -504,7 +504,7 @@ def build_worn_dataset(catalogue, out_dir: str | os.PathLike, config: WornConfig
     for split, lines in pair_lines.items():
         atomic(out / f"{split}_pairs.txt", "\n".join(lines) + "\n")
     meta = {"config": asdict(config), "samples": counts, "catalogue": asdict(catalogue.config),
-            "layout": "VITON-HD/MGD (see unifashion.data.worn)", "format": 1}
+            "layout": "VITON-HD/MGD (see unifashion.data.synthetic.worn)", "format": 1}
     atomic(out / "worn.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return counts
 

@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from unifashion.configuration import dataclass_from_dict
-from unifashion.data.attributes import (
+from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
+from unifashion.data.records import ItemRecord, TripletRecord, iter_jsonl
+from unifashion.data.synthetic.attributes import (
     ACHROMATIC,
     CATEGORIES,
     COLOURS,
@@ -36,11 +38,9 @@ from unifashion.data.attributes import (
     SLEEVES,
     contrast_colours,
 )
-from unifashion.data.captions import captions_for
-from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
-from unifashion.data.records import ItemRecord, TripletRecord, iter_jsonl
-from unifashion.data.render import render_garment, run_render_jobs
-from unifashion.data.triplets import changed_attributes, relative_captions, sample_edit
+from unifashion.data.synthetic.captions import captions_for
+from unifashion.data.synthetic.render import render_garment, run_render_jobs
+from unifashion.data.synthetic.triplets import changed_attributes, relative_captions, sample_edit
 
 SPLITS = ("train", "val", "test")
 

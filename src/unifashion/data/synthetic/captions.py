@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unifashion.data.attributes import ACHROMATIC
+from unifashion.data.synthetic.attributes import ACHROMATIC
 
 PATTERN_ADJECTIVE = {
     "solid": "", "stripes": "striped", "dots": "polka dot", "floral": "floral",

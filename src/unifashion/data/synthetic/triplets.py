@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unifashion.data.attributes import (
+from unifashion.data.synthetic.attributes import (
     ACHROMATIC,
     CATEGORIES,
     COLOURS,
@@ -22,7 +22,7 @@ from unifashion.data.attributes import (
     SLEEVES,
     contrast_colours,
 )
-from unifashion.data.captions import category_noun, colour_phrase
+from unifashion.data.synthetic.captions import category_noun, colour_phrase
 
 #: How many attributes an edit changes, and how often.
 N_CHANGES_PROBS = {1: 0.5, 2: 0.35, 3: 0.15}

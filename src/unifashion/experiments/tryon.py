@@ -4,7 +4,7 @@
 ``out`` and is skipped when that output is already there, so a stopped run continues where it
 stopped (training resumes from its last checkpoint)::
 
-    out/worn/              the worn views in the VITON-HD / MGD layout (unifashion.data.worn)
+    out/worn/              the worn views in the VITON-HD / MGD layout (unifashion.data.synthetic.worn)
     out/train/             checkpoints, losses.jsonl, TensorBoard logs of the training
     out/model/             the trained model (config.json + model.safetensors + tryon.json)
     out/results.json       rows {task, protocol, method, metric, value, split, seed}
@@ -46,8 +46,8 @@ class TryOnRunConfig:
 
 
 def _ensure_worn_data(config: TryOnRunConfig, progress: bool) -> Path:
-    from unifashion.data.catalogue import CatalogueConfig, make_catalogue
-    from unifashion.data.worn import WornConfig, build_worn_dataset
+    from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
+    from unifashion.data.synthetic.worn import WornConfig, build_worn_dataset
 
     if config.data is not None:
         return Path(config.data)
@@ -61,8 +61,8 @@ def _ensure_worn_data(config: TryOnRunConfig, progress: bool) -> Path:
 def run_tryon(config: TryOnRunConfig, progress: bool = True) -> dict:
     """Build the data, train (or load the trained model), evaluate both tasks in both settings,
     beside the baselines and the model the training started from."""
+    from unifashion.data.synthetic.worn import read_garment_attributes
     from unifashion.data.viton import load_viton
-    from unifashion.data.worn import read_garment_attributes
     from unifashion.evaluation.features import EffLiteFeatures
     from unifashion.evaluation.results import ResultTable
     from unifashion.models import UniFashion

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import CAPTIONS, MODIFICATIONS, build_small_model, random_images
-from unifashion.models import losses
+from unifashion.objectives import losses
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

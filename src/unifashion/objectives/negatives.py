@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from unifashion.models.losses import max_query_similarity
+from unifashion.objectives.losses import max_query_similarity
 
 
 def contrastive_loss_with_bank(logits: torch.Tensor, bank_logits: torch.Tensor | None = None,
@@ -52,7 +52,7 @@ def unifashion_bank_itc(logits_per_target: torch.Tensor, composed: torch.Tensor,
                         temperature: torch.Tensor | float, target_ids: torch.Tensor,
                         bank_ids: torch.Tensor) -> torch.Tensor:
     """UniFashion's ``ITC(e_cls, Z_T)`` with static negatives: ``logits_per_target`` (B targets x B
-    queries, as :func:`unifashion.models.losses.itc_loss` returns it), ``composed`` e_cls (B, D),
+    queries, as :func:`unifashion.objectives.losses.itc_loss` returns it), ``composed`` e_cls (B, D),
     ``bank_embeds`` the bank's Z (M, Q, D); scores are ``max_q <e, Z_q> / tau`` as in-batch."""
     bank_logits = max_query_similarity(bank_embeds.to(composed.dtype), composed).t() / temperature  # (B, M)
     return contrastive_loss_with_bank(logits_per_target.t(), bank_logits, bank_positive_mask(target_ids, bank_ids))

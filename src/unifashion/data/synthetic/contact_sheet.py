@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unifashion.data.catalogue import Catalogue
 from unifashion.data.records import load_image
+from unifashion.data.synthetic.catalogue import Catalogue
 from unifashion.visualize import item_grid, save_png, stack, triplet_rows
 
 

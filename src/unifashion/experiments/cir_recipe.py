@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from unifashion.data.catalogue import load_catalogue, read_triplets_jsonl, triplet_row, write_triplets_jsonl
 from unifashion.data.mining import CaptionScorer, MiningConfig, caption_collection, mine_triplets, mining_precision
+from unifashion.data.synthetic.catalogue import load_catalogue, read_triplets_jsonl, triplet_row, write_triplets_jsonl
 from unifashion.evaluation.results import ResultTable
 from unifashion.evaluation.runner import (
     EvalArtifacts,
