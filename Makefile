@@ -26,8 +26,11 @@ test: $(STAMP)
 experiments: $(STAMP)
 	experiments/retrieval_seeds_ablations.sh
 
+# ruff, then the import-linter contracts of pyproject.toml: the layers point one way, no package has
+# an import cycle between its modules.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 clean-venv:
 	rm -rf $(VENV)

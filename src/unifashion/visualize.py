@@ -17,7 +17,7 @@ def font(size: int = 11) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
-def _caption_block(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, width_chars: int,
+def caption_block(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, width_chars: int,
                    max_lines: int, fill=INK, size: int = 11) -> None:
     lines = textwrap.wrap(text, width=width_chars)[:max_lines]
     x, y = xy
@@ -40,7 +40,7 @@ def item_grid(images: Sequence[Image.Image], captions: Sequence[str], columns: i
         x = 8 + (i % columns) * (tile + 8)
         y = top + 8 + (i // columns) * (tile + cap_h + 8)
         sheet.paste(img.convert("RGB").resize((tile, tile)), (x, y))
-        _caption_block(draw, (x, y + tile + 3), cap, width_chars=tile // 6, max_lines=caption_lines)
+        caption_block(draw, (x, y + tile + 3), cap, width_chars=tile // 6, max_lines=caption_lines)
     return sheet
 
 
@@ -62,7 +62,7 @@ def triplet_rows(triplets: Sequence[tuple[Image.Image, Sequence[str], Image.Imag
         draw.text((tile + 20, ty), "reference  +", fill=(120, 120, 120), font=font(11))
         ty += 18
         for text in texts:
-            _caption_block(draw, (tile + 20, ty), f"\u201c{text}\u201d", width_chars=44, max_lines=2, fill=ACCENT,
+            caption_block(draw, (tile + 20, ty), f"\u201c{text}\u201d", width_chars=44, max_lines=2, fill=ACCENT,
                            size=13)
             ty += 34
         draw.text((tile + 20, y + tile - 16), "=  target  ->", fill=(120, 120, 120), font=font(11))

@@ -211,7 +211,7 @@ class TryOnTestSet:
                    [r.text for r in records], [attributes.get(r.garment_id, {}) for r in records])
 
 
-def _to_tensor(array: np.ndarray) -> torch.Tensor:
+def uint8_images_to_tensor(array: np.ndarray) -> torch.Tensor:
     if array.dtype == bool:
         return torch.from_numpy(array.astype(np.float32))[:, None]
     return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 255.0
@@ -234,8 +234,8 @@ def generate_method(model, data: TryOnTestSet, task: str, method: str, config: T
     for start in tqdm(range(0, len(data.records), config.batch_size), desc=f"{task}: {method}", unit="batch",
                       disable=not progress):
         rows = slice(start, start + config.batch_size)
-        person, mask = _to_tensor(data.person[rows]), _to_tensor(data.mask[rows])
-        sketch = _to_tensor(data.sketch[rows])
+        person, mask = uint8_images_to_tensor(data.person[rows]), uint8_images_to_tensor(data.mask[rows])
+        sketch = uint8_images_to_tensor(data.sketch[rows])
         texts = data.texts[rows] if task == "design" else None
         garments = data.garments[rows] if task == "tryon" else None
         # The same noise for every method at a given batch: differences come from the conditioning.
@@ -260,7 +260,7 @@ def image_text_scores(model, crops: np.ndarray, texts: Sequence[str], batch_size
     """The model's ITC score max_q <Z_q, t> of each crop with its text."""
     scores = []
     for start in range(0, len(crops), batch_size):
-        image = model.get_image_features(_to_tensor(crops[start:start + batch_size])).image_embeds
+        image = model.get_image_features(uint8_images_to_tensor(crops[start:start + batch_size])).image_embeds
         text = model.get_text_features(list(texts[start:start + batch_size])).text_embeds
         scores.append(torch.einsum("bqd,bd->bq", image, text).max(dim=1).values.cpu().numpy())
     return np.concatenate(scores)
@@ -298,7 +298,7 @@ def evaluate_setting(model, data: TryOnTestSet, setting: str, real_features: np.
                 images = generate_method(model, data, task, method, config, progress)
             generated[task][method] = images
             if method != GROUND_TRUTH:
-                fake = features(_to_tensor(images))
+                fake = features(uint8_images_to_tensor(images))
                 table.add(f"fig-{task}", protocol, method, "FID-EffLite0", fid(real_features, fake), "test",
                           config.seed)
                 table.add(f"fig-{task}", protocol, method, "KID-EffLite0 x1000",
@@ -307,7 +307,7 @@ def evaluate_setting(model, data: TryOnTestSet, setting: str, real_features: np.
             crops = np.stack([garment_crop(im, m, classifier.config.image_size)
                               for im, m in zip(images, data.mask, strict=True)])
             if any(data.attributes):
-                predicted = classifier.predict(_to_tensor(crops))
+                predicted = classifier.predict(uint8_images_to_tensor(crops))
                 known = [(p, e) for p, e in zip(predicted, data.attributes, strict=True) if e]
                 for metric, value in _attribute_rows(*map(list, zip(*known, strict=True))).items():
                     table.add(f"fig-{task}", protocol, method, metric, value, "test", config.seed)
@@ -334,7 +334,7 @@ def result_grid(data: TryOnTestSet, generated: dict[str, dict[str, np.ndarray]],
                 tile: int = 96, title: str = "") -> Image.Image:
     """The paper's layout: per row, masked person, caption, sketch, generated (each method),
     ground truth for design; masked person, in-shop garment, generated, ground truth for try-on."""
-    from unifashion.visualize import INK, PAPER, _caption_block, font, stack
+    from unifashion.visualize import INK, PAPER, caption_block, font, stack
 
     blocks = []
     masked = data.person.copy()
@@ -350,7 +350,7 @@ def result_grid(data: TryOnTestSet, generated: dict[str, dict[str, np.ndarray]],
         draw.text((8, 4), f"{'Fashion design (MGD)' if task == 'design' else 'Virtual try-on (VITON-HD)'}"
                   f" {title}", fill=INK, font=font(14))
         for j, header in enumerate(headers):
-            _caption_block(draw, (8 + j * (tile + 8), 24), header, width_chars=tile // 6, max_lines=2, size=10)
+            caption_block(draw, (8 + j * (tile + 8), 24), header, width_chars=tile // 6, max_lines=2, size=10)
         for i in range(n):
             y = top + i * (tile + 8)
             cells: list = [masked[i]]
@@ -364,7 +364,7 @@ def result_grid(data: TryOnTestSet, generated: dict[str, dict[str, np.ndarray]],
             for j, cell in enumerate(cells):
                 x = 8 + j * (tile + 8)
                 if cell is None:
-                    _caption_block(draw, (x, y + 4), f"\u201c{data.texts[i]}\u201d", width_chars=tile // 6,
+                    caption_block(draw, (x, y + 4), f"\u201c{data.texts[i]}\u201d", width_chars=tile // 6,
                                    max_lines=7, size=10)
                 else:
                     sheet.paste(_tile(cell, tile), (x, y))

@@ -31,7 +31,7 @@ class RenderedGarment:
     mask: Image.Image
 
 
-def _rng(seed: int) -> np.random.Generator:
+def seeded_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.PCG64(seed))
 
 
@@ -60,7 +60,7 @@ def fill_pattern(
     if pattern_rgb is None:
         raise ValueError(f"pattern {pattern!r} needs a pattern colour")
     draw = ImageDraw.Draw(img)
-    rng = _rng(seed)
+    rng = seeded_rng(seed)
     period = max(4, min(width, height) // 9)
     phase = int(rng.integers(0, period))
     if pattern == "stripes":
@@ -119,7 +119,7 @@ def fill_pattern(
     return img
 
 
-class _Frame:
+class GarmentFrame:
     """Maps the garment's unit coordinates to canvas pixels, with a seeded shift and scale."""
 
     def __init__(self, canvas: int, rng: np.random.Generator):
@@ -144,7 +144,7 @@ def _mirror(points):
     return list(points) + [(1 - x, y) for x, y in reversed(points)]
 
 
-def _silhouette(attrs: dict, f: _Frame, draw: ImageDraw.ImageDraw) -> tuple[list, dict]:
+def _silhouette(attrs: dict, f: GarmentFrame, draw: ImageDraw.ImageDraw) -> tuple[list, dict]:
     """Draw the garment silhouette (255) into the mask; return seam lines and garment anchors."""
     cat = attrs["category"]
     loose = attrs["fit"] == "loose"
@@ -208,7 +208,7 @@ def _silhouette(attrs: dict, f: _Frame, draw: ImageDraw.ImageDraw) -> tuple[list
     return seams, anchors
 
 
-def _neckline(attrs: dict, f: _Frame, mask_draw: ImageDraw.ImageDraw) -> list[tuple[float, float]] | None:
+def _neckline(attrs: dict, f: GarmentFrame, mask_draw: ImageDraw.ImageDraw) -> list[tuple[float, float]] | None:
     """Cut the neckline out of the mask; return the collar polygon for a collar, else None."""
     neck = attrs.get("neckline")
     if neck is None:
@@ -235,9 +235,9 @@ def render_garment(attributes: dict, size: int = 128, seed: int = 0) -> Rendered
     validate_attributes(attributes)
     if size < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
-    rng = _rng(seed)
+    rng = seeded_rng(seed)
     canvas = size * SUPERSAMPLE
-    f = _Frame(canvas, rng)
+    f = GarmentFrame(canvas, rng)
     mask = Image.new("L", (canvas, canvas), 0)
     mdraw = ImageDraw.Draw(mask)
     seams, anchors = _silhouette(attributes, f, mdraw)

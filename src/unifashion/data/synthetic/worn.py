@@ -60,7 +60,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from unifashion.data.synthetic.render import _Frame, _rng, render_garment, run_render_jobs
+from unifashion.data.synthetic.render import GarmentFrame, render_garment, run_render_jobs, seeded_rng
 
 #: Drawing happens at this multiple of the output size, then is downsampled (anti-aliased edges).
 WORN_SUPERSAMPLE = 4
@@ -129,7 +129,7 @@ class PersonSpec:
 
     @classmethod
     def sample(cls, seed: int) -> PersonSpec:
-        rng = _rng(seed)
+        rng = seeded_rng(seed)
 
         def pick(palette):
             return tuple(palette[int(rng.integers(len(palette)))])
@@ -194,12 +194,12 @@ def _garment_kind(category: str) -> str:
 def _garment_affine(attributes: dict, garment_seed: int, person: PersonSpec, canvas: int, flat: int) -> tuple:
     """PIL AFFINE coefficients mapping worn-canvas pixels to flat-render pixels (see module docstring).
 
-    The flat render places garment unit (gx, gy) at ``_Frame`` pixel ((0.5 + dx + (gx - 0.5) s) F,
+    The flat render places garment unit (gx, gy) at ``GarmentFrame`` pixel ((0.5 + dx + (gx - 0.5) s) F,
     (0.5 + dy + (gy - 0.5) s) F); the body puts unit (bx, by) at canvas
     ((cx + (bx - 0.5) w h) C, (y0 + by h) C) (h: height times framing zoom); and
     bx = 0.5 + (gx - 0.5) k, by = b + (gy - g) k.
     """
-    frame = _Frame(flat, _rng(garment_seed))  # the same framing draw render_garment makes first
+    frame = GarmentFrame(flat, seeded_rng(garment_seed))  # the same framing draw render_garment makes first
     g_anchor, b_anchor, k = _ANCHORS[_garment_kind(attributes["category"])]
     body = _Body(person, canvas, framing_zoom(attributes["category"]))
     w, h, cx, y0 = person.width, body.scale, person.centre_x, body.y0
