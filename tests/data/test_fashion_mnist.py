@@ -19,6 +19,7 @@ from unifashion.data.fashion_mnist import (
     IDX_LABELS_MAGIC,
     Recolouring,
     class_name,
+    fashion_mnist_installed,
     load_fashion_mnist,
     make_cir_triplets,
     make_cmr_items,
@@ -274,3 +275,14 @@ def test_cir_change_captions_name_the_new_value(test_split):
     assert all(t.relative_captions for t in triplets)
     with pytest.raises(ValueError, match="changes"):
         make_cir_triplets(test_split, 1, changes=["sleeve"])
+
+
+def test_installed_checks_the_split_files(tmp_path: Path):
+    assert not fashion_mnist_installed(tmp_path / "nowhere")
+    write_split(tmp_path, "train", 5)
+    assert fashion_mnist_installed(tmp_path, "train")
+    assert not fashion_mnist_installed(tmp_path, "test")  # t10k files absent
+    (tmp_path / "train-labels-idx1-ubyte").unlink()
+    assert not fashion_mnist_installed(tmp_path, "train")
+    write_split(tmp_path, "t10k", 5, gz=True)
+    assert fashion_mnist_installed(tmp_path, "test")

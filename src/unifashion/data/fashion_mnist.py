@@ -153,6 +153,20 @@ def find_idx_file(root: str | Path, name: str) -> Path:
     raise DatasetNotFoundError(root / f"{name}.gz", f"neither {name} nor {name}.gz is there; {INSTALL_HINT}")
 
 
+def fashion_mnist_installed(root: str | Path | None = None, split: str = "train") -> bool:
+    """Whether the idx files of ``split`` are under ``root`` (default :data:`DEFAULT_FASHION_MNIST_DIR`).
+
+    Fashion-MNIST is optional wherever a first run touches it (``make demo``): Debian's package
+    needs root, so a new user may not have it; callers skip its pairs and say how to get it.
+    """
+    root = Path(root) if root is not None else DEFAULT_FASHION_MNIST_DIR
+    prefix = SPLIT_PREFIXES.get(split)
+    if prefix is None or not root.is_dir():
+        return False
+    names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    return all((root / n).is_file() or (root / f"{n}.gz").is_file() for n in names)
+
+
 def load_fashion_mnist(root: str | Path | None = None, split: str = "train") -> FashionMNISTSplit:
     """Images and labels of ``split`` ("train": 60,000; "test" or "t10k": 10,000).
 
