@@ -15,7 +15,12 @@ One factory (``from_config`` / ``from_pretrained`` / ``save_pretrained``: ``conf
 ``model.safetensors``, no pickle), the two training phases as ``phase1_loss`` / ``phase2_loss``
 with ``set_phase`` freezing what the paper freezes, and the inference API (``encode_*``,
 ``score``, ``itm_score``, ``caption``, ``generate``). See :mod:`unifashion.objectives.losses` for the
-loss equations.
+loss equations and :mod:`unifashion.models.outputs` for the typed outputs.
+
+Why one file of about 700 lines: it is one class whose methods are the model's task heads and its
+two phase losses, each a few lines over the components and loss functions that live elsewhere;
+kept together, as transformers keeps a model's heads beside it, a reader sees every task's path
+through the same parts in one place.
 """
 
 from __future__ import annotations
@@ -23,17 +28,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.utils import ModelOutput
 
 from unifashion.layers import MaskType
 from unifashion.models.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, UniFashionConfig, list_presets
+from unifashion.models.outputs import (
+    ComposedFeaturesOutput,
+    ImageFeaturesOutput,
+    ImageTextMatchingOutput,
+    Phase1Output,
+    Phase2Output,
+    TextFeaturesOutput,
+)
 from unifashion.models.processor import TOKENIZER_SUBDIR, ImageInput, UniFashionProcessor
 from unifashion.models.qformer import QFormer, init_qformer_from_bert
 from unifashion.models.vision import VisionEncoderOutput, build_vision_encoder
@@ -52,76 +63,6 @@ PHASE_TERMS = {
     (1, "autoencoder"): ("vae",),
     (2, None): ("cir", "itg", "q2i"),
 }
-
-
-# ---------------------------------------------------------------------------- outputs
-@dataclass
-class ImageFeaturesOutput(ModelOutput):
-    """``image_embeds``: (B, Q, D) normalised ITC embeddings Z; ``query_output``: (B, Q, H) the
-    Q-Former's query outputs (what the generators read); ``vision_features``/``vision_attention_mask``:
-    the frozen encoder's tokens (B, N, C) and mask (B, N)."""
-
-    image_embeds: torch.Tensor | None = None
-    query_output: torch.Tensor | None = None
-    vision_features: torch.Tensor | None = None
-    vision_attention_mask: torch.Tensor | None = None
-
-
-@dataclass
-class TextFeaturesOutput(ModelOutput):
-    """``text_embeds``: (B, D) normalised ``[CLS]`` embeddings; ``text_output``: (B, L, H)."""
-
-    text_embeds: torch.Tensor | None = None
-    text_output: torch.Tensor | None = None
-
-
-@dataclass
-class ComposedFeaturesOutput(ModelOutput):
-    """The CIR fused query. ``composed_embeds``: (B, D) normalised e_cls; ``query_output``: (B, Q, H)
-    the fused queries (condition the generators on reference image + text); ``text_output``: (B, L, H)."""
-
-    composed_embeds: torch.Tensor | None = None
-    query_output: torch.Tensor | None = None
-    text_output: torch.Tensor | None = None
-
-
-@dataclass
-class ImageTextMatchingOutput(ModelOutput):
-    """``logits``: (B, 2) ITM logits (no match, match); ``probability``: (B,) softmax of "match"."""
-
-    logits: torch.Tensor | None = None
-    probability: torch.Tensor | None = None
-
-
-@dataclass
-class Phase1Output(ModelOutput):
-    """Phase 1: ``loss = loss_itc + loss_itm + loss_itg + loss_q2i`` over the terms computed
-    (``None`` = not computed in this stage). ``loss_vae`` is the tiny preset's autoencoder
-    stage (not a paper term). ``logits_per_image``: (B, B) ITC logits s(I_i, T_j) / tau."""
-
-    loss: torch.Tensor | None = None
-    loss_itc: torch.Tensor | None = None
-    loss_itm: torch.Tensor | None = None
-    loss_itg: torch.Tensor | None = None
-    loss_q2i: torch.Tensor | None = None
-    loss_vae: torch.Tensor | None = None
-    logits_per_image: torch.Tensor | None = None
-
-
-@dataclass
-class Phase2Output(ModelOutput):
-    """Phase 2: ``loss = loss_cir + loss_itg + loss_q2i`` with
-    ``loss_cir = loss_cir_itc_target + loss_cir_itc_caption + loss_cir_itm``.
-    ``logits_per_target``: (B, B) s(T_i, e_cls_j) / tau."""
-
-    loss: torch.Tensor | None = None
-    loss_cir: torch.Tensor | None = None
-    loss_cir_itc_target: torch.Tensor | None = None
-    loss_cir_itc_caption: torch.Tensor | None = None
-    loss_cir_itm: torch.Tensor | None = None
-    loss_itg: torch.Tensor | None = None
-    loss_q2i: torch.Tensor | None = None
-    logits_per_target: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------------- the model
