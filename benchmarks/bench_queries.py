@@ -297,7 +297,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from unifashion.data.synthetic.catalogue import load_catalogue
-    from unifashion.index.catalogue import _DEFAULT_CANDIDATES
+    from unifashion.index.ann import DEFAULT_CANDIDATES as _DEFAULT_CANDIDATES
     from unifashion.models import UniFashion
 
     load_average = [round(x, 2) for x in os.getloadavg()]

@@ -357,7 +357,7 @@ def _reports_errors(handler):
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
-        from unifashion.index.catalogue import CatalogueIndexError
+        from unifashion.index import CatalogueIndexError
 
         try:
             return handler(args)

@@ -26,7 +26,7 @@ from unifashion.index import (
     ItemMetadata,
     UnknownItemError,
 )
-from unifashion.index import catalogue as index_module
+from unifashion.index import kernels as index_module
 
 DIM = 32
 NUM_QUERIES = 8
@@ -344,7 +344,7 @@ CRASH_SCRIPT = textwrap.dedent(
     import sys, time
     import numpy as np
     from unifashion.index import CatalogueIndex
-    from unifashion.index import catalogue as index_module
+    from unifashion.index import segments as index_module
 
     path, stage, num_queries, dim = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 

@@ -7,15 +7,10 @@ model, so pipelines and the service both build on it (serving -> pipelines -> in
 """
 
 
-from unifashion.index.catalogue import (
-    ANN_KINDS,
-    CatalogueIndex,
-    CatalogueIndexError,
-    DuplicateItemError,
-    Hit,
-    IndexLockedError,
-    UnknownItemError,
-)
+from unifashion.index.ann import ANN_KINDS
+from unifashion.index.catalogue_index import CatalogueIndex
+from unifashion.index.errors import CatalogueIndexError, DuplicateItemError, IndexLockedError, UnknownItemError
+from unifashion.index.snapshot_search import Hit
 from unifashion.index.store import ItemMetadata
 
 __all__ = [

@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -108,8 +108,23 @@ class Layout:
     categories: np.ndarray  # object array of category strings
 
 
-# (key, item_id, segment, row, category, captions JSON, attributes JSON, image_path, fusion_caption)
-ItemRow = tuple[int, str, int, int, str, str, str, str, str]
+class ItemRow(NamedTuple):
+    """One row of the ``items`` table, its fields named (and ordered) as the table's columns."""
+
+    key: int  # the FAISS id of the item's pooled vector; never reused
+    item_id: str
+    segment: int  # the segment whose files hold the item's vectors
+    row: int  # the row within that segment
+    category: str
+    captions: str  # JSON object {style: caption}
+    attributes: str  # JSON object
+    image_path: str
+    fusion_caption: str  # the generated caption whose embedding is the fusion vector
+
+    @classmethod
+    def insert_statement(cls) -> str:
+        """``INSERT INTO items`` naming every column, with a named parameter per field."""
+        return f"INSERT INTO items ({', '.join(cls._fields)}) VALUES ({', '.join(':' + f for f in cls._fields)})"
 
 
 def metadata_from_row(
@@ -277,7 +292,7 @@ class MetadataStore:
                     f"index changed under this writer: committing generation {manifest.generation} on top of {current}"
                 )
             conn.executemany("DELETE FROM items WHERE key = ?", [(int(k),) for k in deleted_keys])
-            conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", new_rows)
+            conn.executemany(ItemRow.insert_statement(), [item_row._asdict() for item_row in new_rows])
             conn.executemany("UPDATE items SET segment = ?, row = ? WHERE key = ?", moved_rows)
             conn.execute(
                 "UPDATE manifest SET generation = ?, segments = ?, ann_file = ?, ann_kind = ?, next_key = ?, "

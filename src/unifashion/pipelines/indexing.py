@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from unifashion.data.folder import load_item_records
 from unifashion.data.records import ItemRecord, load_image
-from unifashion.index.catalogue import CatalogueIndex
+from unifashion.index import CatalogueIndex
 
 # Items embedded between two commits: each commit writes one vector segment and rewrites the
 # FAISS file, so this trades commit cost against the work a stopped build repeats.

@@ -41,8 +41,7 @@ import torch
 from PIL import Image
 
 from unifashion.data.records import CAPTION_STYLES, ImageSource, ItemRecord, load_image
-from unifashion.index.catalogue import CatalogueIndex, DuplicateItemError, Hit, UnknownItemError
-from unifashion.index.store import ItemMetadata
+from unifashion.index import CatalogueIndex, DuplicateItemError, Hit, ItemMetadata, UnknownItemError
 from unifashion.pipelines.indexing import CatalogueBuilder, index_metadata
 from unifashion.pipelines.tryon import generate_on_person
 

@@ -43,8 +43,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from unifashion.data.records import CAPTION_STYLES
-from unifashion.index.catalogue import DuplicateItemError, Hit, UnknownItemError
-from unifashion.index.store import ItemMetadata
+from unifashion.index import DuplicateItemError, Hit, ItemMetadata, UnknownItemError
 from unifashion.pipelines.search import SCHEDULERS, SearchPipeline
 from unifashion.serving.page import render_page
 
@@ -585,7 +584,7 @@ def serve(index_dir: str, model: str = "tiny-default", host: str = "127.0.0.1", 
     import torch
     import uvicorn
 
-    from unifashion.index.catalogue import CatalogueIndex, IndexLockedError
+    from unifashion.index import CatalogueIndex, IndexLockedError
     from unifashion.models import UniFashion
 
     torch.set_num_threads(threads)

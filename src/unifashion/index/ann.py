@@ -1,0 +1,187 @@
+"""The ANN candidate stage: a FAISS index over one pooled vector per item, keyed by item key.
+
+An item's pooled vector is the mean of its multi-vectors, re-normalised (written with its
+segment). A search asks FAISS for the ``candidates`` items nearest the query by pooled vector;
+their exact max-sim (+ fusion) scores are then computed from the stored multi-vectors. The kinds
+(:data:`ANN_KINDS`): ``"flat"`` (exact inner product; ~1 KiB/item), ``"ivf"`` (IndexIVFFlat) and
+``"ivfpq"`` (IndexIVFPQ with 8-bit sub-quantisers, ~``pq_m`` B/item). An IVF kind is trained on
+the stored pooled vectors once the index holds :meth:`AnnConfig.min_train_items` items; until
+then the ANN stage is flat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from unifashion.index.segments import Segment, by_segment
+from unifashion.index.store import Layout
+from unifashion.index.validation import check_positive_int
+
+ANN_KINDS = ("flat", "ivf", "ivfpq")
+
+# Items the ANN stage proposes for re-ranking unless told otherwise. Re-ranking costs ~6 us per
+# candidate here; on clustered benchmarks (benchmarks/results/index.md) 100 candidates gave
+# recall@10 0.85 (0.36 with ~500 near-duplicates per cluster), 400 gave 0.94 (0.89) for ~2 ms more.
+DEFAULT_CANDIDATES = 400
+# Pooled vectors added to a FAISS index per call (64 MiB of float32 at dim 256).
+_ADD_CHUNK = 4 * 4096
+# Below this many queries a FAISS search runs on one thread (see faiss_threads).
+_FAISS_SINGLE_THREAD_QUERIES = 20
+# FAISS recommends at least 39 training points per centroid.
+_TRAIN_POINTS_PER_CENTROID = 39
+_PQ_CENTROIDS = 256  # 8-bit product-quantiser codes
+
+
+@dataclass(frozen=True)
+class AnnConfig:
+    """The ANN settings of an index, as its config table stores them (kind as ``"ann"``)."""
+
+    kind: str
+    nlist: int
+    nprobe: int
+    pq_m: int
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> AnnConfig:
+        return cls(config["ann"], config["nlist"], config["nprobe"], config["pq_m"])
+
+    def as_config(self) -> dict[str, Any]:
+        """The entries of the index's config table."""
+        return {"ann": self.kind, "nlist": self.nlist, "nprobe": self.nprobe, "pq_m": self.pq_m}
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def min_train_items(self) -> int:
+        """Live items needed before this ANN kind can be trained (0 for flat)."""
+        if self.kind == "flat":
+            return 0
+        needed = _TRAIN_POINTS_PER_CENTROID * self.nlist
+        if self.kind == "ivfpq":
+            needed = max(needed, _TRAIN_POINTS_PER_CENTROID * _PQ_CENTROIDS)
+        return needed
+
+
+FLAT = AnnConfig("flat", 1, 1, 1)
+
+
+def check_ann_config(kind: str, nlist: int, nprobe: int, pq_m: int, dim: int) -> AnnConfig:
+    """Checked ANN settings for vectors of ``dim``."""
+    if kind not in ANN_KINDS:
+        raise ValueError(f"unknown ANN kind {kind!r}; choose one of {', '.join(ANN_KINDS)}")
+    for name, value in (("nlist", nlist), ("nprobe", nprobe), ("pq_m", pq_m)):
+        check_positive_int(value, name)
+    if kind == "ivfpq" and dim % pq_m:
+        raise ValueError(f"pq_m={pq_m} must divide the vector dimension {dim}")
+    return AnnConfig(kind, int(nlist), int(nprobe), int(pq_m))
+
+
+def new_ann(config: AnnConfig, dim: int) -> Any:
+    """An empty FAISS index of ``config``'s kind; IVF kinds still need training."""
+    if config.kind == "flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    quantizer = faiss.IndexFlatIP(dim)
+    if config.kind == "ivf":
+        index = faiss.IndexIVFFlat(quantizer, dim, config.nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexIVFPQ(quantizer, dim, config.nlist, config.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+    index.nprobe = config.nprobe
+    return index
+
+
+def add_pooled(
+    ann: Any, keys: np.ndarray, segment_ids: np.ndarray, rows: np.ndarray, segments: dict[int, Segment]
+) -> None:
+    """Add the pooled vectors of the given items to a FAISS index, segment by segment."""
+    for sid, members in by_segment(segment_ids, rows):
+        for start in range(0, len(members), _ADD_CHUNK):
+            part = members[start : start + _ADD_CHUNK]
+            pooled = np.ascontiguousarray(segments[sid].pooled[rows[part]], dtype=np.float32)
+            ann.add_with_ids(pooled, keys[part])
+
+
+def build_ann(config: AnnConfig, dim: int, layout: Layout, segments: dict[int, Segment]) -> Any:
+    """A FAISS index of ``config``'s kind over every live item, trained on their pooled vectors."""
+    ann = new_ann(config, dim)
+    if config.kind != "flat":
+        # FAISS's k-means samples 256 points per centroid; PQ wants 256 per code too.
+        sample_size = min(len(layout.keys), max(256 * config.nlist, 256 * _PQ_CENTROIDS))
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(len(layout.keys), size=sample_size, replace=False))
+        training = np.empty((sample_size, dim), dtype=np.float32)
+        sample_rows = layout.rows[sample]
+        for sid, members in by_segment(layout.segments[sample], sample_rows):
+            training[members] = segments[sid].pooled[sample_rows[members]]
+        ann.train(training)
+    add_pooled(ann, layout.keys, layout.segments, layout.rows, segments)
+    return ann
+
+
+def next_ann(
+    current: Any,
+    current_kind: str,
+    config: AnnConfig,
+    dim: int,
+    layout: Layout,
+    kept: int,
+    deleted: np.ndarray,
+    segments: dict[int, Segment],
+) -> tuple[Any, str]:
+    """The FAISS index of the next generation and the kind it is.
+
+    ``current`` (of kind ``current_kind``) serves the committed generation; ``layout`` lists the
+    next one's live items, the first ``kept`` of them carried over, the rest new; ``deleted``
+    are the keys removed. An IVF kind still flat is trained now if the items suffice; otherwise
+    ``current`` is updated in place (so after a failure the caller must reload it from disk).
+    """
+    if config.kind != "flat" and current_kind == "flat" and len(layout.keys) >= config.min_train_items():
+        return build_ann(config, dim, layout, segments), config.kind
+    if len(deleted):
+        current.remove_ids(deleted)
+    add_pooled(current, layout.keys[kept:], layout.segments[kept:], layout.rows[kept:], segments)
+    return current, current_kind
+
+
+@contextmanager
+def faiss_threads(count: int) -> Iterator[None]:
+    """Run FAISS calls made from this thread on ``count`` OpenMP threads, then restore.
+
+    A search for a few queries gains nothing from FAISS's worker threads, but waking them costs
+    milliseconds when the cores are busy, and their spin-waiting afterwards slows numpy's BLAS
+    threads (measured here on 2 cores: 8 ms vs 0.9 ms per single-query search over 10k items).
+    OpenMP's thread count is per calling thread, so this does not affect other threads.
+    """
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
+def key_selector(keys: np.ndarray) -> Any:
+    """A FAISS ID selector that admits only ``keys`` (e.g. the items of one category)."""
+    return faiss.IDSelectorBatch(keys)
+
+
+def candidate_keys(ann: Any, ann_kind: str, queries: np.ndarray, k: int, selector: Any, nprobe: int) -> np.ndarray:
+    """(Q, k) keys of the items nearest each query by pooled vector, -1 where FAISS found fewer.
+
+    ``ann_kind``: the kind actually built; ``nprobe`` only matters for IVF kinds.
+    """
+    if ann_kind == "flat":
+        params = faiss.SearchParameters(sel=selector) if selector is not None else None
+    else:
+        params = faiss.SearchParametersIVF(nprobe=nprobe)
+        if selector is not None:
+            params.sel = selector
+    threads = 1 if len(queries) < _FAISS_SINGLE_THREAD_QUERIES else faiss.omp_get_max_threads()
+    with faiss_threads(threads):
+        _distances, keys = ann.search(queries, k, params=params)
+    return keys

@@ -1,0 +1,602 @@
+"""A catalogue index for multi-vector (max-sim) retrieval, independent of the model.
+
+The model represents each catalogue image as Z, ``num_queries`` (32) L2-normalised vectors of
+``dim`` (256), and a text or composed query as one vector e. An item's score for a query is
+max-sim, ``max_q <e, Z_q>``; composed retrieval adds caption fusion, ``+ w * <e, Z_C>``, where
+Z_C is the text embedding of the caption the model generated for the item (stored with it).
+
+Search runs in two stages. A FAISS index over one pooled vector per item (the mean of its 32
+vectors, re-normalised) proposes ``candidates`` items; their exact max-sim (+ fusion) scores are
+then computed from the stored multi-vectors and the best ``top_k`` returned. ``exact=True`` scores
+every item instead, in memory-bounded chunks.
+
+Layout of an index folder::
+
+    catalogue.sqlite            metadata, config and the manifest (see store.py)
+    writer.lock                 flock-ed by the one process that may write
+    vectors/seg-000007.multi.npy    (rows, num_queries, dim) float16, memory-mapped
+    vectors/seg-000007.fusion.npy   (rows, dim) float16, memory-mapped
+    vectors/seg-000007.pooled.npy   (rows, dim) float32, for (re)building the ANN index
+    ann/ann-g000012.faiss       the FAISS index of generation 12
+
+Vectors live in immutable *segments* (segments.py): each ``add`` writes one new segment, so
+committing never rewrites the (large) multi-vectors of earlier items. Deleted items leave dead
+rows behind, which :meth:`CatalogueIndex.compact` drops. The FAISS index (ann.py) is rewritten
+whole at each commit, under a new name. How a commit stays crash-safe is described, and
+implemented, in generations.py.
+
+Concurrency. One writer at a time (an flock on ``writer.lock``), any number of read-only openers
+in other processes; they notice a new generation at their next call and reload. Within one
+process an instance is thread-safe; its calls are serialised.
+
+The module holds :class:`CatalogueIndex` only; its parts live beside it: kernels.py (scoring),
+segments.py (vector files), ann.py (the FAISS candidate stage), generations.py (snapshots and
+the commit protocol), snapshot_search.py (the two search paths, :class:`Hit`), validation.py
+(input checks), store.py (the SQLite metadata) and errors.py.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unifashion.index.ann import DEFAULT_CANDIDATES, AnnConfig, build_ann, check_ann_config, next_ann
+from unifashion.index.errors import CatalogueIndexError, DuplicateItemError, IndexLockedError, UnknownItemError
+from unifashion.index.generations import (
+    ANN_DIR,
+    Snapshot,
+    bytes_on_disk,
+    load_snapshot,
+    make_snapshot,
+    next_layout,
+    remove_stale_files,
+    switch_generation,
+    write_ann_file,
+)
+from unifashion.index.segments import (
+    VECTORS_DIR,
+    open_segment,
+    remove_segment_files,
+    write_compacted_segment,
+    write_segment,
+)
+from unifashion.index.snapshot_search import Hit, attach_metadata, category_code, search_ann, search_exact
+from unifashion.index.store import DATABASE_NAME, ItemMetadata, ItemRow, Layout, Manifest, MetadataStore
+from unifashion.index.validation import (
+    MetadataInput,
+    check_batch,
+    check_ids,
+    check_positive_int,
+    check_queries,
+    check_search_options,
+    item_row,
+)
+
+LOCK_NAME = "writer.lock"
+
+
+class CatalogueIndex:
+    """Storage and max-sim search of a catalogue's multi-vectors, metadata and caption vectors.
+
+    Make one with :meth:`create`, reopen it with :meth:`open`. ``add`` / ``upsert`` / ``delete``
+    stage changes and, by default, commit them at once; pass ``commit=False`` to group several
+    calls into one :meth:`commit` (cheaper: each commit rewrites the FAISS file). Uncommitted
+    changes are invisible to every reader, this instance's searches included.
+    """
+
+    def __init__(self, folder: Path, read_only: bool, lock_fd: int | None):
+        """Use :meth:`create` or :meth:`open`."""
+        self.folder = folder
+        self.read_only = read_only
+        self._lock_fd = lock_fd
+        self._lock = threading.RLock()
+        self._store = MetadataStore(folder, read_only=read_only)
+        config = self._store.config()
+        self.dim = int(config["dim"])
+        self.num_queries = int(config["num_queries"])
+        self._ann_config = AnnConfig.from_config(config)
+        self._snapshot = self._load_snapshot()
+        self._reset_pending()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        dim: int = 256,
+        num_queries: int = 32,
+        ann: str = "flat",
+        nlist: int = 1024,
+        nprobe: int = 16,
+        pq_m: int = 32,
+    ) -> CatalogueIndex:
+        """Create an empty index in folder ``path`` (new or empty) and open it for writing.
+
+        ``ann`` picks the FAISS index over pooled vectors: ``"flat"`` (exact inner product;
+        ~1 KiB/item), ``"ivf"`` (IndexIVFFlat with ``nlist`` lists, ``nprobe`` searched) or
+        ``"ivfpq"`` (IndexIVFPQ with ``pq_m`` 8-bit sub-quantisers, ~``pq_m`` B/item). An IVF kind
+        is trained on the stored pooled vectors at the first commit where the index holds enough
+        items (39 per list); until then the ANN stage is flat. See :meth:`rebuild_ann`.
+        """
+        folder = Path(path)
+        for name, value in (("dim", dim), ("num_queries", num_queries)):
+            check_positive_int(value, name)
+        ann_config = check_ann_config(ann, nlist, nprobe, pq_m, dim)
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise FileExistsError(
+                f"{folder} exists and is not an empty folder; use CatalogueIndex.open to reopen an index"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / VECTORS_DIR).mkdir()
+        (folder / ANN_DIR).mkdir()
+        MetadataStore.create(folder, {"dim": int(dim), "num_queries": int(num_queries), **ann_config.as_config()})
+        return cls.open(folder)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, read_only: bool = False) -> CatalogueIndex:
+        """Open an existing index. A writer (``read_only=False``) takes the folder's write lock."""
+        folder = Path(path)
+        if not (folder / DATABASE_NAME).is_file():
+            raise FileNotFoundError(f"no catalogue index at {folder} (missing {DATABASE_NAME})")
+        lock_fd = None
+        if not read_only:
+            lock_fd = os.open(folder / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock_fd)
+                raise IndexLockedError(
+                    f"{folder} is open for writing elsewhere; open it with read_only=True to search it"
+                ) from None
+        try:
+            return cls(folder, read_only, lock_fd)
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+
+    def close(self) -> None:
+        """Discard uncommitted changes and release the files and the write lock."""
+        with self._lock:
+            if self._snapshot is None:
+                return
+            if not self.read_only:
+                self.rollback()
+            self._store.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
+            self._snapshot = None
+
+    def __enter__(self) -> CatalogueIndex:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "writable"
+        if self._snapshot is None:
+            return f"CatalogueIndex({str(self.folder)!r}, closed)"
+        return f"CatalogueIndex({str(self.folder)!r}, items={len(self)}, ann={self.ann_kind!r}, {mode})"
+
+    # -- loading committed state -------------------------------------------------------------
+
+    def _load_snapshot(self) -> Snapshot:
+        return load_snapshot(self.folder, self._store, self.num_queries, self.dim)
+
+    def _refresh_if_stale(self) -> None:
+        """Readers pick up generations that a writer committed since they last looked."""
+        if self._snapshot is None:
+            raise CatalogueIndexError("the index is closed")
+        # A writer holds the lock: nobody else can commit, so its snapshot is always current.
+        if self.read_only and self._store.generation() != self._snapshot.manifest.generation:
+            self._snapshot = self._load_snapshot()
+            # rebuild_ann may have changed the ANN settings
+            self._ann_config = AnnConfig.from_config(self._store.config())
+
+    # -- inspection --------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """The committed generation this instance sees (bumped by every commit)."""
+        with self._lock:
+            self._refresh_if_stale()
+            return self._snapshot.manifest.generation
+
+    @property
+    def ann_kind(self) -> str:
+        """The FAISS index actually built: "flat" until an IVF kind has been trained."""
+        with self._lock:
+            self._refresh_if_stale()
+            return self._snapshot.manifest.ann_kind
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._refresh_if_stale()
+            return self._snapshot.size
+
+    def __contains__(self, item_id: object) -> bool:
+        with self._lock:
+            return isinstance(item_id, str) and self._store.location_of(item_id) is not None
+
+    def ids(self) -> list[str]:
+        """Committed item ids, in insertion order."""
+        with self._lock:
+            return self._store.item_ids()
+
+    def categories(self) -> dict[str, int]:
+        """Number of committed items per category."""
+        with self._lock:
+            self._refresh_if_stale()
+            snap = self._snapshot
+            counts = np.bincount(snap.key_category, minlength=len(snap.category_names))
+            return {name: int(counts[i]) for i, name in enumerate(snap.category_names)}
+
+    def get(self, item_id: str) -> ItemMetadata:
+        """The metadata of a committed item; :class:`UnknownItemError` if there is none."""
+        with self._lock:
+            metadata = self._store.get(item_id)
+        if metadata is None:
+            raise UnknownItemError(f"no item {item_id!r} in the index at {self.folder}")
+        return metadata
+
+    def vectors(self, item_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The stored (fp16-rounded) multi-vectors (num_queries, dim) and fusion vector (dim,)."""
+        with self._lock:
+            self._refresh_if_stale()
+            location = self._store.location_of(item_id)
+            if location is None:
+                raise UnknownItemError(f"no item {item_id!r} in the index at {self.folder}")
+            _key, segment_id, row = location
+            if segment_id not in self._snapshot.segments:  # committed by a writer just now
+                self._snapshot = self._load_snapshot()
+            segment = self._snapshot.segments[segment_id]
+            return segment.multi[row].astype(np.float32), segment.fusion[row].astype(np.float32)
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes and layout: items, dead rows awaiting :meth:`compact`, bytes on disk by kind."""
+        with self._lock:
+            self._refresh_if_stale()
+            snap = self._snapshot
+            segment_rows = sum(seg.rows for seg in snap.segments.values())
+            return {
+                "items": snap.size,
+                "generation": snap.manifest.generation,
+                "segments": len(snap.segments),
+                "dead_rows": segment_rows - snap.size,
+                "ann_kind": snap.manifest.ann_kind,
+                "ann_config": self._ann_config.as_dict(),
+                "dim": self.dim,
+                "num_queries": self.num_queries,
+                "bytes": bytes_on_disk(self.folder, snap),
+            }
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise PermissionError(f"the index at {self.folder} is open read-only")
+        if self._snapshot is None:
+            raise CatalogueIndexError("the index is closed")
+
+    def _reset_pending(self) -> None:
+        manifest = self._snapshot.manifest
+        self._pending_segments: list[tuple[int, int]] = []
+        self._pending_items: dict[str, ItemRow] = {}
+        self._pending_deletes: set[int] = set()
+        self._next_key = manifest.next_key
+        self._next_segment = manifest.next_segment
+
+    @property
+    def has_pending_changes(self) -> bool:
+        return bool(self._pending_segments or self._pending_deletes)
+
+    def add(
+        self,
+        ids: Sequence[str],
+        multi_vectors: Any,
+        fusion_vectors: Any,
+        metadata: Sequence[MetadataInput] | None = None,
+        *,
+        fusion_captions: Sequence[str] | None = None,
+        normalize: bool = False,
+        commit: bool = True,
+        progress: bool | None = None,
+    ) -> None:
+        """Add items. Ids already in the index raise :class:`DuplicateItemError` (see :meth:`upsert`).
+
+        multi_vectors: (N, num_queries, dim) floats, each vector L2-normalised (or pass
+        ``normalize=True``); may be a memory-mapped array, read in chunks. fusion_vectors:
+        (N, dim), the embeddings of the items' generated captions, L2-normalised. metadata: per
+        item an :class:`ItemRecord`, an :class:`ItemMetadata`, a mapping with keys among
+        category / captions / attributes / image_path / fusion_caption, or None.
+        fusion_captions: the generated caption texts (else taken from the metadata).
+        Vectors are stored as float16. Nothing is changed if any input is invalid.
+        """
+        self._add(ids, multi_vectors, fusion_vectors, metadata, fusion_captions, normalize, commit, progress, False)
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        multi_vectors: Any,
+        fusion_vectors: Any,
+        metadata: Sequence[MetadataInput] | None = None,
+        *,
+        fusion_captions: Sequence[str] | None = None,
+        normalize: bool = False,
+        commit: bool = True,
+        progress: bool | None = None,
+    ) -> None:
+        """Like :meth:`add`, but an id already in the index has its vectors and metadata replaced."""
+        self._add(ids, multi_vectors, fusion_vectors, metadata, fusion_captions, normalize, commit, progress, True)
+
+    def _add(
+        self, ids, multi_vectors, fusion_vectors, metadata, fusion_captions, normalize, commit, progress, upsert: bool
+    ) -> None:
+        with self._lock:
+            self._check_writable()
+            item_ids = check_ids(ids, "ids")
+            count = len(item_ids)
+            multi_vectors, fusion_vectors = check_batch(
+                count, multi_vectors, fusion_vectors, metadata, fusion_captions, self.num_queries, self.dim
+            )
+            if count == 0:
+                return
+
+            # Which ids exist, committed (and not deleted in this batch of changes) or staged.
+            committed = self._store.keys_of(item_ids)
+            existing = [
+                item_id
+                for item_id in item_ids
+                if item_id in self._pending_items
+                or (item_id in committed and committed[item_id] not in self._pending_deletes)
+            ]
+            if existing and not upsert:
+                shown = ", ".join(repr(i) for i in existing[:5]) + (" ..." if len(existing) > 5 else "")
+                raise DuplicateItemError(
+                    f"{len(existing)} of the ids are already in the index: {shown}; use upsert() to replace them"
+                )
+
+            segment_id = self._next_segment
+            first_key = self._next_key
+            rows: list[ItemRow] = []
+            for row in range(count):
+                meta = metadata[row] if metadata is not None else None
+                caption = fusion_captions[row] if fusion_captions is not None else None
+                rows.append(item_row(first_key + row, item_ids[row], segment_id, row, meta, caption))
+
+            shape = (self.num_queries, self.dim)
+            write_segment(self.folder, segment_id, item_ids, multi_vectors, fusion_vectors, normalize, progress, *shape)
+
+            # The files are on disk; only now does the staged state change.
+            self._next_segment += 1
+            self._next_key += count
+            self._pending_segments.append((segment_id, count))
+            for item_id in existing:
+                if self._pending_items.pop(item_id, None) is None:
+                    self._pending_deletes.add(committed[item_id])
+            for new_row in rows:
+                self._pending_items[new_row.item_id] = new_row
+            if commit:
+                self.commit()
+
+    def delete(self, ids: Sequence[str], *, commit: bool = True) -> None:
+        """Delete items. An id the index does not hold raises :class:`UnknownItemError` and
+        nothing is deleted."""
+        with self._lock:
+            self._check_writable()
+            item_ids = check_ids(ids, "ids")
+            committed = self._store.keys_of(item_ids)
+            unknown = [
+                item_id
+                for item_id in item_ids
+                if item_id not in self._pending_items
+                and (item_id not in committed or committed[item_id] in self._pending_deletes)
+            ]
+            if unknown:
+                shown = ", ".join(repr(i) for i in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+                raise UnknownItemError(f"cannot delete {len(unknown)} id(s) not in the index at {self.folder}: {shown}")
+            for item_id in item_ids:
+                if self._pending_items.pop(item_id, None) is None:
+                    self._pending_deletes.add(committed[item_id])
+            if commit:
+                self.commit()
+
+    def rollback(self) -> None:
+        """Discard uncommitted changes."""
+        with self._lock:
+            if self.read_only or self._snapshot is None:
+                return
+            for segment_id, _rows in self._pending_segments:
+                remove_segment_files(self.folder, segment_id)
+            self._reset_pending()
+
+    def commit(self) -> int:
+        """Make staged changes durable and visible; returns the new generation (or the current
+        one if nothing was staged). On failure the previous generation stays committed and the
+        staged changes stay staged. The steps and why they are crash-safe: generations.py."""
+        with self._lock:
+            self._check_writable()
+            if not self.has_pending_changes:
+                return self._snapshot.manifest.generation
+            snap = self._snapshot
+            generation = snap.manifest.generation + 1
+            deleted = np.array(sorted(self._pending_deletes), dtype=np.int64)
+            new_rows = sorted(self._pending_items.values(), key=lambda pending: pending.key)
+            # The live items after this commit: the committed ones not deleted, plus the staged.
+            layout, kept = next_layout(snap.layout, deleted, new_rows)
+            live_segments = set(np.unique(layout.segments).tolist())
+            segment_list = tuple(
+                (sid, rows) for sid, rows in (*snap.manifest.segments, *self._pending_segments) if sid in live_segments
+            )
+            try:
+                segments = {sid: seg for sid, seg in snap.segments.items() if sid in live_segments}
+                for sid, rows in self._pending_segments:
+                    if sid in live_segments:
+                        segments[sid] = open_segment(self.folder, sid, rows, self.num_queries, self.dim)
+
+                # May update snap.ann in place; on failure it is reloaded from disk below.
+                ann, ann_kind = next_ann(
+                    snap.ann, snap.manifest.ann_kind, self._ann_config, self.dim, layout, kept, deleted, segments
+                )
+                manifest = Manifest(
+                    generation=generation,
+                    segments=segment_list,
+                    ann_file=write_ann_file(self.folder, ann, generation),
+                    ann_kind=ann_kind,
+                    next_key=self._next_key,
+                    next_segment=self._next_segment,
+                )
+                switch_generation(self._store, manifest, deleted_keys=deleted.tolist(), new_rows=new_rows)
+            except BaseException:
+                # The in-memory FAISS index may hold half the changes: reload the committed state.
+                self._snapshot = self._load_snapshot()
+                raise
+            self._snapshot = make_snapshot(manifest, layout, segments, ann)
+            self._pending_segments = []
+            self._pending_items = {}
+            self._pending_deletes = set()
+            self._remove_stale_files()
+            return generation
+
+    def _remove_stale_files(self) -> None:
+        remove_stale_files(self.folder, self._snapshot.manifest, self._pending_segments)
+
+    def compact(self) -> int:
+        """Rewrite all live vectors into one new segment, dropping deleted rows and merging the
+        segments of many small commits. Reads and writes every live item's vectors once."""
+        with self._lock:
+            self._check_writable()
+            if self.has_pending_changes:
+                raise CatalogueIndexError("commit() or rollback() the staged changes before compacting")
+            snap = self._snapshot
+            count = snap.size
+            if count == 0 or (len(snap.segments) == 1 and snap.size == next(iter(snap.segments.values())).rows):
+                return snap.manifest.generation
+            segment_id = self._next_segment
+            write_compacted_segment(self.folder, segment_id, snap.layout, snap.segments, self.num_queries, self.dim)
+            try:
+                layout = Layout(
+                    keys=snap.layout.keys,
+                    segments=np.full(count, segment_id, dtype=np.int64),
+                    rows=np.arange(count, dtype=np.int64),
+                    categories=snap.layout.categories,
+                )
+                segments = {segment_id: open_segment(self.folder, segment_id, count, self.num_queries, self.dim)}
+                manifest = Manifest(
+                    generation=snap.manifest.generation + 1,
+                    segments=((segment_id, count),),
+                    ann_file=snap.manifest.ann_file,  # the FAISS index is keyed by item key: unchanged
+                    ann_kind=snap.manifest.ann_kind,
+                    next_key=self._next_key,
+                    next_segment=segment_id + 1,
+                )
+                moved = list(zip([segment_id] * count, range(count), snap.layout.keys.tolist(), strict=True))
+                switch_generation(self._store, manifest, moved_rows=moved)
+            except BaseException:
+                remove_segment_files(self.folder, segment_id)
+                raise
+            self._snapshot = make_snapshot(manifest, layout, segments, snap.ann)
+            self._next_segment = segment_id + 1
+            self._remove_stale_files()
+            return manifest.generation
+
+    def rebuild_ann(
+        self,
+        ann: str | None = None,
+        *,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        pq_m: int | None = None,
+    ) -> int:
+        """Rebuild the FAISS index over every live item's stored pooled vector, optionally as
+        another kind, and commit it. Use it to (re)train an IVF after the catalogue grew or its
+        distribution moved (new items are assigned to the centroids trained earlier)."""
+        with self._lock:
+            self._check_writable()
+            if self.has_pending_changes:
+                raise CatalogueIndexError("commit() or rollback() the staged changes before rebuilding the ANN index")
+            current = self._ann_config
+            config = check_ann_config(
+                ann if ann is not None else current.kind,
+                nlist if nlist is not None else current.nlist,
+                nprobe if nprobe is not None else current.nprobe,
+                pq_m if pq_m is not None else current.pq_m,
+                self.dim,
+            )
+            snap = self._snapshot
+            if snap.size < config.min_train_items():
+                raise ValueError(
+                    f"an {config.kind} index with nlist={config.nlist} needs at least {config.min_train_items()} "
+                    f"items to train, the index holds {snap.size}; use a smaller nlist or ann='flat'"
+                )
+            index = build_ann(config, self.dim, snap.layout, snap.segments)
+            generation = snap.manifest.generation + 1
+            manifest = Manifest(
+                generation=generation,
+                segments=snap.manifest.segments,
+                ann_file=write_ann_file(self.folder, index, generation),
+                ann_kind=config.kind,
+                next_key=self._next_key,
+                next_segment=self._next_segment,
+            )
+            switch_generation(self._store, manifest, config_updates=config.as_config())
+            self._ann_config = config
+            self._snapshot = make_snapshot(manifest, snap.layout, snap.segments, index)
+            self._remove_stale_files()
+            return generation
+
+    # -- search ------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: Any,
+        top_k: int = 10,
+        *,
+        candidates: int | None = None,
+        fusion_weight: float = 0.0,
+        category: str | None = None,
+        exact: bool = False,
+        nprobe: int | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
+        """The ``top_k`` items by ``max_q <e, Z_q> + fusion_weight * <e, Z_C>``, best first.
+
+        query: one vector (dim,) -> a list of hits, or (Q, dim) -> one list per query. Scores are
+        plain inner products, so an unnormalised query scales them.
+        candidates: how many items the ANN stage (pooled vectors) proposes for exact re-ranking;
+        default ``max(400, 10 * top_k)``; raise it for catalogues with many near-duplicates.
+        exact: skip the ANN stage and score every item (the reference; fine for small catalogues).
+        category: only items of this category. nprobe: IVF lists to visit (default: the index's
+        setting). fusion_weight: 1 is the paper's CIR scoring. The ANN stage does not see the
+        fusion term: an item that only the fusion term lifts is found if it is a candidate.
+        """
+        queries, single = check_queries(query, self.dim)
+        check_search_options(top_k, candidates, fusion_weight, nprobe, category)
+        if candidates is None:
+            candidates = max(DEFAULT_CANDIDATES, 10 * int(top_k))
+
+        with self._lock:
+            # A reader may see a writer commit between scoring and fetching metadata; then the
+            # search is repeated on the new generation.
+            for _attempt in range(5):
+                self._refresh_if_stale()
+                snap = self._snapshot
+                code = category_code(snap, category)
+                if exact:
+                    results = search_exact(snap, queries, int(top_k), float(fusion_weight), code)
+                else:
+                    probes = nprobe or self._ann_config.nprobe
+                    results = search_ann(snap, queries, int(top_k), int(candidates), float(fusion_weight), code, probes)
+                hits = attach_metadata(self._store, snap, results)
+                if hits is not None:
+                    return hits[0] if single else hits
+            raise CatalogueIndexError(f"{self.folder} kept changing during the search")
