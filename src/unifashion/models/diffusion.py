@@ -28,91 +28,29 @@ Two presets: tiny (default, CPU) builds a ~1 M-parameter ``AutoencoderKL`` (64 p
 latents) and a ~6 M-parameter ``UNet2DConditionModel`` from the fields below, with random weights;
 the VAE must be trained (:meth:`QueryConditionedDiffusion.autoencoder_loss`) before the UNet, since
 ``freeze_vae`` defaults to True. Paper: ``pretrained_path`` names a local diffusers-layout directory
-(``vae/``, ``unet/``, ``scheduler/``) such as Stable Diffusion v1.4.
+(``vae/``, ``unet/``, ``scheduler/``) such as Stable Diffusion v1.4. The configuration,
+:class:`~unifashion.models.config.DiffusionConfig`, lives in :mod:`unifashion.models.config` with
+the rest of the model's (it is importable from here too).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unifashion.configuration import dataclass_from_dict
+from unifashion.configuration import load_json, save_json
 from unifashion.layers.adapter import TaskSpecificAdapter
+from unifashion.models.config import NULL_CONDITION_KINDS as NULL_CONDITION_KINDS
+from unifashion.models.config import DiffusionConfig as DiffusionConfig
 from unifashion.models.config import torch_dtype
 
 CONFIG_FILE_NAME = "diffusion_config.json"
-NULL_CONDITION_KINDS = ("learned", "zero")
 SAMPLERS = ("pndm", "plms", "dpmsolver++")
 TINY_IMAGE_SIZE = 64
-
-
-@dataclass
-class DiffusionConfig:
-    """Configuration of :class:`QueryConditionedDiffusion`; JSON round trip via ``to_dict``/``from_dict``.
-
-    With ``pretrained_path`` set, the architecture fields (``vae_*``, ``unet_*``,
-    ``latent_channels``, ``cross_attention_dim``) and the noise-schedule fields are taken from the
-    checkpoint's ``vae/``, ``unet/`` and ``scheduler/`` configs instead.
-    """
-
-    # Paper preset: local diffusers-layout directory (vae/, unet/, scheduler/). None = tiny.
-    pretrained_path: str | None = None
-    # Generated image side in pixels. None: 64 for the tiny preset; for a pretrained checkpoint,
-    # the UNet's sample_size times the VAE's downsampling factor (512 for Stable Diffusion v1.4).
-    image_size: int | None = None
-    # Tiny VAE: 64 px -> 16x16 latents (spatial factor 2 ** (len(blocks) - 1) = 4).
-    latent_channels: int = 4
-    vae_block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
-    vae_layers_per_block: int = 1
-    # Latent scale s in z_0 = s * E(x). None: the VAE config's (0.18215 for SD and the default).
-    vae_scaling_factor: float | None = None
-    # Tiny UNet (~6 M parameters at these widths).
-    unet_block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
-    unet_layers_per_block: int = 1
-    unet_attention_heads: int = 8
-    norm_num_groups: int = 32
-    cross_attention_dim: int = 256
-    # DDPM noise schedule (Stable Diffusion's values).
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "scaled_linear"
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    # Classifier-free guidance: training-time probability of replacing the condition by the null.
-    cond_dropout: float = 0.1
-    null_condition: str = "learned"  # "learned" parameter or "zero" vector in cross-attention space
-    # Spatial conditioning channels after the noisy latents: 0, latent_channels + 1 (masked-image
-    # latents + mask) or latent_channels + 2 (+ sketch).
-    extra_channels: int = 0
-    freeze_vae: bool = True
-    freeze_unet: bool = False
-    # Sample z_0 from the VAE posterior during training (Stable Diffusion) rather than its mean.
-    sample_posterior: bool = True
-    # dtype a pretrained VAE/UNet is loaded in: "float32", "bfloat16" or "float16".
-    torch_dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        if self.null_condition not in NULL_CONDITION_KINDS:
-            raise ValueError(f"null_condition must be one of {NULL_CONDITION_KINDS}, got {self.null_condition!r}")
-        if not 0.0 <= self.cond_dropout <= 1.0:
-            raise ValueError(f"cond_dropout must lie in [0, 1], got {self.cond_dropout}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
-        return dataclass_from_dict(cls, data, "diffusion")
-
-    @property
-    def is_pretrained(self) -> bool:
-        return self.pretrained_path is not None
 
 
 class DiffusionAdapter(TaskSpecificAdapter):
@@ -508,10 +446,9 @@ class QueryConditionedDiffusion(nn.Module):
         """Write ``diffusion_config.json`` into ``directory`` (weights: the top-level state dict)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))
+        save_json(self.config, directory / CONFIG_FILE_NAME)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, query_dim: int) -> QueryConditionedDiffusion:
         """Rebuild the component saved by :meth:`save_pretrained`; load its state dict afterwards."""
-        config = DiffusionConfig.from_dict(json.loads((Path(directory) / CONFIG_FILE_NAME).read_text()))
-        return cls(config, query_dim)
+        return cls(load_json(DiffusionConfig, Path(directory) / CONFIG_FILE_NAME, "diffusion"), query_dim)

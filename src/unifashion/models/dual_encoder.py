@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from unifashion.configuration import check_keys
+from unifashion import configuration
 from unifashion.models.config import VisionConfig
 from unifashion.models.processor import UniFashionProcessor, bundled_tokenizer_path
 from unifashion.models.vision import build_vision_encoder
@@ -44,15 +44,11 @@ class DualEncoderConfig:
     combiner_hidden: int = 512
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DualEncoderConfig:
-        check_keys(cls, data, "dual_encoder")
-        data = dict(data)
-        if isinstance(data.get("vision"), dict):
-            data["vision"] = VisionConfig.from_dict(data["vision"])
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], where: str = "dual_encoder") -> DualEncoderConfig:
+        return configuration.from_dict(cls, data, where)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return configuration.to_dict(self)
 
 
 class Combiner(nn.Module):

@@ -49,14 +49,13 @@ from unifashion.models.processor import TOKENIZER_SUBDIR, ImageInput, UniFashion
 from unifashion.models.qformer import QFormer, init_qformer_from_bert
 from unifashion.models.vision import VisionEncoderOutput, build_vision_encoder
 from unifashion.models.weights import WeightLoadingReport, load_blip2_weights
-from unifashion.objectives import losses
+from unifashion.objectives import freezing, losses
 
 logger = logging.getLogger(__name__)
 
 CAPTION_LM_SUBDIR = "caption_lm"
 TEMPERATURE_RANGE = (0.001, 0.5)  # BLIP-2 clamps its learnable temperature to this range
 
-PHASE1_STAGES = ("qformer", "generators", "autoencoder")
 PHASE_TERMS = {
     (1, "qformer"): ("itc", "itm"),
     (1, "generators"): ("itg", "q2i"),
@@ -451,6 +450,9 @@ class UniFashion(nn.Module):
     def set_phase(self, phase: int | None, stage: str | None = None) -> UniFashion:
         """Freeze what the paper freezes; the vision encoder is always frozen.
 
+        The one place freezing is applied: which parameter groups learn in each ``(phase, stage)``
+        is :data:`unifashion.objectives.freezing.FREEZE_TABLE`:
+
         * ``set_phase(1, "qformer")``: the Q-Former and the ITC/ITM heads (projections, ITM head,
           temperature) learn; everything else is frozen. Losses: ITC + ITM.
         * ``set_phase(1, "generators")``: the Q-Former and heads are frozen; TSA_llm, the LLM (its
@@ -461,48 +463,35 @@ class UniFashion(nn.Module):
         * ``set_phase(2)``: the LLM and the diffusion model are frozen; the Q-Former, the heads
           and both adapters learn. Losses: L_cir + ITG + q2I.
         * ``set_phase(None)``: everything but the vision encoder trains.
+        * ``set_phase(None, "tryon")`` / ``set_phase(None, "tryon_qformer")``: design + try-on
+          (:mod:`unifashion.training.tryon`): TSA_diff and the UNet, or TSA_diff and the Q-Former.
 
         A component's own freeze flags (``caption_lm.freeze_lm``, ``diffusion.freeze_vae`` /
-        ``freeze_unet``) are respected. Fully frozen components are kept in eval mode.
+        ``freeze_unet``) are respected, except ``freeze_vae`` in the autoencoder stage. Fully
+        frozen components are kept in eval mode. An unknown phase or stage is a ``ConfigError``.
         """
-        if phase == 1:
-            stage = stage or "qformer"
-            if stage not in PHASE1_STAGES:
-                raise ValueError(f"phase 1 stages are {PHASE1_STAGES}, got {stage!r}")
-        elif phase == 2:
-            if stage not in (None, "all"):
-                raise ValueError(f"phase 2 has no stages, got {stage!r}")
-            stage = None
-        elif phase is not None:
-            raise ValueError(f"phase must be 1, 2 or None, got {phase!r}")
-
+        phase, stage = freezing.check_phase(phase, stage)
+        learns = freezing.learns(phase, stage)
         self.phase, self.stage = phase, stage
-        self.requires_grad_(False)
-        groups = self.trainable_groups(phase, stage)
-        for group in groups:
-            for parameter in self.parameter_group(group):
-                parameter.requires_grad_(True)
+        freezing.train_only(self, [
+            parameter
+            for group in learns.groups
+            for parameter in self.parameter_group(group, group not in learns.despite_freeze_flags)
+        ])
         self.train(self.training)  # re-apply eval mode to the frozen components
-        logger.info("phase %s stage %s: training %s", phase, stage, groups)
+        logger.info("phase %s stage %s: training %s", phase, stage, list(learns.groups))
         return self
 
     def trainable_groups(self, phase: int | None, stage: str | None) -> list[str]:
         """Names of the parameter groups (see :meth:`parameter_group`) that learn in a phase."""
-        heads = ["qformer", "heads"]
-        generators = ["llm_adapter", "llm", "diffusion_adapter", "unet"]
-        if phase is None:
-            return heads + generators + ["vae"]
-        if phase == 1 and stage == "qformer":
-            return heads
-        if phase == 1 and stage == "generators":
-            return generators
-        if phase == 1 and stage == "autoencoder":
-            return ["vae"]
-        return heads + ["llm_adapter", "diffusion_adapter"]  # phase 2
+        return list(freezing.learns(phase, stage).groups)
 
-    def parameter_group(self, group: str) -> list[nn.Parameter]:
+    def parameter_group(self, group: str, respect_freeze_flags: bool = True) -> list[nn.Parameter]:
         """Parameters of a named group: ``qformer``, ``heads``, ``llm_adapter``, ``llm``,
-        ``diffusion_adapter``, ``unet`` (with the learned null condition), ``vae``."""
+        ``diffusion_adapter``, ``unet`` (with the learned null condition), ``vae``.
+
+        A group its component's config freezes (``freeze_lm``, ``freeze_unet``, ``freeze_vae``) is
+        empty unless ``respect_freeze_flags`` is False."""
         if group == "qformer":
             return list(self.qformer.parameters())
         if group == "heads":
@@ -518,27 +507,30 @@ class UniFashion(nn.Module):
             lora = [p for name, p in named if "lora_" in name]
             if lora:  # a LoRA-wrapped LLM trains only its LoRA weights
                 return lora
-            return [] if lm.config.freeze_lm else [p for _, p in named]
+            return [] if lm.config.freeze_lm and respect_freeze_flags else [p for _, p in named]
         if group == "diffusion_adapter":
             return list(diffusion.adapter.parameters()) if diffusion is not None else []
         if group == "unet":
-            if diffusion is None or diffusion.config.freeze_unet:
+            if diffusion is None or (diffusion.config.freeze_unet and respect_freeze_flags):
                 return []
             null = [diffusion.null_condition] if isinstance(diffusion.null_condition, nn.Parameter) else []
             return [*diffusion.unet.parameters(), *null]
         if group == "vae":
-            if diffusion is None or (diffusion.config.freeze_vae and self.stage != "autoencoder"):
+            if diffusion is None or (diffusion.config.freeze_vae and respect_freeze_flags):
                 return []
             return list(diffusion.vae.parameters())
-        raise ValueError(f"unknown parameter group {group!r}")
+        raise ValueError(f"unknown parameter group {group!r}; groups: {freezing.PARAMETER_GROUPS}")
 
     def train(self, mode: bool = True) -> UniFashion:
         super().train(mode)
         if mode:
             # Frozen components run in eval mode: no dropout noise in what trains downstream of them.
-            for child in (self.qformer, self.caption_lm, self.diffusion):
-                if child is not None and not any(p.requires_grad for p in child.parameters()):
-                    child.eval()
+            components: list[nn.Module] = [self.qformer]
+            if self.caption_lm is not None:
+                components += [self.caption_lm, self.caption_lm.lm]
+            if self.diffusion is not None:
+                components += [self.diffusion, self.diffusion.vae, self.diffusion.unet]
+            freezing.eval_frozen(components)
         return self
 
     def _terms(self, phase: int, terms) -> tuple[str, ...]:

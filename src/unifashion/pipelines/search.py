@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from unifashion import configuration
 from unifashion.data.records import CAPTION_STYLES, ImageSource, ItemRecord, load_image
 from unifashion.index import CatalogueIndex, DuplicateItemError, Hit, ItemMetadata, UnknownItemError
 from unifashion.pipelines.indexing import CatalogueBuilder, index_metadata
@@ -73,8 +74,7 @@ class TextHit:
     sources: tuple[TextSource, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "score": self.score, "rank": self.rank,
-                "sources": [{"item_id": s.item_id, "style": s.style} for s in self.sources]}
+        return configuration.to_dict(self)
 
 
 class _TextBank:

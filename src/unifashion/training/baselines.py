@@ -7,14 +7,14 @@ Stage ``combiner``: towers frozen; the combiner learns ITC between the composed 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from unifashion.configuration import save_json
 from unifashion.training.data import ImageBank, PairDataset, TripletTrainDataset
-from unifashion.training.recipe import DataSpec, _load_training_data
+from unifashion.training.recipe import DataSpec, load_training_data
 from unifashion.training.trainer import LoopConfig, OptimConfig, train
 
 
@@ -56,7 +56,7 @@ def train_dual_encoder(output_dir: str | Path, data: DataSpec | None = None, enc
         return final
     torch.manual_seed(seed)
     data = data or DataSpec(fashion_mnist_pairs=1000)
-    _, items, extra, triplets = _load_training_data(data)
+    _, items, extra, triplets = load_training_data(data)
     model = DualEncoder(DualEncoderConfig())
     bank = ImageBank(items + list(extra), model, with_generation_images=False)
     model.set_stage("encoders")
@@ -73,5 +73,5 @@ def train_dual_encoder(output_dir: str | Path, data: DataSpec | None = None, enc
           description="dual encoder: combiner")
     model.eval()
     model.save_pretrained(final)
-    (out / "data.json").write_text(json.dumps(data.__dict__, indent=2))
+    save_json(data, out / "data.json")
     return final

@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from unifashion.configuration import dataclass_from_dict
+from unifashion import configuration
+from unifashion.objectives.freezing import check_phase
 from unifashion.training.data import ImageBank, PairDataset, TripletTrainDataset
+from unifashion.training.phase_objective import PhaseObjective
+from unifashion.training.static_negatives import StaticNegativesObjective, unifashion_gallery_bank
 from unifashion.training.trainer import LoopConfig, OptimConfig, latest_checkpoint, train
 
 
@@ -55,14 +57,12 @@ class StageSpec:
     terms: list[str] | None = None  # None: the paper's terms for the phase/stage (ablations override)
     loop: LoopConfig = field(default_factory=LoopConfig)
 
+    def __post_init__(self):
+        check_phase(self.phase, self.stage)  # the phase and stage UniFashion.set_phase knows
+
     @classmethod
-    def from_dict(cls, data: dict) -> StageSpec:
-        data = dict(data)
-        where = f"stages.{data.get('name', '?')}"
-        loop = LoopConfig.from_dict(data.pop("loop", {}), f"{where}.loop")
-        spec = dataclass_from_dict(cls, data, where)
-        spec.loop = loop
-        return spec
+    def from_dict(cls, data: dict, where: str = "stage") -> StageSpec:
+        return configuration.from_dict(cls, data, where)
 
 
 @dataclass
@@ -79,26 +79,15 @@ class TrainRecipe:
     static_negatives_every: int = 0
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrainRecipe:
-        data = dict(data)
-        dspec = dataclass_from_dict(DataSpec, data.pop("data", {}), "data")
-        stages = [StageSpec.from_dict(s) for s in data.pop("stages", [])]
-        recipe = dataclass_from_dict(cls, data, "")
-        recipe.data, recipe.stages = dspec, stages
-        return recipe
+    def from_dict(cls, data: dict, where: str = "") -> TrainRecipe:
+        return configuration.from_dict(cls, data, where)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainRecipe:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"training recipe not found: {path}")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        return configuration.load_json(cls, path, what="training recipe")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return configuration.to_dict(self)
 
 
 def default_recipe(output_dir: str = "runs/tiny", scale: float = 1.0, seed: int = 0) -> TrainRecipe:
@@ -113,22 +102,6 @@ def default_recipe(output_dir: str = "runs/tiny", scale: float = 1.0, seed: int 
         StageSpec("phase1-generators", 1, "generators", loop=loop(350, 32, 5e-4, 30)),
         StageSpec("phase2", 2, None, loop=loop(150, 32, 1e-4, 15)),
     ])
-
-
-class PhaseObjective(nn.Module):
-    """``forward(batch)`` = the model's phase loss as a dict of terms (what the trainer logs)."""
-
-    def __init__(self, model, phase: int, terms: list[str] | None = None):
-        super().__init__()
-        self.model = model
-        self.phase = phase
-        self.terms = tuple(terms) if terms else None
-
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        loss_fn = self.model.phase1_loss if self.phase == 1 else self.model.phase2_loss
-        out = loss_fn(batch, terms=self.terms)
-        return {("loss" if k == "loss" else k.removeprefix("loss_")): v
-                for k, v in out.items() if k.startswith("loss") and v is not None}
 
 
 def calibrate_latent_scale(model, bank: ImageBank, n: int = 256) -> float:
@@ -157,7 +130,9 @@ def caption_bank(model, bank: ImageBank, batch_size: int = 64, progress: bool = 
     return out
 
 
-def _load_training_data(spec: DataSpec):
+def load_training_data(spec: DataSpec):
+    """``(catalogue, items, extra, triplets)``: the embedded catalogue (built if missing), its
+    training items and triplets, and the Fashion-MNIST pairs the spec asks for."""
     from unifashion.data.synthetic.catalogue import CatalogueConfig, build_catalogue_files, load_catalogue
 
     root = Path(spec.catalogue)
@@ -184,7 +159,7 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True))
     torch.manual_seed(recipe.seed)
-    _, items, extra, triplets = _load_training_data(recipe.data)
+    _, items, extra, triplets = load_training_data(recipe.data)
     by_id = {r.item_id: r for r in items}
 
     # Start from the last finished stage, if any.
@@ -224,14 +199,12 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
             loop.resume = "latest"
         objective = PhaseObjective(model, stage.phase, stage.terms)
         if stage.phase == 2 and recipe.static_negatives_every:
-            from unifashion.training.static_negatives import StaticNegativesObjective, unifashion_gallery_bank
-
             negatives = unifashion_gallery_bank(model, bank, list(by_id), recipe.static_negatives_every)
             resumed = latest_checkpoint(loop.output_dir)
             negatives.step = json.loads((resumed / "state.json").read_text())["step"] if resumed else 0
             objective = StaticNegativesObjective(model, stage.terms, negatives)
         result = train(objective, dataset, dataset.collate, loop, description=stage.name,
-                       run_config={"stage": asdict(stage), "recipe": recipe.to_dict()})
+                       run_config={"stage": configuration.to_dict(stage), "recipe": recipe.to_dict()})
         if stage.phase == 1 and stage.stage == "autoencoder":
             calibrate_latent_scale(model, bank)
         model.eval()

@@ -14,7 +14,7 @@ import torch
 
 from unifashion.objectives.negatives import StaticNegativeBank
 from unifashion.training.data import ImageBank
-from unifashion.training.recipe import PhaseObjective
+from unifashion.training.phase_objective import PhaseObjective
 
 
 def unifashion_gallery_bank(model, image_bank: ImageBank, gallery_ids: Sequence[str], refresh_every: int | None,

@@ -24,7 +24,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from unifashion.configuration import check_keys, dataclass_from_dict
+from unifashion import configuration
+from unifashion.configuration import ConfigError
 from unifashion.training.checkpoint import load_checkpoint, save_checkpoint
 from unifashion.training.sampler import ResumableBatchSampler
 
@@ -44,7 +45,7 @@ class OptimConfig:
     def __post_init__(self):
         self.betas = tuple(self.betas)
         if self.schedule not in ("cosine", "linear", "constant"):
-            raise ValueError(f"optim.schedule must be cosine, linear or constant, got {self.schedule!r}")
+            raise ConfigError(f"optim.schedule must be cosine, linear or constant, got {self.schedule!r}")
 
 
 @dataclass
@@ -64,11 +65,7 @@ class LoopConfig:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "loop") -> LoopConfig:
-        check_keys(cls, data, where)
-        data = dict(data)
-        if isinstance(data.get("optim"), dict):
-            data["optim"] = dataclass_from_dict(OptimConfig, data["optim"], f"{where}.optim")
-        return cls(**data)
+        return configuration.from_dict(cls, data, where)
 
 
 def lr_lambda(optim: OptimConfig, total_steps: int) -> Callable[[int], float]:

@@ -32,17 +32,19 @@ bar, safetensors checkpoints and exact resume.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from unifashion.configuration import check_keys
+from unifashion import configuration
 from unifashion.data.records import TryOnRecord, load_image
+from unifashion.objectives import freezing
 from unifashion.training.trainer import LoopConfig, OptimConfig, TrainResult, latest_checkpoint, train
 
 TASKS = ("design", "tryon")
@@ -59,34 +61,33 @@ class TryOnTrainConfig:
         optim=OptimConfig(lr=2e-4, warmup_steps=50, weight_decay=0.01)))
 
     @classmethod
-    def from_dict(cls, data: dict) -> TryOnTrainConfig:
-        check_keys(cls, data, "tryon.train")
-        data = dict(data)
-        loop = LoopConfig.from_dict(data.pop("loop", {}), "tryon.train.loop")
-        return cls(**data, loop=loop)
+    def from_dict(cls, data: dict, where: str = "tryon.train") -> TryOnTrainConfig:
+        return configuration.from_dict(cls, data, where)
+
+
+def tryon_stage(train_unet: bool) -> str:
+    """The :meth:`UniFashion.set_phase` stage (phase None) that trains design + try-on."""
+    return freezing.TRYON_STAGE if train_unet else freezing.TRYON_QFORMER_STAGE
 
 
 def trainable_groups(train_unet: bool) -> list[str]:
-    """Parameter groups of :meth:`UniFashion.parameter_group` that learn."""
-    return ["unet", "diffusion_adapter"] if train_unet else ["qformer", "diffusion_adapter"]
+    """Parameter groups of :meth:`UniFashion.parameter_group` that learn (the freeze table's)."""
+    return list(freezing.learns(None, tryon_stage(train_unet)).groups)
 
 
 def set_tryon_trainable(model, train_unet: bool) -> list[str]:
-    """Freeze everything but the try-on groups; return the groups."""
+    """Check the model can learn design / try-on, then put it in the try-on stage
+    (``model.set_phase(None, tryon_stage(train_unet))``); return the groups that learn."""
     if model.diffusion is None:
         raise ValueError("the model has no diffusion component to train for design / try-on")
     if model.diffusion.config.extra_channels == 0:
         raise ValueError("the model's UNet has no mask/sketch input channels (diffusion.extra_channels is 0); "
                          "design / try-on needs extra_channels = latent_channels + 2")
-    model.requires_grad_(False)
-    groups = trainable_groups(train_unet)
     if train_unet and model.diffusion.config.freeze_unet:
         raise ValueError("train_unet=True but the model's config freezes the UNet (diffusion.freeze_unet)")
-    for group in groups:
-        for parameter in model.parameter_group(group):
-            parameter.requires_grad_(True)
-    model.phase, model.stage = None, "tryon"
-    return groups
+    stage = tryon_stage(train_unet)
+    model.set_phase(None, stage)
+    return model.trainable_groups(None, stage)
 
 
 def _stack_images(records: Sequence[TryOnRecord], attribute: str, mode: str, size: int, processor) -> torch.Tensor:
@@ -200,13 +201,13 @@ def train_tryon(model, records: Sequence[TryOnRecord], config: TryOnTrainConfig,
     VITON-layout train split). Resumes from ``output_dir``'s last checkpoint when there is one."""
     groups = set_tryon_trainable(model, config.train_unet)
     data = TryOnTrainData(records, model, precompute_queries="qformer" not in groups, progress=progress)
-    loop = LoopConfig(**{**asdict(config.loop), "optim": config.loop.optim})
+    loop = dataclasses.replace(config.loop)
     loop.output_dir = str(output_dir)
     if loop.resume is None and latest_checkpoint(output_dir) is not None:
         loop.resume = "latest"
     objective = TryOnObjective(model, tryon_sketch=config.tryon_sketch)
     return train(objective, data, data.collate, loop, description="design + try-on",
-                 run_config={"tryon": asdict(config), "groups": groups, "samples": len(records)})
+                 run_config={"tryon": configuration.to_dict(config), "groups": groups, "samples": len(records)})
 
 
 def save_tryon_model(model, directory: str | Path, config: TryOnTrainConfig) -> Path:

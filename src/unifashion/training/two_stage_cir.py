@@ -44,13 +44,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from unifashion.configuration import dataclass_from_dict
+from unifashion import configuration
+from unifashion.configuration import ConfigError
 from unifashion.data.records import TripletRecord, sentence_prompt
 from unifashion.models.dual_encoder import Combiner, DualEncoder
 from unifashion.objectives.negatives import StaticNegativeBank, bank_positive_mask, contrastive_loss_with_bank
@@ -81,9 +82,9 @@ class TwoStageCIRConfig:
     def __post_init__(self):
         self.stages = tuple(self.stages)
         if not self.stages or any(s not in STAGES for s in self.stages) or len(set(self.stages)) != len(self.stages):
-            raise ValueError(f"stages must be a non-empty subset of {STAGES} in order, got {self.stages}")
+            raise ConfigError(f"stages must be a non-empty subset of {STAGES} in order, got {self.stages}")
         if list(self.stages) != [s for s in STAGES if s in self.stages]:
-            raise ValueError(f"stages run in the order {STAGES}, got {self.stages}")
+            raise ConfigError(f"stages run in the order {STAGES}, got {self.stages}")
 
     @property
     def combiner(self) -> str:
@@ -91,8 +92,8 @@ class TwoStageCIRConfig:
         return "learned" if "combiner" in self.stages else "sum"
 
     @classmethod
-    def from_dict(cls, data: dict) -> TwoStageCIRConfig:
-        return dataclass_from_dict(cls, data, "two_stage_cir")
+    def from_dict(cls, data: dict, where: str = "two_stage_cir") -> TwoStageCIRConfig:
+        return configuration.from_dict(cls, data, where)
 
 
 class CIRTripletDataset(torch.utils.data.Dataset):
@@ -275,7 +276,7 @@ def train_two_stage_cir(model: DualEncoder, triplets: Sequence[TripletRecord], b
         timings["combiner"] = round(result.seconds, 1)
     model.eval()
     model.save_pretrained(final)
-    (final / METHOD_FILE).write_text(json.dumps({"config": asdict(config), "train_seconds": timings,
+    (final / METHOD_FILE).write_text(json.dumps({"config": configuration.to_dict(config), "train_seconds": timings,
                                                  "triplets": len(dataset)}, indent=2, sort_keys=True))
     return final
 

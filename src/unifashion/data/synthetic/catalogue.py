@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from unifashion.configuration import dataclass_from_dict
+from unifashion import configuration
+from unifashion.configuration import ConfigError
 from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
 from unifashion.data.records import ItemRecord, TripletRecord, iter_jsonl
 from unifashion.data.synthetic.attributes import (
@@ -61,15 +62,15 @@ class CatalogueConfig:
         self.categories = tuple(self.categories)
         unknown = [c for c in self.categories if c not in CATEGORIES]
         if unknown:
-            raise ValueError(f"unknown categories {unknown}; expected some of {sorted(CATEGORIES)}")
+            raise ConfigError(f"unknown categories {unknown}; expected some of {sorted(CATEGORIES)}")
         if self.n_items < 3:
-            raise ValueError(f"n_items must be at least 3, got {self.n_items}")
+            raise ConfigError(f"n_items must be at least 3, got {self.n_items}")
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1) > 1e-6:
-            raise ValueError(f"split_fractions must be three numbers summing to 1, got {self.split_fractions}")
+            raise ConfigError(f"split_fractions must be three numbers summing to 1, got {self.split_fractions}")
 
     @classmethod
-    def from_dict(cls, data: dict) -> CatalogueConfig:
-        return dataclass_from_dict(cls, data, "catalogue")
+    def from_dict(cls, data: dict, where: str = "catalogue") -> CatalogueConfig:
+        return configuration.from_dict(cls, data, where)
 
 
 @dataclass
@@ -215,7 +216,7 @@ def build_catalogue_files(
     _write_jsonl(out / "triplets.jsonl", (_triplet_row(t, catalogue) for t in catalogue.triplets))
     counts = {s: sum(it.split == s for it in catalogue.items) for s in SPLITS}
     tcounts = {s: len(catalogue.triplet_records(s)) for s in SPLITS}
-    meta = {"config": asdict(catalogue.config), "items": counts, "triplets": tcounts, "format": 1}
+    meta = {"config": configuration.to_dict(catalogue.config), "items": counts, "triplets": tcounts, "format": 1}
     _atomic_write(out / "catalogue.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     catalogue.root = out
     return catalogue
