@@ -117,9 +117,9 @@ def run_tryon(config: TryOnRunConfig, progress: bool = True) -> dict:
         records = load_viton(root, "test", setting)[:eval_config.max_items]
         data = TryOnTestSet.load(records, size, attributes)
         if real_features is None:  # the real test persons (the same people in both settings)
-            from unifashion.evaluation.tryon import _to_tensor
+            from unifashion.evaluation.tryon import uint8_images_to_tensor
 
-            real_features = features(_to_tensor(data.person))
+            real_features = features(uint8_images_to_tensor(data.person))
         generated = evaluate_setting(model, data, setting, real_features, features, classifier, eval_config, table,
                                      progress=progress, other_models=others)
         if grid_data is None or setting == "paired":
