@@ -9,6 +9,7 @@ import pytest
 
 from conftest import build_small_model
 from unifashion.data.synthetic.catalogue import CatalogueConfig, build_catalogue_files, load_catalogue
+from unifashion.evaluation.report import write_report
 from unifashion.evaluation.results import ResultTable
 from unifashion.evaluation.runner import (
     EvalArtifacts,
@@ -16,7 +17,6 @@ from unifashion.evaluation.runner import (
     SplitData,
     evaluate_random,
     evaluate_unifashion,
-    write_report,
 )
 
 
@@ -98,3 +98,41 @@ def test_merging_the_same_seed_twice_is_an_error(tmp_path, capsys):
     assert main(["results", "merge", str(tmp_path / "missing.json"), "--out", str(tmp_path / "m2")]) == 2
     assert "results file not found" in capsys.readouterr().err
     assert not (tmp_path / "merged").exists()
+
+
+def test_each_task_alone_gives_the_rows_of_the_whole_run(data, single_thread):
+    from unifashion.evaluation.runner import CIRVariant, UniFashionFeatures, evaluate_cir, evaluate_cmr
+
+    model = build_small_model().eval()
+    cfg = EvalConfig(tasks=("cmr", "cir"), itm_rerank_k=0, n_candidates=20)
+    whole = ResultTable()
+    evaluate_unifashion(model, data, cfg, whole, EvalArtifacts())
+    parts, art = ResultTable(), EvalArtifacts()
+    features = UniFashionFeatures(model, data, cfg.batch_size)  # shared: the captions are made once
+    evaluate_cmr(model, data, cfg, parts, art, features=features)
+    evaluate_cir(model, data, cfg, parts, art, features=features)
+    assert parts.rows == whole.rows
+    assert set(art.cmr_t2i_ranks) == {"UniFashion"}
+    assert set(art.cir_ranks) == {"UniFashion (no caption fusion)", "UniFashion (caption fusion)"}
+    # A variant is data: one without fusion, under its own name, scores as "no caption fusion" does.
+    plain = ResultTable()
+    evaluate_cir(model, data, cfg, plain, EvalArtifacts(), method="M", features=features,
+                 variants=(CIRVariant(" (plain)", fusion=False, rerank=False, examples=False),))
+    assert {r.method for r in plain.rows} == {"M (plain)"}
+    assert [r.value for r in plain.rows] == [r.value for r in whole.rows
+                                             if r.method == "UniFashion (no caption fusion)"]
+
+
+def test_every_method_reports_cmr_through_one_protocol(data):
+    import numpy as np
+
+    from unifashion.evaluation.runner import record_cmr
+
+    cfg = EvalConfig(tasks=("cmr",), n_candidates=20)
+    by_random, by_matrix = ResultTable(), ResultTable()
+    evaluate_random(data, cfg, by_random, EvalArtifacts())
+    rng = np.random.default_rng(cfg.seed)
+    record_cmr(rng.random((len(data.items), len(data.items))), data, cfg, by_matrix, EvalArtifacts(), "random")
+    assert by_matrix.rows == by_random.rows
+    with pytest.raises(ValueError, match="unknown tasks"):
+        EvalConfig(tasks=("cmr", "retrieval"))

@@ -7,30 +7,32 @@ Methods evaluated in one run on the same split:
 - ``random``: random ranking (CMR, CIR), with the run's seed;
 - ``dual-encoder``: the CLIP-style baseline on the same backbones, when a trained one is given;
 - further UniFashion checkpoints (the paper's Table 5 ablations) under their own names.
+
+Every method's CMR goes through one protocol function (:func:`record_cmr`, given its similarity
+matrix) and its CIR through another (:func:`record_cir`, given its scores per category), so the
+methods differ only in how they score. UniFashion has one function per task
+(:func:`evaluate_cmr`, :func:`evaluate_cir`, :func:`evaluate_fic`, :func:`evaluate_fig`) sharing
+the split's features through :class:`UniFashionFeatures`; :func:`evaluate_unifashion` runs the
+tasks of the config. The report (tables and pictures) is :mod:`unifashion.evaluation.report`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from unifashion.data.records import CAPTION_STYLES, sentence_prompt
 from unifashion.data.synthetic.catalogue import Catalogue
 from unifashion.evaluation.results import ResultTable
-from unifashion.evaluation.retrieval import (
-    cir_fashioniq,
-    cmr_full_gallery,
-    cmr_random_100,
-    ranks_of_positives,
-    recall_curve,
-)
+from unifashion.evaluation.retrieval import cir_fashioniq, cmr_full_gallery, cmr_random_100, ranks_of_positives
+
+CIR_PROTOCOL = "Fashion-IQ protocol (R@K per category)"
+TASKS = ("cmr", "cir", "fic", "fig")
 
 
 @dataclass
@@ -49,6 +51,13 @@ class EvalConfig:
     fig_scheduler: str = "pndm"
     fig_guidance: float = 3.0
     batch_size: int = 64
+
+    def __post_init__(self):
+        self.tasks, self.cir_ks, self.fic_styles = tuple(self.tasks), tuple(self.cir_ks), tuple(self.fic_styles)
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown tasks {unknown}; choose from {list(TASKS)}")
+
 
 
 @dataclass
@@ -95,75 +104,155 @@ def _batched(fn, items, batch_size):
     return torch.cat(out)
 
 
+# ---------------------------------------------------------------------------------- protocols
+def record_cmr(similarity: np.ndarray, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
+               method: str) -> None:
+    """The CMR protocols on one method's similarity matrix (images x texts, item k's text is
+    text k): the full gallery, and random-N same-category when the split has N items."""
+    texts = f"{cfg.cmr_text_style} captions"
+    for metric, value in cmr_full_gallery(similarity, np.arange(similarity.shape[1])).rows():
+        table.add("cmr", f"full gallery ({texts})", method, metric, value, cfg.split, cfg.seed)
+    if len(data.items) >= cfg.n_candidates:
+        r100 = cmr_random_100(similarity, data.categories, seed=cfg.seed, n_candidates=cfg.n_candidates)
+        for metric, value in r100.rows():
+            table.add("cmr", f"random-{cfg.n_candidates} same-category ({texts})", method, metric, value, cfg.split,
+                      cfg.seed)
+    art.cmr_t2i_ranks[method] = ranks_of_positives(similarity.T, [[i] for i in range(similarity.shape[1])])
+
+
+def record_cir(scores: dict[str, np.ndarray], targets: dict[str, list[int]], cfg: EvalConfig, table: ResultTable,
+               art: EvalArtifacts | None, method: str) -> None:
+    """The Fashion-IQ CIR protocol on one method's scores (per category: queries x gallery, and
+    each query's target position); ``art``: keep the ranks for the recall curves."""
+    for metric, value in cir_fashioniq(scores, targets, cfg.cir_ks).rows():
+        table.add("cir", CIR_PROTOCOL, method, metric, value, cfg.split, cfg.seed)
+    if art is not None:
+        art.cir_ranks[method] = {c: ranks_of_positives(scores[c], [[t] for t in targets[c]]) for c in scores}
+
+
+@dataclass(frozen=True)
+class CIRVariant:
+    """One way UniFashion ranks a CIR gallery, reported as its own method ``method + suffix``."""
+
+    suffix: str
+    fusion: bool  # add <e_cls, Z_C> of the gallery's own captions (caption fusion)
+    rerank: bool  # also report the ITM re-rank of the top-k (when the config asks for one)
+    examples: bool  # keep example queries for the picture
+
+
+def cir_variants(model) -> tuple[CIRVariant, ...]:
+    """With a caption LM: without and with caption fusion (the latter re-ranked and pictured);
+    without one: the plain score."""
+    if model.caption_lm is None:
+        return (CIRVariant("", fusion=False, rerank=True, examples=True),)
+    return (CIRVariant(" (no caption fusion)", fusion=False, rerank=False, examples=False),
+            CIRVariant(" (caption fusion)", fusion=True, rerank=True, examples=True))
+
+
 # ---------------------------------------------------------------------------------- UniFashion
+class UniFashionFeatures:
+    """A UniFashion model's features of the split, computed once, when a task first needs them."""
+
+    def __init__(self, model, data: SplitData, batch_size: int):
+        self.model, self.data, self.batch_size = model, data, batch_size
+
+    @cached_property
+    def vision(self) -> torch.Tensor:
+        model = self.model
+        return _batched(lambda ims: model.vision(model.processor.preprocess_images(ims).to(model.device)).features,
+                        self.data.images, self.batch_size)
+
+    @cached_property
+    def z(self) -> torch.Tensor:
+        return _batched(lambda f: self.model.get_image_features(vision_features=f).image_embeds, self.vision,
+                        self.batch_size)
+
+    @cached_property
+    def fusion_captions(self) -> list[str]:
+        """The model's own captions behind Z_C (needs a caption LM)."""
+        return caption_images(self.model, self.vision, None, self.batch_size)
+
+    @cached_property
+    def fusion_embeds(self) -> torch.Tensor:
+        """Z_C: the text features of :attr:`fusion_captions`."""
+        return self.encode_texts(self.fusion_captions)
+
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        return _batched(lambda ts: self.model.encode_text(list(ts)), texts, self.batch_size)
+
+    def captions(self, style: str) -> list[str]:
+        """Captions of every image in ``style`` (the fusion style's are the fusion captions)."""
+        if style == self.model.config.fusion_caption_style:
+            return self.fusion_captions
+        return caption_images(self.model, self.vision, style, self.batch_size)
+
+
 @torch.no_grad()
 def evaluate_unifashion(model, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
                         method: str = "UniFashion", classifier=None, fid_features=None) -> None:
+    """Every task of ``cfg.tasks`` the model has the parts for (FIC needs a caption LM, FIG a diffusion model)."""
     model.eval()
-    bs = cfg.batch_size
-    vision = _batched(lambda ims: model.vision(model.processor.preprocess_images(ims).to(model.device)).features,
-                      data.images, bs)
-    z = _batched(lambda f: model.get_image_features(vision_features=f).image_embeds, vision, bs)
+    features = UniFashionFeatures(model, data, cfg.batch_size)
     if "cmr" in cfg.tasks:
-        texts = [r.caption(cfg.cmr_text_style) for r in data.items]
-        t = _batched(lambda ts: model.encode_text(list(ts)), texts, bs)
-        sim = model.score(t, z).t().cpu().numpy()  # (images, texts)
-        protocol_suffix = f"{cfg.cmr_text_style} captions"
-        full = cmr_full_gallery(sim, np.arange(len(texts)))
-        for metric, value in full.rows():
-            table.add("cmr", f"full gallery ({protocol_suffix})", method, metric, value, cfg.split, cfg.seed)
-        if len(texts) >= cfg.n_candidates:
-            r100 = cmr_random_100(sim, data.categories, seed=cfg.seed, n_candidates=cfg.n_candidates)
-            for metric, value in r100.rows():
-                table.add("cmr", f"random-{cfg.n_candidates} same-category ({protocol_suffix})", method, metric,
-                          value, cfg.split, cfg.seed)
-        art.cmr_t2i_ranks[method] = ranks_of_positives(sim.T, [[i] for i in range(len(texts))])
-    captions_for_fusion = None
+        evaluate_cmr(model, data, cfg, table, art, method, features)
     if "cir" in cfg.tasks:
-        groups = data.cir_groups()
-        zc = None
-        if model.caption_lm is not None:
-            captions_for_fusion = caption_images(model, vision, None, bs)
-            zc = _batched(lambda ts: model.encode_text(list(ts)), captions_for_fusion, bs)
-        variants = {"": None}
-        if zc is not None:
-            variants = {" (no caption fusion)": None, " (caption fusion)": zc}
-        for suffix, fusion in variants.items():
-            scores, targets = {}, {}
-            for cat, (gallery, refs, texts, tpos) in groups.items():
-                e = _composed(model, vision, refs, texts, bs)
-                g = torch.tensor(gallery)
-                s = model.score(e, z[g], fusion[g] if fusion is not None else None)
-                scores[cat], targets[cat] = s.cpu().numpy(), tpos
-            result = cir_fashioniq(scores, targets, cfg.cir_ks)
-            name = method + suffix
-            for metric, value in result.rows():
-                table.add("cir", "Fashion-IQ protocol (R@K per category)", name, metric, value, cfg.split, cfg.seed)
-            art.cir_ranks[name] = {c: ranks_of_positives(scores[c], [[t] for t in targets[c]]) for c in scores}
-            if suffix != " (no caption fusion)":
-                _keep_cir_examples(art, data, groups, scores, name)
-            if cfg.itm_rerank_k and suffix != " (no caption fusion)":
-                reranked = {c: _itm_rerank(model, scores[c], groups[c], data, vision, cfg.itm_rerank_k)
-                            for c in scores}
-                rr = cir_fashioniq(reranked, targets, cfg.cir_ks)
-                for metric, value in rr.rows():
-                    table.add("cir", "Fashion-IQ protocol (R@K per category)", f"{name} + ITM re-rank top-"
-                              f"{cfg.itm_rerank_k}", metric, value, cfg.split, cfg.seed)
+        evaluate_cir(model, data, cfg, table, art, method, features)
     if "fic" in cfg.tasks and model.caption_lm is not None:
-        from unifashion.evaluation.captioning import caption_metrics
-
-        n = len(data.items) if cfg.fic_max_items is None else min(cfg.fic_max_items, len(data.items))
-        for style in cfg.fic_styles:
-            generated = (captions_for_fusion if style == model.config.fusion_caption_style
-                         and captions_for_fusion is not None
-                         else caption_images(model, vision, style, bs))[:n]
-            refs = {r.item_id: [r.caption(style)] for r in data.items[:n]}
-            preds = {r.item_id: g for r, g in zip(data.items[:n], generated, strict=True)}
-            for metric, value in caption_metrics(refs, preds).items():
-                if metric in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr"):
-                    table.add("fic", f"{style} style", method, metric, 100 * value, cfg.split, cfg.seed)
+        evaluate_fic(model, data, cfg, table, method, features)
     if "fig" in cfg.tasks and model.diffusion is not None:
-        _evaluate_generation(model, data, cfg, table, art, method, classifier, fid_features)
+        evaluate_fig(model, data, cfg, table, art, method, classifier, fid_features)
+
+
+@torch.no_grad()
+def evaluate_cmr(model, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
+                 method: str = "UniFashion", features: UniFashionFeatures | None = None) -> None:
+    """CMR: the items' captions in ``cfg.cmr_text_style`` against their images, ITC score."""
+    features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size)
+    texts = features.encode_texts([r.caption(cfg.cmr_text_style) for r in data.items])
+    record_cmr(model.score(texts, features.z).t().cpu().numpy(), data, cfg, table, art, method)
+
+
+@torch.no_grad()
+def evaluate_cir(model, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
+                 method: str = "UniFashion", features: UniFashionFeatures | None = None,
+                 variants: Sequence[CIRVariant] | None = None) -> None:
+    """CIR per category, once per variant (default: :func:`cir_variants`), with the ITM re-rank
+    of the top ``cfg.itm_rerank_k`` for the variants that ask for it."""
+    features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size)
+    groups = data.cir_groups()
+    for variant in cir_variants(model) if variants is None else variants:
+        fusion = features.fusion_embeds if variant.fusion else None
+        scores, targets = {}, {}
+        for cat, (gallery, refs, texts, tpos) in groups.items():
+            e = _composed(model, features.vision, refs, texts, cfg.batch_size)
+            g = torch.tensor(gallery)
+            scores[cat] = model.score(e, features.z[g], fusion[g] if fusion is not None else None).cpu().numpy()
+            targets[cat] = tpos
+        name = method + variant.suffix
+        record_cir(scores, targets, cfg, table, art, name)
+        if variant.examples:
+            _keep_cir_examples(art, data, groups, scores, name)
+        if variant.rerank and cfg.itm_rerank_k:
+            reranked = {c: _itm_rerank(model, scores[c], groups[c], features.vision, cfg.itm_rerank_k)
+                        for c in scores}
+            record_cir(reranked, targets, cfg, table, None, f"{name} + ITM re-rank top-{cfg.itm_rerank_k}")
+
+
+@torch.no_grad()
+def evaluate_fic(model, data: SplitData, cfg: EvalConfig, table: ResultTable, method: str = "UniFashion",
+                 features: UniFashionFeatures | None = None) -> None:
+    """FIC: the model's captions in each of ``cfg.fic_styles`` against the catalogue's (needs a caption LM)."""
+    from unifashion.evaluation.captioning import caption_metrics
+
+    features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size)
+    n = len(data.items) if cfg.fic_max_items is None else min(cfg.fic_max_items, len(data.items))
+    for style in cfg.fic_styles:
+        generated = features.captions(style)[:n]
+        refs = {r.item_id: [r.caption(style)] for r in data.items[:n]}
+        preds = {r.item_id: g for r, g in zip(data.items[:n], generated, strict=True)}
+        for metric, value in caption_metrics(refs, preds).items():
+            if metric in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr"):
+                table.add("fic", f"{style} style", method, metric, 100 * value, cfg.split, cfg.seed)
 
 
 def _composed(model, vision: torch.Tensor, refs: list[int], texts: list[str], bs: int) -> torch.Tensor:
@@ -189,7 +278,7 @@ def caption_images(model, vision: torch.Tensor, style: str | None, bs: int) -> l
     return out
 
 
-def _itm_rerank(model, scores: np.ndarray, group, data: SplitData, vision: torch.Tensor, k: int) -> np.ndarray:
+def _itm_rerank(model, scores: np.ndarray, group, vision: torch.Tensor, k: int) -> np.ndarray:
     """Re-order each query's top-k by ITM probability (kept above everything outside the top-k)."""
     gallery, refs, texts, _ = group
     out = scores.copy()
@@ -220,8 +309,11 @@ def _keep_cir_examples(art: EvalArtifacts, data: SplitData, groups, scores, meth
                                  "hits": [int(j) == tpos[q] for j in top]})
 
 
-def _evaluate_generation(model, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
-                         method: str, classifier, fid_features) -> None:
+@torch.no_grad()
+def evaluate_fig(model, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
+                 method: str = "UniFashion", classifier=None, fid_features=None) -> None:
+    """FIG: text-to-image from the short captions of the first ``cfg.fig_max_items`` items, FID/KID
+    on ``fid_features``, the model's own image-text score, attribute accuracy by ``classifier``."""
     from unifashion.evaluation.generation import fid, kid
 
     n = min(cfg.fig_max_items, len(data.items))
@@ -265,25 +357,15 @@ def _evaluate_generation(model, data: SplitData, cfg: EvalConfig, table: ResultT
 
 # ---------------------------------------------------------------------------------- baselines
 def evaluate_random(data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts) -> None:
+    """Random ranking (CMR, CIR) with the run's seed: chance level on the same protocols."""
     rng = np.random.default_rng(cfg.seed)
     if "cmr" in cfg.tasks:
-        sim = rng.random((len(data.items), len(data.items)))
-        for metric, value in cmr_full_gallery(sim, np.arange(len(data.items))).rows():
-            table.add("cmr", f"full gallery ({cfg.cmr_text_style} captions)", "random", metric, value, cfg.split,
-                      cfg.seed)
-        if len(data.items) >= cfg.n_candidates:
-            r100 = cmr_random_100(sim, data.categories, seed=cfg.seed, n_candidates=cfg.n_candidates)
-            for metric, value in r100.rows():
-                table.add("cmr", f"random-{cfg.n_candidates} same-category ({cfg.cmr_text_style} captions)", "random",
-                          metric, value, cfg.split, cfg.seed)
-        art.cmr_t2i_ranks["random"] = ranks_of_positives(sim.T, [[i] for i in range(len(data.items))])
+        record_cmr(rng.random((len(data.items), len(data.items))), data, cfg, table, art, "random")
     if "cir" in cfg.tasks:
         scores, targets = {}, {}
         for cat, (gallery, refs, _, tpos) in data.cir_groups().items():
             scores[cat], targets[cat] = rng.random((len(refs), len(gallery))), tpos
-        for metric, value in cir_fashioniq(scores, targets, cfg.cir_ks).rows():
-            table.add("cir", "Fashion-IQ protocol (R@K per category)", "random", metric, value, cfg.split, cfg.seed)
-        art.cir_ranks["random"] = {c: ranks_of_positives(scores[c], [[t] for t in targets[c]]) for c in scores}
+        record_cir(scores, targets, cfg, table, art, "random")
 
 
 @torch.no_grad()
@@ -302,16 +384,7 @@ def evaluate_dual_encoder(model, data: SplitData, cfg: EvalConfig, table: Result
     if "cmr" in cfg.tasks:
         texts = [r.caption(cfg.cmr_text_style) for r in data.items]
         e_txt = _batched(lambda ts: model.encode_text(list(ts)), texts, bs)
-        sim = (e_img @ e_txt.t()).numpy()
-        for metric, value in cmr_full_gallery(sim, np.arange(len(texts))).rows():
-            table.add("cmr", f"full gallery ({cfg.cmr_text_style} captions)", method, metric, value, cfg.split,
-                      cfg.seed)
-        if len(texts) >= cfg.n_candidates:
-            r100 = cmr_random_100(sim, data.categories, seed=cfg.seed, n_candidates=cfg.n_candidates)
-            for metric, value in r100.rows():
-                table.add("cmr", f"random-{cfg.n_candidates} same-category ({cfg.cmr_text_style} captions)", method,
-                          metric, value, cfg.split, cfg.seed)
-        art.cmr_t2i_ranks[method] = ranks_of_positives(sim.T, [[i] for i in range(len(texts))])
+        record_cmr((e_img @ e_txt.t()).numpy(), data, cfg, table, art, method)
     if "cir" in cfg.tasks:
         for combiner in combiners:
             scores, targets = {}, {}
@@ -322,88 +395,4 @@ def evaluate_dual_encoder(model, data: SplitData, cfg: EvalConfig, table: Result
                 t = _batched(lambda ts: model.encode_text(list(ts)), texts, bs)
                 q = model.compose(e_img[refs], t, combiner=combiner)
                 scores[cat], targets[cat] = (q @ e_img[gallery].t()).numpy(), tpos
-            name = f"{method}, {combiner} combiner"
-            for metric, value in cir_fashioniq(scores, targets, cfg.cir_ks).rows():
-                table.add("cir", "Fashion-IQ protocol (R@K per category)", name, metric, value, cfg.split, cfg.seed)
-            art.cir_ranks[name] = {c: ranks_of_positives(scores[c], [[t] for t in targets[c]]) for c in scores}
-
-
-# ---------------------------------------------------------------------------------- pictures
-def plot_recall_curves(art: EvalArtifacts, path: Path, max_k: int = 50) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for method, per_cat in art.cir_ranks.items():
-        curve = np.mean([recall_curve(r, max_k) for r in per_cat.values()], axis=0)
-        axes[0].plot(range(1, max_k + 1), curve, label=method)
-    axes[0].set(title="CIR: recall@K (mean over categories)", xlabel="K", ylabel="recall (%)")
-    for method, ranks in art.cmr_t2i_ranks.items():
-        axes[1].plot(range(1, max_k + 1), recall_curve(ranks, max_k), label=method)
-    axes[1].set(title="CMR text-to-image: recall@K (full gallery)", xlabel="K", ylabel="recall (%)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        if ax.lines:  # a task that was not evaluated leaves its panel empty
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def cir_grid(art: EvalArtifacts, path: Path, tile: int = 96) -> Path:
-    from PIL import ImageDraw
-
-    from unifashion.visualize import font
-
-    rows = art.cir_examples
-    width = tile * 7 + 40 + 220
-    sheet = Image.new("RGB", (width, len(rows) * (tile + 26) + 30), "white")
-    draw = ImageDraw.Draw(sheet)
-    draw.text((8, 6), "CIR queries: reference + text -> top-5 (green = the target)", fill=(20, 20, 20), font=font(14))
-    for i, ex in enumerate(rows):
-        y = 30 + i * (tile + 26)
-        sheet.paste(ex["reference"].resize((tile, tile)), (8, y))
-        draw.text((8, y + tile + 2), ex["method"][:40], fill=(90, 90, 90), font=font(10))
-        import textwrap
-
-        for j, line in enumerate(textwrap.wrap(f"\u201c{ex['text']}\u201d", 34)[:5]):
-            draw.text((tile + 16, y + 4 + j * 14), line, fill=(180, 30, 50), font=font(11))
-        for j, (im, hit) in enumerate(zip(ex["results"], ex["hits"], strict=True)):
-            x = tile + 240 + j * (tile + 8)
-            if hit:
-                draw.rectangle([x - 3, y - 3, x + tile + 2, y + tile + 2], outline=(20, 160, 60), width=4)
-            sheet.paste(im.resize((tile, tile)), (x, y))
-    sheet.save(path)
-    return path
-
-
-def generation_grid(art: EvalArtifacts, path: Path, tile: int = 96) -> Path:
-    from unifashion.visualize import item_grid
-
-    images, captions = [], []
-    for ex in art.fig_examples:
-        images += [ex["generated"], ex["real"]]
-        captions += [f"generated: {ex['prompt']}", "real item"]
-    item_grid(images, captions, columns=8, tile=tile, caption_lines=4,
-              title="Text-to-image: generated (left) beside the real item (right)").save(path)
-    return path
-
-
-def write_report(table: ResultTable, art: EvalArtifacts, out_dir: Path, cfg: EvalConfig, notes: Sequence[str] = ()
-                 ) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"results.json": table.save_json(out_dir / "results.json")}
-    md = [f"# Evaluation on the `{cfg.split}` split (seed {cfg.seed})", "", *notes, "", table.to_markdown()]
-    (out_dir / "results.md").write_text("\n".join(md))
-    paths["results.md"] = out_dir / "results.md"
-    (out_dir / "eval_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    if art.cir_ranks or art.cmr_t2i_ranks:
-        paths["recall_curves.png"] = plot_recall_curves(art, out_dir / "recall_curves.png")
-    if art.cir_examples:
-        paths["cir_examples.png"] = cir_grid(art, out_dir / "cir_examples.png")
-    if art.fig_examples:
-        paths["generated.png"] = generation_grid(art, out_dir / "generated.png")
-    return paths
+            record_cir(scores, targets, cfg, table, art, f"{method}, {combiner} combiner")

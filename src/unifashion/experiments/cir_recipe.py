@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from unifashion.configuration import to_dict
 from unifashion.data.mining import CaptionScorer, MiningConfig, caption_collection, mine_triplets, mining_precision
 from unifashion.data.synthetic.catalogue import load_catalogue, read_triplets_jsonl, triplet_row, write_triplets_jsonl
 from unifashion.evaluation.results import ResultTable
@@ -37,6 +38,8 @@ from unifashion.evaluation.runner import (
     evaluate_random,
     evaluate_unifashion,
 )
+from unifashion.experiments import write_run_config
+from unifashion.experiments.cir_train import backbone_path
 from unifashion.training.two_stage_cir import TwoStageCIRConfig, load_two_stage_cir, train_two_stage_cir
 
 METHOD = "two-stage CIR"
@@ -92,18 +95,6 @@ def _captions(model, records, path: Path) -> tuple[dict[str, str], CaptionScorer
     return captions, scorer
 
 
-def _backbone_path(config: CIRRecipeConfig) -> Path:
-    if config.backbone:
-        return Path(config.backbone)
-    from unifashion.models import pretrained
-
-    path = pretrained.home() / "models" / "dual-encoder-default"
-    if not (path / "dual_encoder_config.json").is_file():
-        raise FileNotFoundError(f"no trained dual encoder at {path}; train it with `unifashion train-baseline` "
-                                f"(or `make demo`), or give --backbone")
-    return path
-
-
 def run_cir_recipe(out_dir: str | Path, config: CIRRecipeConfig | None = None, progress: bool = True) -> ResultTable:
     """Run the experiment (see the module docstring); finished parts are reused when run again."""
     from unifashion.models import UniFashion
@@ -113,7 +104,7 @@ def run_cir_recipe(out_dir: str | Path, config: CIRRecipeConfig | None = None, p
     config = config or CIRRecipeConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True))
+    write_run_config(config, out)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -146,7 +137,7 @@ def run_cir_recipe(out_dir: str | Path, config: CIRRecipeConfig | None = None, p
     data = {"annotated": annotated, "mined": mined_triplets, "both": annotated + mined_new}
 
     # -- training
-    backbone = _backbone_path(config)
+    backbone = backbone_path(config.backbone)
     model = DualEncoder.from_pretrained(backbone)
     bank = ImageBank(train_items, model, progress=progress, with_generation_images=False)
     trained: dict[tuple[str, int], Path] = {}
@@ -253,7 +244,7 @@ def write_cir_recipe_report(tables: dict[str, ResultTable], out: Path, config: C
           f"Seeds {list(config.seeds)}; n = the number of seeds a value averages (mean ± std). The dual-encoder "
           "baseline and UniFashion are single trained models, evaluated once. R@1 is added to Fashion-IQ's "
           "R@10/R@50 because R@10/R@50 saturate on these catalogues. Every query is kept.", "",
-          f"Recipe: `{json.dumps(asdict(config.method))}`", "",
+          f"Recipe: `{json.dumps(to_dict(config.method))}`", "",
           *_mining_markdown(mining_report)]
     for name, table in tables.items():
         split = table.rows[0].split if table.rows else name

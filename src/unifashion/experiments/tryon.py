@@ -12,13 +12,14 @@ stopped (training resumes from its last checkpoint)::
     out/tryon_grid.png     masked person, caption, sketch, generated, ground truth
     out/worn-attribute-judge/  the attribute classifier trained on the train split's worn views
     out/timings.json       seconds per step
+    out/run_config.json    the TryOnRunConfig it ran with (written first; `unifashion tryon --config` reads one)
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from unifashion.evaluation.tryon import (
@@ -29,6 +30,7 @@ from unifashion.evaluation.tryon import (
     result_grid,
     save_grid,
 )
+from unifashion.experiments import write_run_config
 from unifashion.training.tryon import TryOnTrainConfig
 
 
@@ -70,7 +72,7 @@ def run_tryon(config: TryOnRunConfig, progress: bool = True) -> dict:
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run_config.json").write_text(json.dumps(asdict(config), indent=2, default=str) + "\n")
+    write_run_config(config, out)
     timings_file = out / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
 

@@ -171,3 +171,19 @@ class DualEncoder(nn.Module):
         if missing or unexpected:
             raise KeyError(f"{directory}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return model.eval()
+
+    @classmethod
+    def from_clip_folder(cls, path: str | os.PathLike, load_pretrained: bool = True, **config: Any) -> DualEncoder:
+        """A dual encoder whose vision tower is the CLIP ViT saved in ``path`` (transformers layout:
+        ``config.json`` + safetensors), at that checkpoint's own image size with CLIP's
+        normalisation; the pooling, projections and combiner start untrained. ``config``: other
+        :class:`DualEncoderConfig` fields (``embed_dim=...``)."""
+        from unifashion.models.config import CLIP_MEAN, CLIP_STD
+
+        config_file = Path(path) / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{path} has no config.json (a saved CLIP checkpoint)")
+        hf_config = json.loads(config_file.read_text())
+        size = hf_config.get("vision_config", hf_config).get("image_size", 224)
+        vision = VisionConfig(type="hf", path=str(path), image_size=size, image_mean=CLIP_MEAN, image_std=CLIP_STD)
+        return cls(DualEncoderConfig(vision=vision, **config), load_pretrained=load_pretrained)

@@ -48,11 +48,11 @@ class DualEncoderTripletObjective(nn.Module):
 def train_dual_encoder(output_dir: str | Path, data: DataSpec | None = None, encoder_steps: int = 400,
                        combiner_steps: int = 300, batch_size: int = 32, seed: int = 0) -> Path:
     """Train both stages and save the baseline to ``output_dir/final``; finished runs are reused."""
-    from unifashion.models.dual_encoder import DualEncoder, DualEncoderConfig
+    from unifashion.models.dual_encoder import CONFIG_NAME, DualEncoder, DualEncoderConfig
 
     out = Path(output_dir)
     final = out / "final"
-    if (final / "dual_encoder_config.json").is_file():
+    if (final / CONFIG_NAME).is_file():
         return final
     torch.manual_seed(seed)
     data = data or DataSpec(fashion_mnist_pairs=1000)

@@ -1,0 +1,92 @@
+"""``unifashion eval`` (every task's protocol beside the baselines) and ``unifashion results merge``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from unifashion.cli.common import ConfigSpec, add_config_option, configured
+
+TASK_CHOICES = ["cmr", "cir", "fic", "fig"]
+
+
+def _ablations(args: argparse.Namespace) -> dict:
+    """``--ablation NAME=PATH`` (repeated): these replace the file's ablations."""
+    if not args.ablation:
+        return {}
+    out = {}
+    for spec in args.ablation:
+        name, _, path = spec.partition("=")
+        if not path:
+            raise ValueError(f"--ablation takes NAME=PATH, got {spec!r}")
+        out[name] = path
+    return {"ablations": out}
+
+
+EVAL = ConfigSpec("unifashion.experiments.evaluate:EvalRunConfig", {
+    "model": "model", "catalogue": "catalogue", "out": "out", "dual_encoder": "dual_encoder",
+    "two_stage_cir": "two_stage_cir", "classifier": "classifier", "inception": "inception", "split": "eval.split",
+    "seed": "eval.seed", "tasks": "eval.tasks", "fig_items": "eval.fig_max_items", "fig_steps": "eval.fig_steps",
+    "fig_scheduler": "eval.fig_scheduler", "itm_rerank": "eval.itm_rerank_k", "cir_ks": "eval.cir_ks"},
+    extra=_ablations)
+
+
+@configured(EVAL)
+def _cmd_eval(args: argparse.Namespace, config) -> int:
+    from unifashion.experiments.evaluate import run_evaluation
+
+    for line in run_evaluation(config).summary_lines():
+        print(line)
+    return 0
+
+
+def _cmd_results_merge(args: argparse.Namespace) -> int:
+    from unifashion.evaluation.results import ResultTable
+
+    try:
+        table = ResultTable.merge([ResultTable.load_json(f) for f in args.files])
+    except (OSError, ValueError) as exc:
+        print(f"unifashion: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    table.save_json(out / "results.json")
+    table.save_markdown(out / "results.md")
+    print(table.to_markdown())
+    print(f"merged {len(args.files)} files, {len(table.rows)} rows: {out.resolve()}")
+    return 0
+
+
+def register(sub) -> None:
+    ev = sub.add_parser("eval", help="evaluate CMR, CIR, FIC and FIG with baselines; writes results.json, "
+                                     "a Markdown table and plots")
+    add_config_option(ev, EVAL)
+    ev.add_argument("--model", help="a saved UniFashion model folder or trained tag; 'none' evaluates only the "
+                                    "baselines")
+    ev.add_argument("--catalogue")
+    ev.add_argument("--out")
+    ev.add_argument("--split")
+    ev.add_argument("--seed", type=int)
+    ev.add_argument("--tasks", nargs="+", choices=TASK_CHOICES)
+    ev.add_argument("--dual-encoder", help="a trained dual-encoder baseline folder")
+    ev.add_argument("--two-stage-cir", help="a model trained by `unifashion cir-train` (CMR/CIR)")
+    ev.add_argument("--ablation", action="append", help="NAME=PATH of another UniFashion checkpoint (CMR/CIR); "
+                                                        "these replace a config file's ablations")
+    ev.add_argument("--classifier", help="the attribute classifier judging generated images (trained there if "
+                                         "missing)")
+    ev.add_argument("--inception", help="a local TorchScript Inception file for standard FID")
+    ev.add_argument("--fig-items", type=int)
+    ev.add_argument("--fig-steps", type=int)
+    ev.add_argument("--fig-scheduler", choices=["pndm", "dpmsolver++"])
+    ev.add_argument("--itm-rerank", type=int, help="ITM re-rank of the CIR top-k (0: off)")
+    ev.add_argument("--cir-ks", type=int, nargs="+",
+                    help="CIR recall cut-offs (Fashion-IQ reports 10 and 50; add 1 and 5 where those saturate)")
+    ev.set_defaults(func=_cmd_eval)
+
+    rs = sub.add_parser("results", help="work with results.json files")
+    rs_sub = rs.add_subparsers(dest="results_command", required=True)
+    rm = rs_sub.add_parser("merge", help="merge results.json files (e.g. one eval run per seed) into one table "
+                                         "with mean ± std over seeds")
+    rm.add_argument("files", nargs="+", help="results.json files")
+    rm.add_argument("--out", required=True, help="folder for the merged results.json and results.md")
+    rm.set_defaults(func=_cmd_results_merge)

@@ -1,0 +1,114 @@
+"""``unifashion index``, ``search`` and ``serve``: the catalogue index, queries over it, the HTTP service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from unifashion.cli.common import MODEL_HELP, load_model, reports_errors
+
+
+@reports_errors
+def _cmd_index(args: argparse.Namespace) -> int:
+    from unifashion.pipelines import build_index
+
+    report = build_index(load_model(args.model), args.catalogue, args.index, split=args.split,
+                         batch_size=args.batch_size, progress=not args.no_progress, ann=args.ann)
+    print(report)
+    return 0
+
+
+@reports_errors
+def _cmd_search(args: argparse.Namespace) -> int:
+    from unifashion.data.records import load_image
+    from unifashion.experiments.demo import hit_lines
+    from unifashion.pipelines import SearchPipeline
+
+    if args.query and args.text:
+        raise ValueError("give the text once: as the argument or with --text")
+    text = args.query or args.text
+    if text is None and args.image is None:
+        raise ValueError("give a text (text -> images), --image (image -> texts) or both (composed search)")
+    image = load_image(args.image) if args.image else None
+    with SearchPipeline.open(load_model(args.model), args.index, read_only=True) as pipeline:
+        if image is None:
+            hits = pipeline.text_to_images(text, args.top_k, category=args.category)
+            query = {"task": "text_to_images", "text": text}
+        elif text is None:
+            text_hits = pipeline.image_to_texts(image, args.top_k)
+            if args.json:
+                print(json.dumps({"query": {"task": "image_to_texts", "image": args.image},
+                                  "results": [h.to_dict() for h in text_hits]}, indent=2))
+            for hit in [] if args.json else text_hits:
+                shown = ", ".join(f"{s.item_id} ({s.style})" for s in hit.sources[:3])
+                more = f" +{len(hit.sources) - 3} more" if len(hit.sources) > 3 else ""
+                print(f"{hit.rank:3d}. score {hit.score:.4f}  {hit.text}  <- {shown}{more}")
+            return 0
+        else:
+            hits = pipeline.composed(image, text, args.top_k, fusion=not args.no_fusion, category=args.category)
+            query = {"task": "composed", "image": args.image, "text": text, "fusion": not args.no_fusion}
+    if args.json:
+        print(json.dumps({"query": query, "results": [h.to_dict() for h in hits]}, indent=2))
+    else:
+        for line in hit_lines(hits):
+            print(line)
+    return 0
+
+
+@reports_errors
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from unifashion.serving.app import ServiceSettings, serve
+
+    settings = ServiceSettings(max_upload_bytes=int(args.max_upload_mb * 2**20), max_top_k=args.max_top_k,
+                               max_generation_steps=args.max_steps,
+                               default_generation_steps=min(25, args.max_steps))
+    if not Path(args.index, "catalogue.sqlite").is_file():
+        raise FileNotFoundError(f"no catalogue index at {args.index}; build one with `unifashion index`")
+    serve(args.index, args.model, host=args.host, port=args.port,
+          api_key=args.api_key or os.environ.get("UNIFASHION_API_KEY") or None, threads=args.threads,
+          read_only=args.read_only, settings=settings)
+    return 0
+
+
+def register(sub) -> None:
+    ix = sub.add_parser("index", help="embed a catalogue into a search index (resumable: re-run to continue "
+                                      "or to add new items)")
+    ix.add_argument("--catalogue", required=True,
+                    help="an embedded catalogue folder, or an image folder with metadata.jsonl / metadata.csv "
+                         "(id, path, category, caption...), or such a file")
+    ix.add_argument("--split", help="only this split of an embedded catalogue (train, val, test)")
+    ix.add_argument("--index", required=True, help="index folder (created, or added to)")
+    ix.add_argument("--model", default="tiny-default", help=MODEL_HELP)
+    ix.add_argument("--batch-size", type=int, default=32)
+    ix.add_argument("--ann", default="flat", choices=["flat", "ivf", "ivfpq"], help="FAISS stage of a new index")
+    ix.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ix.set_defaults(func=_cmd_index)
+
+    se = sub.add_parser("search", help="search an index: TEXT -> images; --image -> catalogue texts; "
+                                       "--image with TEXT -> images (composed, with caption fusion)")
+    se.add_argument("query", nargs="?", help="the text (or use --text)")
+    se.add_argument("--text", help="the text: a description, or with --image the modification")
+    se.add_argument("--image", help="query image (alone: image -> texts; with a text: composed search)")
+    se.add_argument("--index", required=True)
+    se.add_argument("--model", default="tiny-default", help=MODEL_HELP)
+    se.add_argument("--top-k", type=int, default=10)
+    se.add_argument("--category", help="only items of this category")
+    se.add_argument("--no-fusion", action="store_true", help="composed search without caption fusion")
+    se.add_argument("--json", action="store_true", help="print the results as JSON")
+    se.set_defaults(func=_cmd_search)
+
+    sv = sub.add_parser("serve", help="HTTP service and web page over an index (FastAPI + uvicorn)")
+    sv.add_argument("--index", required=True)
+    sv.add_argument("--model", default="tiny-default", help=MODEL_HELP)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", help="key that adding/deleting items requires (default: $UNIFASHION_API_KEY)")
+    sv.add_argument("--threads", type=int, default=1, help="torch threads (the model runs one request at a time)")
+    sv.add_argument("--read-only", action="store_true", help="open the index read-only (no adding/deleting)")
+    sv.add_argument("--max-upload-mb", type=float, default=10.0)
+    sv.add_argument("--max-top-k", type=int, default=100)
+    sv.add_argument("--max-steps", type=int, default=100, help="cap on generation steps per request")
+    sv.set_defaults(func=_cmd_serve)
