@@ -97,3 +97,37 @@ def test_eval_with_model_none_measures_only_the_baselines(tmp_path, capsys):
     assert {r["method"] for r in rows} == {"random"}
     assert {r["seed"] for r in rows} == {4}
     assert {"avg_R@1", "avg_R@10"} <= {r["metric"] for r in rows}
+
+
+class _StopAfterRecipe(Exception):
+    pass
+
+
+def test_demo_trains_without_fashion_mnist_when_it_is_not_installed(tmp_path, monkeypatch):
+    """A new user has no root, so no Debian package: the demo's training must not need Fashion-MNIST."""
+    from unifashion.data import fashion_mnist
+    from unifashion.experiments.demo import DemoConfig, demo_fashion_mnist_pairs, run_demo
+    from unifashion.training import recipe as recipe_module
+
+    monkeypatch.setenv("UNIFASHION_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(fashion_mnist, "DEFAULT_FASHION_MNIST_DIR", tmp_path / "no-fashion-mnist")
+    seen = {}
+
+    def fake_run_recipe(recipe, progress=True):
+        seen["pairs"] = recipe.data.fashion_mnist_pairs
+        raise _StopAfterRecipe
+
+    monkeypatch.setattr(recipe_module, "run_recipe", fake_run_recipe)
+    lines: list[str] = []
+    with pytest.raises(_StopAfterRecipe):
+        run_demo(DemoConfig(output=str(tmp_path / "demo"), n_items=30, workers=1), echo=lines.append)
+    assert seen["pairs"] == 0
+    said = "\n".join(lines)
+    assert "Fashion-MNIST is not in" in said and "apt-get install dataset-fashion-mnist" in said
+    # With the dataset there, the demo's training adds its 1,000 pairs as before.
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (folder / name).write_bytes(b"")
+    monkeypatch.setattr(fashion_mnist, "DEFAULT_FASHION_MNIST_DIR", folder)
+    assert demo_fashion_mnist_pairs(echo=lines.append) == 1000

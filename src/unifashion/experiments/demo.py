@@ -65,6 +65,9 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     from unifashion.models.dual_encoder import CONFIG_NAME as DUAL_ENCODER_CONFIG
 
     tag = DEFAULT_TAG
+    baseline = pretrained.home() / "models" / "dual-encoder-default"
+    needs_training = not pretrained.is_trained(tag) or not (baseline / DUAL_ENCODER_CONFIG).is_file()
+    fashion_mnist_pairs = demo_fashion_mnist_pairs(echo) if needs_training and not config.no_train else 0
     if pretrained.is_trained(tag):
         echo(f"[3/5] loading the trained default model from {pretrained.trained_model_dir(tag)}")
     elif config.no_train:
@@ -78,15 +81,15 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
              f"continue) in {run_dir}")
         recipe = default_recipe(str(run_dir))
         recipe.data.catalogue = str(cat_dir)
+        recipe.data.fashion_mnist_pairs = fashion_mnist_pairs
         pretrained.install(tag, run_recipe(recipe))
-    baseline = pretrained.home() / "models" / "dual-encoder-default"
     if not (baseline / DUAL_ENCODER_CONFIG).is_file() and not config.no_train:
         from unifashion.training.baselines import train_dual_encoder
         from unifashion.training.recipe import DataSpec
 
         echo("      training the dual-encoder baseline once (a few minutes)")
         final = train_dual_encoder(pretrained.home() / "runs" / "dual-encoder-default",
-                                   DataSpec(catalogue=str(cat_dir), fashion_mnist_pairs=1000))
+                                   DataSpec(catalogue=str(cat_dir), fashion_mnist_pairs=fashion_mnist_pairs))
         pretrained.install_folder(final, baseline)
     echo(f"[4/5] evaluating on the test split -> {out / 'eval'}")
     from unifashion.evaluation.runner import EvalConfig
@@ -101,6 +104,20 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     index = out / "index"
     demo_search(tag, cat_dir, index, echo)
     return DemoResult(tag, index)
+
+
+def demo_fashion_mnist_pairs(echo: Callable[[str], None] = print, pairs: int = 1000) -> int:
+    """The Fashion-MNIST pairs the demo's training adds: ``pairs`` when Debian's dataset is
+    installed, else none, said plainly. The demo must run on a new user's machine, which has no
+    root and so none of the Debian packages; the default recipe itself still asks for them."""
+    from unifashion.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIR, fashion_mnist_installed
+
+    if fashion_mnist_installed():
+        return pairs
+    echo(f"      Fashion-MNIST is not in {DEFAULT_FASHION_MNIST_DIR}: training on the embedded catalogue alone, "
+         f"without its {pairs:,} real-photo pairs (to add them: `apt-get install dataset-fashion-mnist` as root, "
+         f"then `unifashion train --install-as {DEFAULT_TAG}`)")
+    return 0
 
 
 def demo_search(model_name: str, catalogue: Path, index_dir: Path, echo: Callable[[str], None] = print) -> None:
