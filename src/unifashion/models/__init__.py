@@ -10,6 +10,7 @@ Typical use::
     scores = model.score(t, z)                         # text-to-image retrieval
 """
 
+from unifashion.models.artifact import ModelArtifactError
 from unifashion.models.config import (
     ConfigError,
     QFormerConfig,
@@ -44,6 +45,7 @@ __all__ = [
     "HFVisionEncoder",
     "ImageFeaturesOutput",
     "ImageTextMatchingOutput",
+    "ModelArtifactError",
     "Phase1Output",
     "Phase2Output",
     "QFormer",

@@ -1,15 +1,27 @@
 """Trained models by tag, as open_clip's pretrained registry: where each lives and how it is made.
 
-Nothing is downloaded. A tag names a model trained *here*, once, by a recipe of this package, and
-cached under ``$UNIFASHION_HOME`` (default ``~/.cache/unifashion``). ``make demo`` trains the
-default tag on first use; ``UniFashion.from_pretrained(TAG)`` then loads it offline.
+Nothing is downloaded. A tag names a model trained by a recipe of this package. It is found in
+one of two places, in this order:
+
+1. **packaged**: ``unifashion/weights/TAG/`` inside the installed package (package data), a
+   folder written by :func:`package`: the weights in float16 without the tensors a wheel already
+   ships, the tokenizers and a ``manifest.json`` with every file's size and sha256, checked on
+   each load (:mod:`unifashion.models.artifact`);
+2. **trained here**: ``$UNIFASHION_HOME/models/TAG`` (default ``~/.cache/unifashion``), installed
+   by ``unifashion train --install-as TAG`` (``make demo`` trains the default tag on first use).
+
+``UniFashion.from_pretrained(TAG)`` loads the first it finds (:func:`locate`), offline.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from importlib import resources
 from pathlib import Path
+
+from unifashion.models import artifact
+from unifashion.models.config import CONFIG_NAME, WEIGHTS_NAME, UniFashionConfig
 
 TRAINED_TAGS: dict[str, dict[str, str]] = {
     "tiny-default": {
@@ -21,18 +33,104 @@ TRAINED_TAGS: dict[str, dict[str, str]] = {
 }
 
 
+# A packaged folder must stay small enough to ship in the package (DESIGN.md, "Two presets").
+PACKAGED_MAX_BYTES = 50_000_000
+
+
 def home() -> Path:
     return Path(os.environ.get("UNIFASHION_HOME", Path.home() / ".cache" / "unifashion")).expanduser()
 
 
-def trained_model_dir(tag: str) -> Path:
+def _check_tag(tag: str) -> None:
     if tag not in TRAINED_TAGS:
         raise KeyError(f"unknown trained model tag {tag!r}; tags: {sorted(TRAINED_TAGS)}")
+
+
+def trained_model_dir(tag: str) -> Path:
+    """Where the model trained here for ``tag`` is installed (under ``$UNIFASHION_HOME``)."""
+    _check_tag(tag)
     return home() / "models" / tag
 
 
 def is_trained(tag: str) -> bool:
-    return (trained_model_dir(tag) / "config.json").is_file()
+    """Whether a model for ``tag`` was trained and installed here (the packaged one aside)."""
+    return (trained_model_dir(tag) / CONFIG_NAME).is_file()
+
+
+def packaged_root() -> Path:
+    """The package data folder of the shipped models, ``unifashion/weights``."""
+    return Path(str(resources.files("unifashion"))) / "weights"
+
+
+def packaged_model_dir(tag: str) -> Path:
+    _check_tag(tag)
+    return packaged_root() / tag
+
+
+def is_packaged(tag: str) -> bool:
+    """Whether the installed package ships a folder for ``tag`` (whole or not: :func:`locate` checks)."""
+    return packaged_model_dir(tag).is_dir()
+
+
+def is_available(tag: str) -> bool:
+    """Whether ``from_pretrained(tag)`` has a folder to load, packaged or trained here."""
+    return is_packaged(tag) or is_trained(tag)
+
+
+def _remedy(tag: str) -> str:
+    return f"reinstall the package or run `{TRAINED_TAGS[tag]['how']}`"
+
+
+def locate(tag: str) -> Path:
+    """The folder ``from_pretrained(tag)`` loads: the packaged one, checked against its manifest,
+    else the one trained here (checked too if it has a manifest). Raises
+    :class:`~unifashion.models.artifact.ModelArtifactError` for a packaged folder that is not
+    whole, and ``FileNotFoundError`` (:func:`missing_message`) when there is neither."""
+    packaged = packaged_model_dir(tag)
+    if packaged.is_dir():
+        artifact.verify_folder(packaged, remedy=_remedy(tag), required=True)
+        return packaged
+    if is_trained(tag):
+        cached = trained_model_dir(tag)
+        artifact.verify_folder(cached, remedy=f"run `{TRAINED_TAGS[tag]['how']}` again")
+        return cached
+    raise FileNotFoundError(missing_message(tag))
+
+
+def package(
+    tag: str,
+    model_dir: str | Path,
+    dtype: str | None = "float16",
+    root: str | Path | None = None,
+    max_bytes: int = PACKAGED_MAX_BYTES,
+) -> Path:
+    """Write the packaged folder of ``tag`` from a trained model folder (``save_pretrained``'s
+    output) and return it: the model's files only, the weights in ``dtype`` with the wheel parts
+    left out (:func:`~unifashion.models.artifact.compact_weights`), and a ``manifest.json``.
+
+    ``root`` defaults to :func:`packaged_root` (in a source checkout: ``src/unifashion/weights``,
+    to be committed). The folder is built beside the target and moved in place only when whole and
+    under ``max_bytes``; over it, :class:`~unifashion.models.artifact.ModelArtifactError` lists
+    the largest files and nothing is written.
+    """
+    _check_tag(tag)
+    target = Path(root if root is not None else packaged_root()) / tag
+    tmp = _staging(target)
+    try:
+        artifact.copy_model_folder(model_dir, tmp)
+        config = UniFashionConfig.load(tmp / CONFIG_NAME)
+        artifact.compact_weights(tmp / WEIGHTS_NAME, config, dtype=dtype, leave_out_wheel_parts=True)
+        manifest = artifact.write_manifest(tmp, tag=tag, preset=TRAINED_TAGS[tag]["preset"])
+        if manifest["total_bytes"] > max_bytes:
+            largest = sorted(manifest["files"], key=lambda entry: -entry["size"])[:3]
+            raise artifact.ModelArtifactError(
+                f"the packaged folder of {tag!r} would take {manifest['total_bytes']:,} bytes, over the "
+                f"{max_bytes:,} allowed; largest: " + ", ".join(f"{e['path']} {e['size']:,}" for e in largest)
+            )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _move_into_place(tmp, target)
 
 
 def install(tag: str, model_dir: str | Path) -> Path:
@@ -42,11 +140,21 @@ def install(tag: str, model_dir: str | Path) -> Path:
 
 def install_folder(source: str | Path, target: Path) -> Path:
     """Copy ``source`` to ``target`` through a temporary name, so a crash never leaves half a model."""
+    tmp = _staging(target)
+    shutil.copytree(source, tmp)
+    return _move_into_place(tmp, target)
+
+
+def _staging(target: Path) -> Path:
+    """An empty-to-be temporary name beside ``target``, where a folder is built before it replaces it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    shutil.copytree(source, tmp)
+    return tmp
+
+
+def _move_into_place(tmp: Path, target: Path) -> Path:
     if target.exists():
         shutil.rmtree(target)
     tmp.rename(target)
@@ -55,5 +163,6 @@ def install_folder(source: str | Path, target: Path) -> Path:
 
 def missing_message(tag: str) -> str:
     info = TRAINED_TAGS[tag]
-    return (f"the trained model {tag!r} is not in {trained_model_dir(tag)}; it is trained here, not downloaded: "
+    return (f"the trained model {tag!r} is not in {trained_model_dir(tag)} (nor packaged, in "
+            f"{packaged_model_dir(tag)}); it is trained here, not downloaded: "
             f"run `{info['how']}` or `make demo` (about an hour on 2 CPU cores), then load it again")

