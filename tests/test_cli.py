@@ -131,3 +131,22 @@ def test_demo_trains_without_fashion_mnist_when_it_is_not_installed(tmp_path, mo
         (folder / name).write_bytes(b"")
     monkeypatch.setattr(fashion_mnist, "DEFAULT_FASHION_MNIST_DIR", folder)
     assert demo_fashion_mnist_pairs(echo=lines.append) == 1000
+
+
+def test_train_package_flag_writes_a_checked_packaged_folder(tmp_path, monkeypatch, capsys):
+    from conftest import build_small_model
+    from unifashion.cli.train import install_model
+    from unifashion.models import pretrained
+    from unifashion.models.artifact import verify_folder
+
+    monkeypatch.setenv("UNIFASHION_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(pretrained, "packaged_root", lambda: tmp_path / "weights")
+    saved = tmp_path / "final"
+    build_small_model().save_pretrained(saved)
+    with pytest.raises(ValueError, match="--package needs --install-as"):
+        install_model(saved, None, True)
+    install_model(saved, "tiny-default", True)
+    out = capsys.readouterr().out
+    assert "installed as 'tiny-default'" in out and "packaged as 'tiny-default'" in out
+    verify_folder(tmp_path / "weights" / "tiny-default", remedy="retrain", required=True)
+    assert pretrained.locate("tiny-default") == tmp_path / "weights" / "tiny-default"

@@ -47,11 +47,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     final = run_recipe(recipe)  # writes the recipe it runs to OUTPUT_DIR/recipe.json first
     print(f"trained model: {final} ({(time.perf_counter() - start) / 60:.1f} min)")
-    if args.install_as:
-        from unifashion.models import pretrained
-
-        print(f"installed as {args.install_as!r}: {pretrained.install(args.install_as, final)}")
+    install_model(final, args.install_as, args.package)
     return 0
+
+
+def install_model(final, tag: str | None, package: bool) -> None:
+    """``--install-as TAG``: into the local cache; with ``--package``, also as the package data that
+    ships with the code (float16, wheel parts left out, a manifest; at most 50 MB)."""
+    if package and not tag:
+        raise ValueError("--package needs --install-as TAG (the tag the packaged model ships as)")
+    if not tag:
+        return
+    from unifashion.models import pretrained
+
+    print(f"installed as {tag!r}: {pretrained.install(tag, final)}")
+    if package:
+        print(f"packaged as {tag!r} (commit it to ship it): {pretrained.package(tag, final)}")
 
 
 BASELINE = ConfigSpec("unifashion.experiments.baseline:BaselineRunConfig", {
@@ -79,6 +90,9 @@ def register(sub) -> None:
     tr.add_argument("--seed", type=int, help="the recipe's seed and its stages' (default: 0)")
     tr.add_argument("--print-recipe", action="store_true", help="print the recipe as JSON and exit")
     tr.add_argument("--install-as", help="when done, install the model under this trained tag (e.g. tiny-default)")
+    tr.add_argument("--package", action="store_true",
+                    help="with --install-as: also write it as package data (src/unifashion/weights/TAG, float16, "
+                         "with a sha256 manifest), the model that ships with the code")
     tr.set_defaults(func=_cmd_train)
 
     tb = sub.add_parser("train-baseline", help="train the CLIP-style dual-encoder baseline (CLIP4CIR two stages)")

@@ -66,10 +66,10 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
 
     tag = DEFAULT_TAG
     baseline = pretrained.home() / "models" / "dual-encoder-default"
-    needs_training = not pretrained.is_trained(tag) or not (baseline / DUAL_ENCODER_CONFIG).is_file()
+    needs_training = not pretrained.is_available(tag) or not (baseline / DUAL_ENCODER_CONFIG).is_file()
     fashion_mnist_pairs = demo_fashion_mnist_pairs(echo) if needs_training and not config.no_train else 0
-    if pretrained.is_trained(tag):
-        echo(f"[3/5] loading the trained default model from {pretrained.trained_model_dir(tag)}")
+    if pretrained.is_available(tag):
+        echo(f"[3/5] loading the trained default model from {pretrained.locate(tag)}")
     elif config.no_train:
         echo(f"[3/5] {pretrained.missing_message(tag)}")
         return DemoResult()
