@@ -145,3 +145,14 @@ def save_json(config: Any, path: str | os.PathLike) -> Path:
     tmp.replace(path)
     return path
 
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``dotted == "a.b"``; unknown sections raise."""
+    parts = dotted.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {'.'.join(parts[: i + 1])!r} is not a config section")
+        node = child
+    node[parts[-1]] = value

@@ -63,15 +63,11 @@ def run_config(cls: type[T], path: str | None, overrides: Mapping[str, Any]) -> 
     """The run's config: ``cls`` read from the JSON file ``path`` (its defaults without one), with
     ``overrides`` (dotted field path -> value) on top. An unknown key in the file, or a value the
     config rejects, is a :class:`~unifashion.configuration.ConfigError` naming it."""
-    from unifashion.configuration import from_dict, load_json, to_dict
+    from unifashion.configuration import from_dict, load_json, set_dotted, to_dict
 
     data = to_dict(load_json(cls, path) if path else cls())
     for dotted, value in overrides.items():
-        *parents, key = dotted.split(".")
-        section = data
-        for name in parents:
-            section = section[name]
-        section[key] = value
+        set_dotted(data, dotted, value)
     return from_dict(cls, data)
 
 

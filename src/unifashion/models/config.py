@@ -326,14 +326,14 @@ class UniFashionConfig:
         such as ``{"vision.path": "/models/eva-vit-g", "qformer.num_hidden_layers": 2}``."""
         data = preset_dict(name)
         for dotted, value in (overrides or {}).items():
-            set_dotted(data, dotted, value)
+            configuration.set_dotted(data, dotted, value)
         return cls.from_dict(data)
 
     def replace(self, **overrides: Any) -> UniFashionConfig:
         """A copy with dotted-key overrides applied (``cfg.replace(**{"qformer.hidden_size": 64})``)."""
         data = self.to_dict()
         for dotted, value in overrides.items():
-            set_dotted(data, dotted, value)
+            configuration.set_dotted(data, dotted, value)
         return UniFashionConfig.from_dict(data)
 
 
@@ -350,18 +350,6 @@ def preset_dict(name: str) -> dict[str, Any]:
         raise ConfigError(f"unknown preset {name!r}; presets: {names}")
     text = (resources.files("unifashion") / "configs" / f"{name}.json").read_text()
     return json.loads(text)
-
-
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``data["a"]["b"] = value`` for ``dotted == "a.b"``; unknown sections raise."""
-    parts = dotted.split(".")
-    node = data
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {dotted!r}: {'.'.join(parts[: i + 1])!r} is not a config section")
-        node = child
-    node[parts[-1]] = value
 
 
 def torch_dtype(name: str):
