@@ -57,6 +57,8 @@ SMALL_CONFIG = {
         "num_key_value_heads": 2,
         "max_position_embeddings": 128,
         "max_caption_tokens": 12,
+        "vocabulary_size": 1024,
+        "tie_word_embeddings": True,
     },
     "diffusion": {
         "image_size": GEN_SIZE,

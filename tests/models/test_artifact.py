@@ -9,6 +9,7 @@ import tomllib
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -21,6 +22,7 @@ from unifashion.models.artifact import (
     compact_weights,
     verify_folder,
     weights_header,
+    weights_record,
     write_manifest,
 )
 from unifashion.models.config import WEIGHTS_NAME
@@ -49,9 +51,12 @@ def small(small_model) -> UniFashion:
 
 def test_the_default_save_stores_every_tensor_as_before(tmp_path, efficientnet_model):
     efficientnet_model.save_pretrained(tmp_path)
-    assert weights_header(tmp_path / WEIGHTS_NAME) == {"format": "pt", "library": "unifashion"}
+    header = weights_header(tmp_path / WEIGHTS_NAME)
+    # Besides the format, safetensors records the tied caption LM head as an alias of its input table.
+    aliases = {k: v for k, v in header.items() if k not in ("format", "library")}
+    assert aliases == {"caption_lm.lm.model.embed_tokens.weight": "caption_lm.lm.lm_head.weight"}
     stored = load_file(tmp_path / WEIGHTS_NAME)
-    assert stored.keys() == efficientnet_model.state_dict().keys()
+    assert stored.keys() | aliases.keys() == efficientnet_model.state_dict().keys()
     assert {t.dtype for t in stored.values()} == {torch.float32, torch.int64}
 
 
@@ -87,6 +92,43 @@ def test_float16_weights_load_back_within_float16_rounding(tmp_path, small, imag
         assert torch.equal(theirs[key], expected), key
     torch.testing.assert_close(loaded.encode_image(images), small.encode_image(images), atol=1e-2, rtol=1e-2)
     torch.testing.assert_close(loaded.encode_text(CAPTIONS), small.encode_text(CAPTIONS), atol=1e-2, rtol=1e-2)
+
+
+def test_int8_rows_round_within_half_a_step_of_their_scale():
+    from unifashion.models.artifact import INT8_SCALE_SUFFIX, dequantize_int8, quantize_int8
+
+    torch.manual_seed(0)
+    weight = torch.randn(64, 32, 3, 3) * torch.logspace(-3, 0, 64)[:, None, None, None]  # rows of unlike size
+    state = {"conv.weight": weight.clone(), "norm.weight": torch.randn(64), "small.weight": torch.randn(8, 8)}
+    assert quantize_int8(state) == ["conv.weight"]
+    assert state["conv.weight"].dtype == torch.int8 and state["small.weight"].dtype == torch.float32
+    scale = state["conv.weight" + INT8_SCALE_SUFFIX].float()
+    assert torch.allclose(scale, weight.reshape(64, -1).abs().amax(1) / 127, rtol=1e-3)
+    dequantize_int8(state, ["conv.weight"])
+    error = (state["conv.weight"] - weight).abs().reshape(64, -1).amax(1)
+    assert bool((error <= scale * 0.5 * 1.01).all())
+    assert set(state) == {"conv.weight", "norm.weight", "small.weight"}
+
+
+def test_int8_weights_load_back_close_and_take_less_room(tmp_path, small, images):
+    small.save_pretrained(tmp_path / "f16", dtype="float16")
+    small.save_pretrained(tmp_path / "int8", dtype="int8")
+    record = weights_record(weights_header(tmp_path / "int8" / WEIGHTS_NAME))
+    assert record["dtype"] == "int8" and "caption_lm.lm.lm_head.weight" in record["int8"]
+    assert (tmp_path / "int8" / WEIGHTS_NAME).stat().st_size < 0.75 * (tmp_path / "f16" / WEIGHTS_NAME).stat().st_size
+    loaded = UniFashion.from_pretrained(tmp_path / "int8").eval()
+    theirs = loaded.state_dict()
+    for key, tensor in small.state_dict().items():
+        assert theirs[key].dtype == tensor.dtype, key
+    # The tied caption LM head is still one tensor with its input table.
+    lm = loaded.caption_lm.lm
+    assert lm.get_output_embeddings().weight is lm.get_input_embeddings().weight
+    cosine = F.cosine_similarity(loaded.encode_image(images).flatten(1), small.encode_image(images).flatten(1))
+    assert bool((cosine > 0.99).all())
+    cosine = F.cosine_similarity(loaded.encode_text(CAPTIONS), small.encode_text(CAPTIONS))
+    assert bool((cosine > 0.99).all())
+    with pytest.raises(ModelArtifactError, match="int8 already"):
+        compact_weights(tmp_path / "int8" / WEIGHTS_NAME, loaded.config, dtype="float16")
 
 
 def test_float16_and_left_out_together(tmp_path, efficientnet_model):

@@ -215,3 +215,74 @@ def test_decoded_hyphens_are_joined():
     assert _join_hyphens("a v - neck t - shirt") == "a v-neck t-shirt"
     assert _join_hyphens("black - and white") == "black-and white"
     assert _join_hyphens("a dress - nothing else") == "a dress-nothing else"
+
+
+# ---------------------------------------------------------------- a vocabulary sized for the captions
+def test_caption_vocabulary_holds_specials_then_the_text_tokens_then_frequent_words(caption_lm):
+    from unifashion.models.caption_lm import caption_vocabulary
+
+    tokenizer = caption_lm.tokenizer
+    vocabulary = caption_vocabulary(tokenizer, CAPTIONS + ["floral floral"], size=64)
+    assert len(vocabulary) == len(set(vocabulary)) == 64
+    specials = list(dict.fromkeys(tokenizer.all_special_ids))
+    assert vocabulary[: len(specials)] == specials
+    text_tokens = {t for c in CAPTIONS for t in tokenizer(c, add_special_tokens=False)["input_ids"]}
+    head = vocabulary[len(specials): len(specials) + len(text_tokens)]
+    assert set(head) == text_tokens
+    assert head[0] == tokenizer.convert_tokens_to_ids("floral")  # the most frequent comes first
+    filled = [tokenizer.convert_ids_to_tokens(i) for i in vocabulary[len(specials) + len(text_tokens):]]
+    assert filled and not any(t.startswith("[") for t in filled)
+    with pytest.raises(ValueError, match="special tokens"):
+        caption_vocabulary(tokenizer, CAPTIONS, size=3)
+
+
+def test_a_compact_tied_vocabulary_trains_and_writes_captions_in_tokenizer_words():
+    from unifashion.models.caption_lm import caption_vocabulary, instruction_texts
+
+    base = CaptionLM(small_config(), QUERY_DIM)
+    vocabulary = caption_vocabulary(base.tokenizer, CAPTIONS + instruction_texts(base.config), size=80)
+    torch.manual_seed(0)
+    lm = CaptionLM(small_config(vocabulary=vocabulary, tie_word_embeddings=True), QUERY_DIM)
+    assert lm.lm.config.vocab_size == 80
+    assert lm.lm.get_output_embeddings().weight is lm.lm.get_input_embeddings().weight
+    # Caption ids live in the LM's space and decode back to the caption; an unknown word is [UNK].
+    ids = lm.caption_ids(CAPTIONS[0])
+    assert max(ids) < 80 and ids[-1] == lm.special_ids.eos
+    assert lm.decode(torch.tensor([ids]))[0] == CAPTIONS[0]
+    unknown = lm.caption_ids("a zeppelin dress")
+    assert lm.vocabulary.unk in unknown
+    assert lm.decode(torch.tensor([unknown]))[0] == "a dress"
+    # Training on the captions lowers the loss, and greedy decoding writes one of them back.
+    optimiser = torch.optim.Adam(lm.parameters(), lr=3e-2)
+    query_embeds = queries(3)
+    first = None
+    for _ in range(60):
+        loss = lm(query_embeds, CAPTIONS, STYLES).loss
+        first = first if first is not None else loss.item()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert loss.item() < 0.2 * first
+    lm.eval()
+    assert lm.generate(query_embeds[:1], style="short", max_new_tokens=12)[0] == CAPTIONS[0]
+
+
+def test_a_preset_vocabulary_size_builds_one_and_the_config_records_it():
+    lm = CaptionLM(small_config(vocabulary_size=300), QUERY_DIM)
+    assert lm.config.vocabulary is not None and len(lm.config.vocabulary) == 300
+    assert lm.lm.config.vocab_size == 300
+    rebuilt = CaptionLM(lm.config, QUERY_DIM)
+    assert rebuilt.vocabulary.token_ids == lm.vocabulary.token_ids
+
+
+def test_a_bad_vocabulary_is_a_clear_error():
+    base = CaptionLM(small_config(), QUERY_DIM)
+    unk, cls = base.tokenizer.unk_token_id, base.tokenizer.cls_token_id
+    with pytest.raises(ValueError, match="unknown token"):
+        CaptionLM(small_config(vocabulary=[cls, 2000]), QUERY_DIM)
+    with pytest.raises(ValueError, match="repeats"):
+        CaptionLM(small_config(vocabulary=[unk, cls, cls]), QUERY_DIM)
+    with pytest.raises(ValueError, match="outside"):
+        CaptionLM(small_config(vocabulary=[unk, 10**6]), QUERY_DIM)
+    with pytest.raises(ValueError, match="eos token"):
+        CaptionLM(small_config(vocabulary=[unk, cls, 0]), QUERY_DIM)

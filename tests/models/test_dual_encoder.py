@@ -58,3 +58,47 @@ def test_save_and_load_give_identical_outputs(model, tmp_path):
         assert torch.equal(model.encode_text(["plaid skirt"]), again.encode_text(["plaid skirt"]))
     with pytest.raises(FileNotFoundError, match="dual_encoder_config.json"):
         DualEncoder.from_pretrained(tmp_path / "missing")
+
+
+def test_frozen_parts_are_left_out_of_the_file_and_restored_from_their_wheels(model, tmp_path):
+    from safetensors.torch import load_file
+
+    model.set_stage("encoders")
+    assert not model.text.embeddings.word_embeddings.weight.requires_grad
+    assert model.text.embeddings.position_embeddings.weight.requires_grad
+    model.eval()
+    model.save_pretrained(tmp_path, dtype="float16")
+    stored = load_file(tmp_path / "model.safetensors")
+    assert "text.embeddings.word_embeddings.weight" not in stored
+    assert not any(key.startswith("vision.") for key in stored)
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    again = DualEncoder.from_pretrained(tmp_path)
+    assert torch.equal(again.text.embeddings.word_embeddings.weight, model.text.embeddings.word_embeddings.weight)
+    with torch.no_grad():
+        assert torch.allclose(model.encode_text(["plaid skirt"]), again.encode_text(["plaid skirt"]), atol=2e-3)
+
+
+def test_the_attention_pool_works_in_the_embedding_width_and_old_folders_still_load(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    new = DualEncoder(DualEncoderConfig.from_dict({"vision": {"image_size": 64}}))
+    assert new.image_pool.embed_dim == 256 and new.image_pool.kdim == new.vision.output_dim
+    # A folder written before the pool was narrowed (and before the word table was frozen).
+    old = DualEncoder(DualEncoderConfig.from_dict({"vision": {"image_size": 64}, "pool_width": "vision",
+                                                   "freeze_word_embeddings": False})).eval()
+    assert old.image_pool.embed_dim == old.vision.output_dim
+    state = {k: v.contiguous() for k, v in old.state_dict().items() if not k.startswith("vision.")}
+    save_file(state, tmp_path / "model.safetensors")
+    data = old.config.to_dict()
+    del data["pool_width"], data["freeze_word_embeddings"]
+    (tmp_path / "dual_encoder_config.json").write_text(json.dumps(data))
+    again = DualEncoder.from_pretrained(tmp_path)
+    assert again.config.pool_width == "vision"
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(old.encode_image(pixel_values=images), again.encode_image(pixel_values=images))
+    with pytest.raises(ValueError, match="pool_width"):
+        DualEncoderConfig.from_dict({"pool_width": "wide"})

@@ -302,3 +302,33 @@ def test_tiny_preset_builds_offline_with_real_pretrained_parts():
     assert counts["vision"] == 3_371_008 and counts["qformer"] > 30e6
     assert len(model.caption(images, max_new_tokens=3)) == 2
     assert model.generate(["a red dress"], num_inference_steps=2).shape == (1, 3, 64, 64)
+
+
+def test_tiny_preset_is_small_by_design_and_its_frozen_word_table_comes_from_the_wheel(tmp_path):
+    from safetensors.torch import load_file
+
+    from unifashion.models.artifact import weights_header, weights_record
+
+    model = UniFashion.from_pretrained("tiny").eval()
+    words = model.qformer.embeddings.word_embeddings.weight
+    # The caption LM knows a vocabulary sized for captions, its head tied to its input table.
+    lm = model.caption_lm.lm
+    assert lm.config.vocab_size == 2048 == len(model.config.caption_lm.vocabulary)
+    assert lm.get_output_embeddings().weight is lm.get_input_embeddings().weight
+    # The Q-Former's MiniLM word table never trains, in any phase.
+    for phase, stage in ((1, "qformer"), (2, None), (None, None)):
+        model.set_phase(phase, stage)
+        assert not words.requires_grad
+        assert model.qformer.embeddings.position_embeddings.weight.requires_grad
+    model.eval()
+    model.save_pretrained(tmp_path, dtype="float16", leave_out_wheel_parts=True)
+    stored = load_file(tmp_path / "model.safetensors")
+    assert "qformer.embeddings.word_embeddings.weight" not in stored
+    assert not any(key.startswith("vision.") for key in stored)
+    parts = {part["part"] for part in weights_record(weights_header(tmp_path / "model.safetensors"))["left_out"]}
+    assert parts == {"vision", "qformer_word_embeddings"}
+    loaded = UniFashion.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded.qformer.embeddings.word_embeddings.weight, words)
+    assert loaded.config.caption_lm.vocabulary == model.config.caption_lm.vocabulary
+    text = ["a navy shirt with long sleeves"]
+    assert torch.allclose(loaded.encode_text(text), model.encode_text(text), atol=2e-3)

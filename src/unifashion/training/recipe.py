@@ -151,6 +151,25 @@ def load_training_data(spec: DataSpec):
     return catalogue, items, extra, triplets
 
 
+def with_caption_vocabulary(model: str, overrides: dict[str, Any] | None, records) -> dict[str, Any] | None:
+    """``overrides`` plus the caption LM vocabulary built from the training captions, when ``model``
+    is a preset whose caption LM asks for one (``caption_lm.vocabulary_size``) and has none yet."""
+    from transformers import AutoTokenizer
+
+    from unifashion.models.caption_lm import caption_vocabulary, instruction_texts
+    from unifashion.models.config import UniFashionConfig, list_presets
+
+    if model not in list_presets():
+        return overrides  # a saved model keeps the vocabulary it was trained with
+    lm_config = UniFashionConfig.from_preset(model, overrides).caption_lm
+    if lm_config is None or lm_config.is_pretrained or not lm_config.vocabulary_size or lm_config.vocabulary:
+        return overrides
+    tokenizer = AutoTokenizer.from_pretrained(lm_config.resolved_tokenizer_path(), local_files_only=True)
+    texts = [caption for record in records for caption in record.captions.values()]
+    vocabulary = caption_vocabulary(tokenizer, texts + instruction_texts(lm_config), lm_config.vocabulary_size)
+    return {**(overrides or {}), "caption_lm.vocabulary": vocabulary}
+
+
 def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
     """Carry out ``recipe``; return the folder of the final model."""
     from unifashion.models import UniFashion
@@ -169,6 +188,8 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
     for i, stage in enumerate(recipe.stages):
         if (out / stage.name / "final" / "config.json").is_file():
             model_source, overrides, first_todo = str(out / stage.name / "final"), None, i + 1
+    if first_todo == 0:
+        overrides = with_caption_vocabulary(model_source, overrides, items + list(extra))
     model = UniFashion.from_pretrained(model_source, overrides)
     if first_todo == len(recipe.stages):
         return out / recipe.stages[-1].name / "final"
