@@ -254,7 +254,7 @@ def test_a_folder_without_a_manifest_loads_unchecked_unless_one_is_required(tmp_
 
 def test_package_refuses_a_folder_over_the_limit(tmp_path, small):
     small.save_pretrained(tmp_path / "trained")
-    with pytest.raises(ModelArtifactError, match="over the 1,000 allowed; largest: model.safetensors"):
+    with pytest.raises(ModelArtifactError, match="over the 1,000 allowed together; largest: model.safetensors"):
         pretrained.package(TAG, tmp_path / "trained", root=tmp_path / "root", max_bytes=1000)
     assert not any((tmp_path / "root").iterdir())
 
@@ -317,3 +317,32 @@ def test_the_packaged_root_is_package_data():
     assert (pretrained.packaged_root() / "README.md").is_file()
     pyproject = tomllib.loads((pretrained.Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert "weights/**/*" in pyproject["tool"]["setuptools"]["package-data"]["unifashion"]
+
+
+def test_the_dual_encoder_baseline_ships_the_same_way_within_one_budget_for_all_tags(tmp_path, two_homes, small):
+    from unifashion.models.dual_encoder import DualEncoder, DualEncoderConfig
+
+    torch.manual_seed(0)
+    baseline = DualEncoder(DualEncoderConfig.from_dict({"vision": {"image_size": 64}})).eval()
+    baseline.save_pretrained(tmp_path / "baseline")
+    tag = "dual-encoder-default"
+    with pytest.raises(FileNotFoundError, match="train-baseline --install-as dual-encoder-default"):
+        DualEncoder.from_pretrained(tag)
+    folder = pretrained.package(tag, tmp_path / "baseline", dtype="int8")
+    assert sorted(p.name for p in folder.iterdir()) == ["dual_encoder_config.json", "manifest.json",
+                                                        "model.safetensors"]
+    assert pretrained.locate(tag) == folder
+    loaded = DualEncoder.from_pretrained(tag)
+    with torch.no_grad():
+        texts = ["a plaid skirt", "a red dress"]
+        cosine = F.cosine_similarity(loaded.encode_text(texts), baseline.encode_text(texts))
+    assert bool((cosine > 0.99).all())
+    # One budget for every packaged tag: the second must fit beside the first.
+    baseline_bytes = pretrained.folder_bytes(folder)
+    small.save_pretrained(tmp_path / "trained")
+    with pytest.raises(ModelArtifactError, match="the other packaged tags"):
+        pretrained.package(TAG, tmp_path / "trained", max_bytes=baseline_bytes + 1000)
+    assert not (two_homes / TAG).exists()
+    (folder / "model.safetensors").write_bytes(b"0" * 10)
+    with pytest.raises(ModelArtifactError, match="model.safetensors"):
+        DualEncoder.from_pretrained(tag)

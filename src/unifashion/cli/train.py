@@ -47,13 +47,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     final = run_recipe(recipe)  # writes the recipe it runs to OUTPUT_DIR/recipe.json first
     print(f"trained model: {final} ({(time.perf_counter() - start) / 60:.1f} min)")
-    install_model(final, args.install_as, args.package)
+    install_model(final, args.install_as, args.package, args.dtype)
     return 0
 
 
-def install_model(final, tag: str | None, package: bool) -> None:
+def install_model(final, tag: str | None, package: bool, dtype: str = "float16") -> None:
     """``--install-as TAG``: into the local cache; with ``--package``, also as the package data that
-    ships with the code (float16, wheel parts left out, a manifest; at most 50 MB)."""
+    ships with the code (``dtype``, wheel parts left out, a manifest; every tag's together at most 50 MB)."""
     if package and not tag:
         raise ValueError("--package needs --install-as TAG (the tag the packaged model ships as)")
     if not tag:
@@ -62,7 +62,7 @@ def install_model(final, tag: str | None, package: bool) -> None:
 
     print(f"installed as {tag!r}: {pretrained.install(tag, final)}")
     if package:
-        print(f"packaged as {tag!r} (commit it to ship it): {pretrained.package(tag, final)}")
+        print(f"packaged as {tag!r} (commit it to ship it): {pretrained.package(tag, final, dtype=dtype)}")
 
 
 BASELINE = ConfigSpec("unifashion.experiments.baseline:BaselineRunConfig", {
@@ -74,7 +74,9 @@ BASELINE = ConfigSpec("unifashion.experiments.baseline:BaselineRunConfig", {
 def _cmd_train_baseline(args: argparse.Namespace, config) -> int:
     from unifashion.experiments.baseline import run_baseline
 
-    print(f"dual-encoder baseline: {run_baseline(config)}")
+    final = run_baseline(config)
+    print(f"dual-encoder baseline: {final}")
+    install_model(final, args.install_as, args.package, args.dtype)
     return 0
 
 
@@ -93,6 +95,8 @@ def register(sub) -> None:
     tr.add_argument("--package", action="store_true",
                     help="with --install-as: also write it as package data (src/unifashion/weights/TAG, float16, "
                          "with a sha256 manifest), the model that ships with the code")
+    tr.add_argument("--dtype", default="float16", choices=("float16", "int8"),
+                    help="with --package: how the weights are stored (int8: per-row scales, smaller, lossy)")
     tr.set_defaults(func=_cmd_train)
 
     tb = sub.add_parser("train-baseline", help="train the CLIP-style dual-encoder baseline (CLIP4CIR two stages)")
@@ -103,4 +107,10 @@ def register(sub) -> None:
     tb.add_argument("--encoder-steps", type=int)
     tb.add_argument("--combiner-steps", type=int)
     tb.add_argument("--seed", type=int)
+    tb.add_argument("--install-as", help="when done, install the baseline under this trained tag "
+                                         "(dual-encoder-default: the one the demo compares against)")
+    tb.add_argument("--package", action="store_true",
+                    help="with --install-as: also write it as package data (src/unifashion/weights/TAG)")
+    tb.add_argument("--dtype", default="float16", choices=("float16", "int8"),
+                    help="with --package: how the weights are stored (int8: per-row scales, smaller, lossy)")
     tb.set_defaults(func=_cmd_train_baseline)

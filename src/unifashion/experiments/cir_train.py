@@ -24,13 +24,13 @@ def backbone_path(backbone: str | None) -> Path:
     if backbone:
         return Path(backbone)
     from unifashion.models import pretrained
-    from unifashion.models.dual_encoder import CONFIG_NAME
 
-    path = pretrained.home() / "models" / "dual-encoder-default"
-    if not (path / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"no trained dual encoder at {path}; train it with `unifashion train-baseline` "
-                                f"(or `make demo`), or give --backbone")
-    return path
+    tag = "dual-encoder-default"
+    if not pretrained.is_available(tag):
+        raise FileNotFoundError(f"no trained dual encoder at {pretrained.trained_model_dir(tag)} (nor packaged); "
+                                f"train it with `{pretrained.TRAINED_TAGS[tag]['how']}` (or `make demo`), "
+                                f"or give --backbone")
+    return pretrained.locate(tag)
 
 
 @dataclass

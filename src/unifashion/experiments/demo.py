@@ -17,6 +17,7 @@ from pathlib import Path
 from unifashion.evaluation.runner import TASKS
 
 DEFAULT_TAG = "tiny-default"
+BASELINE_TAG = "dual-encoder-default"
 
 
 @dataclass
@@ -62,11 +63,9 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
         return DemoResult()
 
     from unifashion.models import pretrained
-    from unifashion.models.dual_encoder import CONFIG_NAME as DUAL_ENCODER_CONFIG
 
     tag = DEFAULT_TAG
-    baseline = pretrained.home() / "models" / "dual-encoder-default"
-    needs_training = not pretrained.is_available(tag) or not (baseline / DUAL_ENCODER_CONFIG).is_file()
+    needs_training = not pretrained.is_available(tag) or not pretrained.is_available(BASELINE_TAG)
     fashion_mnist_pairs = demo_fashion_mnist_pairs(echo) if needs_training and not config.no_train else 0
     if pretrained.is_available(tag):
         echo(f"[3/5] loading the trained default model from {pretrained.locate(tag)}")
@@ -83,14 +82,15 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
         recipe.data.catalogue = str(cat_dir)
         recipe.data.fashion_mnist_pairs = fashion_mnist_pairs
         pretrained.install(tag, run_recipe(recipe))
-    if not (baseline / DUAL_ENCODER_CONFIG).is_file() and not config.no_train:
+    if not pretrained.is_available(BASELINE_TAG) and not config.no_train:
         from unifashion.training.baselines import train_dual_encoder
         from unifashion.training.recipe import DataSpec
 
         echo("      training the dual-encoder baseline once (a few minutes)")
-        final = train_dual_encoder(pretrained.home() / "runs" / "dual-encoder-default",
+        final = train_dual_encoder(pretrained.home() / "runs" / BASELINE_TAG,
                                    DataSpec(catalogue=str(cat_dir), fashion_mnist_pairs=fashion_mnist_pairs))
-        pretrained.install_folder(final, baseline)
+        pretrained.install(BASELINE_TAG, final)
+    baseline = pretrained.locate(BASELINE_TAG) if pretrained.is_available(BASELINE_TAG) else None
     echo(f"[4/5] evaluating on the test split -> {out / 'eval'}")
     from unifashion.evaluation.runner import EvalConfig
     from unifashion.experiments.evaluate import EvalRunConfig, run_evaluation
@@ -98,7 +98,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     evaluation = run_evaluation(EvalRunConfig(
         model=tag, catalogue=str(cat_dir), out=str(out / "eval"), eval=EvalConfig(tasks=tuple(config.eval_tasks)),
         classifier=str(pretrained.home() / "models" / "attribute-classifier"),
-        dual_encoder=str(baseline) if (baseline / DUAL_ENCODER_CONFIG).is_file() else None))
+        dual_encoder=str(baseline) if baseline is not None else None))
     for line in evaluation.summary_lines():
         echo(line)
     index = out / "index"

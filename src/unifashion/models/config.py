@@ -374,3 +374,36 @@ def torch_dtype(name: str):
     if name not in dtypes:
         raise ConfigError(f"torch_dtype must be one of {sorted(dtypes)}, got {name!r}")
     return dtypes[name]
+
+
+DUAL_ENCODER_CONFIG_NAME = "dual_encoder_config.json"
+
+
+@dataclass
+class DualEncoderConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text_model_path: str | None = None  # a BERT directory; None = the bundled all-MiniLM-L6-v2
+    text_hidden_size: int = 384
+    embed_dim: int = 256
+    temperature: float = 0.07
+    max_text_length: int = 64
+    combiner_hidden: int = 512
+    # Keep MiniLM's word embeddings as pretrained (as UniFashion's Q-Former does): words the
+    # training captions never use keep their meaning, and a saved model leaves the table out.
+    freeze_word_embeddings: bool = True
+    # Width of the image tower's attention pool: "embed" (embed_dim; keys and values read the wide
+    # backbone tokens through their projections, as CLIP's attention pool ends in the output width)
+    # or "vision" (the backbone's width: 8 M parameters at 1,438 channels; folders saved before
+    # "embed" existed).
+    pool_width: str = "embed"
+
+    def __post_init__(self):
+        if self.pool_width not in ("embed", "vision"):
+            raise ConfigError(f"pool_width must be 'embed' or 'vision', got {self.pool_width!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "dual_encoder") -> DualEncoderConfig:
+        return configuration.from_dict(cls, data, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return configuration.to_dict(self)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,45 +22,15 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from unifashion import configuration
 from unifashion.models import artifact
-from unifashion.models.config import VisionConfig
+from unifashion.models.config import DUAL_ENCODER_CONFIG_NAME, VisionConfig
+from unifashion.models.config import DualEncoderConfig as DualEncoderConfig
 from unifashion.models.processor import UniFashionProcessor, bundled_tokenizer_path
 from unifashion.models.vision import build_vision_encoder
 from unifashion.objectives.losses import symmetric_contrastive_loss
 
-CONFIG_NAME = "dual_encoder_config.json"
+CONFIG_NAME = DUAL_ENCODER_CONFIG_NAME
 WEIGHTS_NAME = "model.safetensors"
-
-
-@dataclass
-class DualEncoderConfig:
-    vision: VisionConfig = field(default_factory=VisionConfig)
-    text_model_path: str | None = None  # a BERT directory; None = the bundled all-MiniLM-L6-v2
-    text_hidden_size: int = 384
-    embed_dim: int = 256
-    temperature: float = 0.07
-    max_text_length: int = 64
-    combiner_hidden: int = 512
-    # Keep MiniLM's word embeddings as pretrained (as UniFashion's Q-Former does): words the
-    # training captions never use keep their meaning, and a saved model leaves the table out.
-    freeze_word_embeddings: bool = True
-    # Width of the image tower's attention pool: "embed" (embed_dim; keys and values read the wide
-    # backbone tokens through their projections, as CLIP's attention pool ends in the output width)
-    # or "vision" (the backbone's width: 8 M parameters at 1,438 channels; folders saved before
-    # "embed" existed).
-    pool_width: str = "embed"
-
-    def __post_init__(self):
-        if self.pool_width not in ("embed", "vision"):
-            raise configuration.ConfigError(f"pool_width must be 'embed' or 'vision', got {self.pool_width!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "dual_encoder") -> DualEncoderConfig:
-        return configuration.from_dict(cls, data, where)
-
-    def to_dict(self) -> dict[str, Any]:
-        return configuration.to_dict(self)
 
 
 class Combiner(nn.Module):
@@ -185,11 +154,18 @@ class DualEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> DualEncoder:
+        """A folder written by :meth:`save_pretrained`, or the trained tag ``"dual-encoder-default"``
+        (the packaged folder, checked against its manifest, else the one trained here)."""
+        from unifashion.models import pretrained
+
         directory = Path(directory)
+        if str(directory) in pretrained.TRAINED_TAGS and not (directory / CONFIG_NAME).is_file():
+            directory = pretrained.locate(str(directory))  # packaged (checked), else trained here
+        else:
+            artifact.verify_folder(directory, remedy="save or copy the dual encoder folder again")
         config_file = directory / CONFIG_NAME
         if not config_file.is_file():
             raise FileNotFoundError(f"not a dual encoder checkpoint: {config_file} is missing")
-        artifact.verify_folder(directory, remedy="save or copy the dual encoder folder again")
         data = json.loads(config_file.read_text())
         # Folders written before word embeddings were frozen trained them: keep what they say.
         data.setdefault("freeze_word_embeddings", False)

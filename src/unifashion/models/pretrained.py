@@ -15,25 +15,40 @@ one of two places, in this order:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from importlib import resources
 from pathlib import Path
 
 from unifashion.models import artifact
-from unifashion.models.config import CONFIG_NAME, WEIGHTS_NAME, UniFashionConfig
+from unifashion.models.config import (
+    CONFIG_NAME,
+    DUAL_ENCODER_CONFIG_NAME,
+    WEIGHTS_NAME,
+    DualEncoderConfig,
+    UniFashionConfig,
+)
 
 TRAINED_TAGS: dict[str, dict[str, str]] = {
     "tiny-default": {
+        "kind": "unifashion",
         "preset": "tiny",
         "recipe": "unifashion.training.recipe.default_recipe",
         "data": "the embedded catalogue (2,000 items, seed 0) + 1,000 Fashion-MNIST pairs",
         "how": "unifashion train --install-as tiny-default",
     },
+    # The retrieval baseline the demo and the experiments compare against.
+    "dual-encoder-default": {
+        "kind": "dual_encoder",
+        "preset": "dual encoder (EfficientNet-Lite0 + all-MiniLM-L6-v2)",
+        "recipe": "unifashion.training.baselines.train_dual_encoder",
+        "data": "the embedded catalogue (2,000 items, seed 0) + 1,000 Fashion-MNIST pairs",
+        "how": "unifashion train-baseline --install-as dual-encoder-default",
+    },
 }
 
-
-# A packaged folder must stay small enough to ship in the package (DESIGN.md, "Two presets").
+# What the packaged folders may take together, every tag's (DESIGN.md, "Two presets").
 PACKAGED_MAX_BYTES = 50_000_000
 
 
@@ -52,9 +67,15 @@ def trained_model_dir(tag: str) -> Path:
     return home() / "models" / tag
 
 
+def config_name(tag: str) -> str:
+    """The config file that marks a folder of ``tag``'s kind of model."""
+    _check_tag(tag)
+    return DUAL_ENCODER_CONFIG_NAME if TRAINED_TAGS[tag]["kind"] == "dual_encoder" else CONFIG_NAME
+
+
 def is_trained(tag: str) -> bool:
     """Whether a model for ``tag`` was trained and installed here (the packaged one aside)."""
-    return (trained_model_dir(tag) / CONFIG_NAME).is_file()
+    return (trained_model_dir(tag) / config_name(tag)).is_file()
 
 
 def packaged_root() -> Path:
@@ -105,32 +126,49 @@ def package(
     max_bytes: int = PACKAGED_MAX_BYTES,
 ) -> Path:
     """Write the packaged folder of ``tag`` from a trained model folder (``save_pretrained``'s
-    output) and return it: the model's files only, the weights in ``dtype`` with the wheel parts
-    left out (:func:`~unifashion.models.artifact.compact_weights`), and a ``manifest.json``.
+    output) and return it: the model's files only, the weights in ``dtype`` (``"float16"``, or
+    ``"int8"`` with per-row scales) with the wheel parts left out
+    (:func:`~unifashion.models.artifact.compact_weights`), and a ``manifest.json``.
 
     ``root`` defaults to :func:`packaged_root` (in a source checkout: ``src/unifashion/weights``,
     to be committed). The folder is built beside the target and moved in place only when whole and
-    under ``max_bytes``; over it, :class:`~unifashion.models.artifact.ModelArtifactError` lists
-    the largest files and nothing is written.
+    when it and the other tags' packaged folders under ``root`` take at most ``max_bytes``
+    together; over it, :class:`~unifashion.models.artifact.ModelArtifactError` lists the largest
+    files and nothing is written.
     """
     _check_tag(tag)
-    target = Path(root if root is not None else packaged_root()) / tag
+    root = Path(root if root is not None else packaged_root())
+    target = root / tag
     tmp = _staging(target)
+    others = sum(folder_bytes(root / other) for other in TRAINED_TAGS if other != tag and (root / other).is_dir())
     try:
-        artifact.copy_model_folder(model_dir, tmp)
-        config = UniFashionConfig.load(tmp / CONFIG_NAME)
+        if TRAINED_TAGS[tag]["kind"] == "dual_encoder":
+            tmp.mkdir(parents=True)
+            for name in (DUAL_ENCODER_CONFIG_NAME, WEIGHTS_NAME):
+                if not (Path(model_dir) / name).is_file():
+                    raise FileNotFoundError(f"{model_dir} is not a saved dual encoder: it has no {name}")
+                shutil.copy2(Path(model_dir) / name, tmp / name)
+            config = DualEncoderConfig.from_dict(json.loads((tmp / DUAL_ENCODER_CONFIG_NAME).read_text()))
+        else:
+            artifact.copy_model_folder(model_dir, tmp)
+            config = UniFashionConfig.load(tmp / CONFIG_NAME)
         artifact.compact_weights(tmp / WEIGHTS_NAME, config, dtype=dtype, leave_out_wheel_parts=True)
         manifest = artifact.write_manifest(tmp, tag=tag, preset=TRAINED_TAGS[tag]["preset"])
-        if manifest["total_bytes"] > max_bytes:
+        if others + manifest["total_bytes"] > max_bytes:
             largest = sorted(manifest["files"], key=lambda entry: -entry["size"])[:3]
             raise artifact.ModelArtifactError(
-                f"the packaged folder of {tag!r} would take {manifest['total_bytes']:,} bytes, over the "
-                f"{max_bytes:,} allowed; largest: " + ", ".join(f"{e['path']} {e['size']:,}" for e in largest)
+                f"the packaged folder of {tag!r} would take {manifest['total_bytes']:,} bytes (the other packaged "
+                f"tags {others:,}), over the {max_bytes:,} allowed together; largest: "
+                + ", ".join(f"{e['path']} {e['size']:,}" for e in largest)
             )
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _move_into_place(tmp, target)
+
+
+def folder_bytes(directory: str | Path) -> int:
+    return sum(path.stat().st_size for path in Path(directory).rglob("*") if path.is_file())
 
 
 def install(tag: str, model_dir: str | Path) -> Path:
