@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from unifashion.evaluation.tasks import TASKS
+
 PORT = 8000
 
 
@@ -38,6 +40,5 @@ def register(sub) -> None:
     demo.add_argument("--no-train", action="store_true", help="never train: skip what is not trained yet")
     demo.add_argument("--no-serve", action="store_true", help="do not serve the web page at the end (it is "
                                                                "served only when run from a terminal)")
-    demo.add_argument("--eval-tasks", nargs="+", default=["cmr", "cir", "fic", "fig"],
-                      choices=["cmr", "cir", "fic", "fig"])
+    demo.add_argument("--eval-tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     demo.set_defaults(func=_cmd_demo)

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from unifashion.cli.common import ConfigSpec, add_config_option, configured
+from unifashion.evaluation.tasks import TASKS
 
-TASK_CHOICES = ["cmr", "cir", "fic", "fig"]
+TASK_CHOICES = list(TASKS)
 
 
 def _ablations(args: argparse.Namespace) -> dict:

@@ -28,18 +28,19 @@ from tqdm.auto import tqdm
 
 from unifashion.data.records import CAPTION_STYLES, sentence_prompt
 from unifashion.data.synthetic.catalogue import Catalogue
+from unifashion.evaluation.phrasing import evaluate_phrasing
 from unifashion.evaluation.results import ResultTable
 from unifashion.evaluation.retrieval import cir_fashioniq, cmr_full_gallery, cmr_random_100, ranks_of_positives
+from unifashion.evaluation.tasks import TASKS
 
 CIR_PROTOCOL = "Fashion-IQ protocol (R@K per category)"
-TASKS = ("cmr", "cir", "fic", "fig")
 
 
 @dataclass
 class EvalConfig:
     split: str = "test"
     seed: int = 0
-    tasks: tuple[str, ...] = ("cmr", "cir", "fic", "fig")
+    tasks: tuple[str, ...] = TASKS
     cmr_text_style: str = "detailed"  # the caption style used as CMR texts
     n_candidates: int = 100
     itm_rerank_k: int = 50  # re-rank the top 50 (a top-10 re-rank cannot change R@10 or R@50); 0: off
@@ -195,6 +196,9 @@ def evaluate_unifashion(model, data: SplitData, cfg: EvalConfig, table: ResultTa
     features = UniFashionFeatures(model, data, cfg.batch_size)
     if "cmr" in cfg.tasks:
         evaluate_cmr(model, data, cfg, table, art, method, features)
+    if "phrasing" in cfg.tasks:
+        evaluate_phrasing(lambda texts: model.score(features.encode_texts(texts), features.z).cpu().numpy(),
+                          data.items, table, method, cfg.split, cfg.seed)
     if "cir" in cfg.tasks:
         evaluate_cir(model, data, cfg, table, art, method, features)
     if "fic" in cfg.tasks and model.caption_lm is not None:
@@ -361,6 +365,9 @@ def evaluate_random(data: SplitData, cfg: EvalConfig, table: ResultTable, art: E
     rng = np.random.default_rng(cfg.seed)
     if "cmr" in cfg.tasks:
         record_cmr(rng.random((len(data.items), len(data.items))), data, cfg, table, art, "random")
+    if "phrasing" in cfg.tasks:
+        evaluate_phrasing(lambda texts: rng.random((len(texts), len(data.items))), data.items, table, "random",
+                          cfg.split, cfg.seed)
     if "cir" in cfg.tasks:
         scores, targets = {}, {}
         for cat, (gallery, refs, _, tpos) in data.cir_groups().items():
@@ -385,6 +392,11 @@ def evaluate_dual_encoder(model, data: SplitData, cfg: EvalConfig, table: Result
         texts = [r.caption(cfg.cmr_text_style) for r in data.items]
         e_txt = _batched(lambda ts: model.encode_text(list(ts)), texts, bs)
         record_cmr((e_img @ e_txt.t()).numpy(), data, cfg, table, art, method)
+    if "phrasing" in cfg.tasks:
+        def score_texts(texts):
+            return (_batched(lambda ts: model.encode_text(list(ts)), texts, bs) @ e_img.t()).numpy()
+
+        evaluate_phrasing(score_texts, data.items, table, method, cfg.split, cfg.seed)
     if "cir" in cfg.tasks:
         for combiner in combiners:
             scores, targets = {}, {}
