@@ -93,6 +93,40 @@ def test_q2i_loss_matches_direct_recomputation():
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weighting_matches_a_recomputation_by_hand(prediction_type):
+    gamma = 5.0
+    model = make_model(cond_dropout=0.0, prediction_type=prediction_type, snr_gamma=gamma)
+    batch = 3
+    pixels, query_embeds = images(batch), queries(batch)
+    noise = torch.randn(batch, 4, 16, 16, generator=torch.Generator().manual_seed(2))
+    timesteps = torch.tensor([0, 500, 999])
+    loss = model.loss(pixels, query_embeds, noise=noise, timesteps=timesteps,
+                      generator=torch.Generator().manual_seed(3))
+
+    alpha_bar = scaled_linear_alphas_cumprod(model.config)[timesteps]
+    snr = alpha_bar / (1 - alpha_bar)
+    v_prediction = prediction_type == "v_prediction"
+    weights = torch.minimum(snr, torch.tensor(gamma)) / (snr + 1 if v_prediction else snr)
+    torch.testing.assert_close(model.min_snr_weights(timesteps, v_prediction), weights)
+    assert weights[0] < 0.01  # t = 0 is nearly noise-free: down-weighted in both parametrisations
+    assert weights[2] > 0.99 if not v_prediction else weights[2] < 0.01
+    with torch.no_grad():
+        posterior = model.vae.encode(pixels * 2 - 1).latent_dist
+        latents = posterior.sample(generator=torch.Generator().manual_seed(3)) * model.vae.config.scaling_factor
+        a = alpha_bar.view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        condition = query_embeds @ model.adapter.proj.weight.T + model.adapter.proj.bias
+        predicted = model.unet(noisy, timesteps, encoder_hidden_states=condition).sample
+        target = a.sqrt() * noise - (1 - a).sqrt() * latents if v_prediction else noise
+        expected = (((predicted - target) ** 2).flatten(1).mean(1) * weights).mean()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="snr_gamma"):
+        small_config(snr_gamma=0.0)
+    with pytest.raises(ValueError, match="prediction_type"):
+        small_config(prediction_type="sample")
+
+
 def test_condition_dropout_uses_the_learned_null_condition():
     model = make_model(cond_dropout=1.0).train()
     with torch.no_grad():

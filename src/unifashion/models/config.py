@@ -240,6 +240,13 @@ class DiffusionConfig:
     # Classifier-free guidance: training-time probability of replacing the condition by the null.
     cond_dropout: float = 0.1
     null_condition: str = "learned"  # "learned" parameter or "zero" vector in cross-attention space
+    # Min-SNR-gamma loss weighting (Hang et al., 2023): each sample's q2I loss weighted by
+    # min(SNR(t), gamma) / SNR(t) (epsilon prediction; / (SNR(t) + 1) for v-prediction), so the
+    # nearly noise-free timesteps stop dominating training. None: the plain mean (the paper's).
+    snr_gamma: float | None = None
+    # What the tiny UNet predicts: "epsilon" (the noise, as Stable Diffusion v1) or "v_prediction"
+    # (the velocity; the samplers read it from the scheduler). A pretrained UNet keeps its own.
+    prediction_type: str = "epsilon"
     # Spatial conditioning channels after the noisy latents: 0, latent_channels + 1 (masked-image
     # latents + mask) or latent_channels + 2 (+ sketch).
     extra_channels: int = 0
@@ -255,6 +262,11 @@ class DiffusionConfig:
             raise ConfigError(
                 f"diffusion.null_condition must be one of {NULL_CONDITION_KINDS}, got {self.null_condition!r}"
             )
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ConfigError(f"diffusion.prediction_type must be 'epsilon' or 'v_prediction', "
+                              f"got {self.prediction_type!r}")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise ConfigError(f"diffusion.snr_gamma must be positive (or null), got {self.snr_gamma}")
         if not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError(f"diffusion.cond_dropout must lie in [0, 1], got {self.cond_dropout}")
 

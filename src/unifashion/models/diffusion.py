@@ -159,7 +159,7 @@ class QueryConditionedDiffusion(nn.Module):
                 "beta_schedule": config.beta_schedule,
                 "beta_start": config.beta_start,
                 "beta_end": config.beta_end,
-                "prediction_type": "epsilon",
+                "prediction_type": config.prediction_type,
             }
         self.latent_channels = self.vae.config.latent_channels
         if config.image_size is not None:
@@ -357,11 +357,20 @@ class QueryConditionedDiffusion(nn.Module):
             condition = torch.where(drop[:, None, None], self.null_condition_like(condition), condition)
 
         prediction = self.predict_noise(noisy_latents, timesteps, condition, spatial)
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
-        return F.mse_loss(prediction.float(), target.float())
+        v_prediction = self.noise_scheduler.config.prediction_type == "v_prediction"
+        target = self.noise_scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
+        if self.config.snr_gamma is None:
+            return F.mse_loss(prediction.float(), target.float())
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(1)
+        return (per_sample * self.min_snr_weights(timesteps, v_prediction)).mean()
+
+    def min_snr_weights(self, timesteps: torch.Tensor, v_prediction: bool = False) -> torch.Tensor:
+        """min(SNR(t), gamma) / SNR(t) per timestep (/ (SNR(t) + 1) for v-prediction), with
+        SNR(t) = alpha_bar_t / (1 - alpha_bar_t) of the noise schedule."""
+        alphas = self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+        snr = alphas / (1.0 - alphas)
+        clipped = snr.clamp(max=float(self.config.snr_gamma))
+        return clipped / (snr + 1.0) if v_prediction else clipped / snr
 
     def autoencoder_loss(
         self, images: torch.Tensor, kl_weight: float = 1e-6, generator: torch.Generator | None = None
