@@ -288,6 +288,10 @@ def main() -> None:
     print(f"wrote {out} and {out.with_suffix('.md')}")
 
 
+def mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def markdown(results: dict) -> str:
     config = results["config"]
     lines = [
@@ -311,8 +315,7 @@ def markdown(results: dict) -> str:
                 continue
             lines.append(f"| {phase} | {kind} | {row['requests']} | {row['ok']} | {row['busy_503']} | "
                          f"{row['errors']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
-                         f"{data.get('rss_before_mb', float('nan')):.0f} | "
-                         f"{data.get('rss_after_mb', float('nan')):.0f} |")
+                         f"{mb(data.get('rss_before_mb'))} | {mb(data.get('rss_after_mb'))} |")
     uploads = results["4 concurrent large uploads"]
     lines += ["", f"Concurrent large uploads: {config['uploads']} at once of a {uploads['image']} "
                   f"({uploads['upload_bytes']:,} bytes each): server RSS {uploads['rss_before_mb']:.0f} MB "

@@ -301,6 +301,15 @@ def test_text_search_does_not_wait_behind_a_generation(client):
     assert latency < 0.5, f"text search took {latency:.2f} s during a generation of {generation['seconds']:.2f} s"
 
 
+def test_the_generation_lane_shares_the_weights(client, pipeline):
+    lane = pipeline._generation_model
+    assert lane is not pipeline.model and pipeline.generation_lock is not pipeline.lock
+    ours = dict(pipeline.model.named_parameters())
+    for name, parameter in lane.named_parameters():
+        assert parameter.data_ptr() == ours[name].data_ptr(), name  # one copy of every weight in memory
+    assert lane.processor.tokenizer is not pipeline.model.processor.tokenizer  # tokenizers are not thread-safe
+
+
 def test_the_text_bank_is_built_at_start_up(pipeline):
     # The first image-to-text call used to embed every catalogue text under the model lock (21-23 s
     # on the tiny model's catalogue); the service now does it while starting.
