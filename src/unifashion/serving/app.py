@@ -219,6 +219,10 @@ def create_app(pipeline: SearchPipeline, settings: ServiceSettings | None = None
 
     # -- endpoints ---------------------------------------------------------------------------
 
+    # What any request with a body can get before an endpoint sees it: a cross-origin refusal
+    # (403), a body that came too slowly (408) or is too large (413).
+    body_errors = (403, 408, 413)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse(render_page(settings.model_name, settings.default_generation_steps))
@@ -234,7 +238,7 @@ def create_app(pipeline: SearchPipeline, settings: ServiceSettings | None = None
                          limits={**settings.limits(), "peak_decode_bytes": image_limits.peak_decode_bytes})
 
     @app.post("/search/text", response_model=SearchOut, dependencies=[json_body],
-              responses=error_responses(403, 415, 422), summary="Text -> catalogue images (CMR)")
+              responses=error_responses(*body_errors, 415, 422), summary="Text -> catalogue images (CMR)")
     def search_text(query: TextQuery) -> SearchOut:
         text = check_text(query.text)
         top_k = check_top_k(query.top_k)
@@ -244,7 +248,7 @@ def create_app(pipeline: SearchPipeline, settings: ServiceSettings | None = None
         return SearchOut(query={"text": text, "top_k": top_k, "category": query.category},
                          results=[hit_out(h) for h in hits])
 
-    upload_errors = (403, 408, 413, 415, 422)
+    upload_errors = (*body_errors, 415, 422)
 
     @app.post("/search/image-to-text", response_model=TextSearchOut, dependencies=[multipart],
               responses=error_responses(*upload_errors),
@@ -390,7 +394,7 @@ def create_app(pipeline: SearchPipeline, settings: ServiceSettings | None = None
 
     @app.delete("/items/{item_id}", response_model=DeletedOut,
                 dependencies=[*key_schemes, Depends(require_api_key)],
-                responses=error_responses(401, 403, 404, 409), summary="Delete an item. Needs the API key")
+                responses=error_responses(401, 404, 409, *body_errors), summary="Delete an item. Needs the API key")
     def delete_item(item_id: str) -> DeletedOut:
         with pipeline_errors():
             pipeline.delete_items([item_id])
