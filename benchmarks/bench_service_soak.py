@@ -13,7 +13,8 @@ on its own keep-alive connection. Phases, one after the other, in one run:
    ``--duration`` seconds: p50 / p99 per kind, error counts, server RSS before and after;
 2. the same while one more client generates (``--steps`` denoising steps, back to back);
 3. one probe client on text search, one request at a time, while one client generates: the
-   latency that a user sees while the model's generation lane is busy;
+   latency that a user sees while the model's generation lane is busy; then (3b) the same against
+   the service with ``generation_lane=False``, i.e. generation under the model's lock as before;
 4. ``--uploads`` concurrent uploads of a large image (the most pixels the service allows, a PNG
    of ~65 KB) to composed search: the server's peak RSS (sampled every 20 ms) and the answers
    (200, or the documented 503 of a full queue).
@@ -149,6 +150,59 @@ def run_clients(port: int, duration: float, tally: Tally, workers: list[tuple[st
         thread.join()
 
 
+def start_server(command: list[str], port_last: bool = False) -> tuple[subprocess.Popen, int, dict]:
+    """Start the service (``--port`` appended, or the bare port number with ``port_last``) and
+    wait for /health."""
+    port = free_port()
+    command = [*command, str(port)] if port_last else [*command, "--port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/health")
+            return server, port, json.loads(connection.getresponse().read())
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"the service did not start: {server.stderr.read()[-2000:]}") from None
+            time.sleep(0.5)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def probe_during_generation(port: int, text_body, generate_body) -> dict:
+    """One client generates once; one probe client sends text searches, one at a time, until it
+    is done: the latency a user sees while a generation runs."""
+    tally = Tally()
+    generating = threading.Event()
+
+    def generate_once():
+        client = Client(port)
+        generating.set()
+        status, seconds, retry = client.request("/generate", *generate_body())
+        tally.add("generate", status, seconds, retry)
+        generating.clear()
+
+    generator = threading.Thread(target=generate_once)
+    generator.start()
+    generating.wait()
+    time.sleep(0.2)
+    probe = Client(port)
+    while generating.is_set():
+        tally.add("probe text", *probe.request("/search/text", *text_body()))
+        time.sleep(0.05)
+    generator.join()
+    return tally.summary()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/service_soak.json"))
@@ -179,26 +233,13 @@ def main() -> None:
         del model
     setup_s = time.perf_counter() - started
 
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "unifashion.cli", "serve", "--index", str(index_dir),
-                               "--model", str(model_dir), "--port", str(port), "--threads", "1"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    serve_command = [sys.executable, "-m", "unifashion.cli", "serve", "--index", str(index_dir),
+                     "--model", str(model_dir), "--threads", "1"]
+    server, port, health = start_server(serve_command)
     results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                  "load_average_at_start": list(os.getloadavg())},
                      "config": vars(args), "setup_s": setup_s}
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                connection.request("GET", "/health")
-                health = json.loads(connection.getresponse().read())
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the service did not start: {server.stderr.read()[-2000:]}") from None
-                time.sleep(0.5)
         results["limits"] = health["limits"]
         rss = lambda: psutil.Process(server.pid).memory_info().rss  # noqa: E731
         rng = np.random.default_rng(0)
@@ -225,26 +266,7 @@ def main() -> None:
             print(name, json.dumps(results[name], indent=1))
 
         # 3. one probe client while one client generates.
-        tally = Tally()
-        generating = threading.Event()
-
-        def generate_once():
-            client = Client(port)
-            generating.set()
-            status, seconds, retry = client.request("/generate", *generate_body())
-            tally.add("generate", status, seconds, retry)
-            generating.clear()
-
-        generator = threading.Thread(target=generate_once)
-        generator.start()
-        generating.wait()
-        time.sleep(0.2)
-        probe = Client(port)
-        while generating.is_set():
-            tally.add("probe text", *probe.request("/search/text", *text_body()))
-            time.sleep(0.05)
-        generator.join()
-        results["3 probe during a generation"] = tally.summary()
+        results["3 probe during a generation"] = probe_during_generation(port, text_body, generate_body)
         print(json.dumps(results["3 probe during a generation"], indent=1))
 
         # 4. concurrent large uploads: a 4096 x 4096 PNG, all white but for a corner (~65 KB).
@@ -275,11 +297,19 @@ def main() -> None:
             "rss_peak_mb": sampler.peak / 2**20, "rss_after_mb": rss() / 2**20, **tally.summary()}
         print(json.dumps(results["4 concurrent large uploads"], indent=1))
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
+
+    # 3b. the same probe against the service as it was: generation under the model's lock.
+    baseline = ("import sys; from unifashion.serving.app import ServiceSettings, serve; "
+                "serve(sys.argv[1], sys.argv[2], port=int(sys.argv[3]), threads=1, "
+                "settings=ServiceSettings(generation_lane=False))")
+    server, port, _ = start_server([sys.executable, "-c", baseline, str(index_dir), str(model_dir)], port_last=True)
+    try:
+        results["3b probe, generation under the model lock"] = probe_during_generation(port, text_body,
+                                                                                       generate_body)
+        print(json.dumps(results["3b probe, generation under the model lock"], indent=1))
+    finally:
+        stop_server(server)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -308,7 +338,7 @@ def markdown(results: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for phase in ("1 searches", "2 searches + one generating", "3 probe during a generation",
-                  "4 concurrent large uploads"):
+                  "3b probe, generation under the model lock", "4 concurrent large uploads"):
         data = results[phase]
         for kind, row in data.items():
             if not isinstance(row, dict):
