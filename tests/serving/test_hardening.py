@@ -311,6 +311,16 @@ def test_the_generation_lane_shares_the_weights(client, pipeline):
     assert lane.processor.tokenizer is not pipeline.model.processor.tokenizer  # tokenizers are not thread-safe
 
 
+def test_the_generation_lane_generates_what_the_model_does(small_model):
+    import numpy as np
+
+    plain = SearchPipeline(small_model, None)
+    expected = plain.generate("a red dress", steps=2, seed=3)[0]
+    plain.separate_generation()
+    assert plain.generation_lock is not plain.lock
+    assert np.array_equal(np.asarray(plain.generate("a red dress", steps=2, seed=3)[0]), np.asarray(expected))
+
+
 def test_the_text_bank_is_built_at_start_up(pipeline):
     # The first image-to-text call used to embed every catalogue text under the model lock (21-23 s
     # on the tiny model's catalogue); the service now does it while starting.
