@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 OUTPUT ?= outputs/demo
 
-.PHONY: demo test lint experiments clean-venv
+.PHONY: demo test fuzz lint experiments clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# schemathesis --checks all against the live service (a bounded run: FUZZ_EXAMPLES per operation).
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests/serving/test_schema_fuzz.py
 
 # Retrieval over 3 seeds with the Table-5 ablations (hours on a CPU; each step resumes).
 experiments: $(STAMP)

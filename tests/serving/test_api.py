@@ -46,7 +46,8 @@ def pipeline(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(pipeline):
-    with TestClient(create_app(pipeline, ServiceSettings(**SETTINGS))) as test_client:
+    app = create_app(pipeline, ServiceSettings(**SETTINGS))
+    with TestClient(app, base_url="http://localhost") as test_client:
         yield test_client
 
 
@@ -325,7 +326,8 @@ def test_add_item_bad_input(client):
 
 
 def test_writes_are_open_without_a_configured_key(pipeline):
-    with TestClient(create_app(pipeline, ServiceSettings(max_top_k=5))) as open_client:
+    app = create_app(pipeline, ServiceSettings(max_top_k=5))
+    with TestClient(app, base_url="http://localhost") as open_client:
         response = open_client.post("/items", files={"image": image_part()}, data={"item_id": "open-1"})
         assert response.status_code == 201, response.text
         assert open_client.delete("/items/open-1").status_code == 200

@@ -111,7 +111,7 @@ def test_cli_generate_on_person_and_its_errors(saved_model, tmp_path, capsys):
 def test_api_try_on_and_design_multipart(model):
     person, mask = person_and_mask()
     settings = ServiceSettings(max_generation_steps=4, default_generation_steps=2, model_name="small-random")
-    with TestClient(create_app(SearchPipeline(model, None), settings)) as client:
+    with TestClient(create_app(SearchPipeline(model, None), settings), base_url="http://localhost") as client:
         files = {"person": ("p.png", png(person), "image/png"), "mask": ("m.png", png(mask), "image/png"),
                  "garment": ("g.png", png(Image.new("RGB", (20, 24), (0, 160, 0))), "image/png")}
         response = client.post("/generate", data={"steps": "1", "seed": "3"}, files=files)

@@ -62,9 +62,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from unifashion.serving.app import ServiceSettings, serve
 
+    hosts = {"allowed_hosts": tuple(args.allowed_host)} if args.allowed_host else {}
     settings = ServiceSettings(max_upload_bytes=int(args.max_upload_mb * 2**20), max_top_k=args.max_top_k,
                                max_generation_steps=args.max_steps,
-                               default_generation_steps=min(25, args.max_steps))
+                               default_generation_steps=min(25, args.max_steps),
+                               max_waiting_images=args.max_waiting, queue_timeout_s=args.queue_timeout,
+                               max_connections=args.max_connections, allowed_origins=tuple(args.allowed_origin),
+                               **hosts)
     if not Path(args.index, "catalogue.sqlite").is_file():
         raise FileNotFoundError(f"no catalogue index at {args.index}; build one with `unifashion index`")
     serve(args.index, args.model, host=args.host, port=args.port,
@@ -111,4 +115,14 @@ def register(sub) -> None:
     sv.add_argument("--max-upload-mb", type=float, default=10.0)
     sv.add_argument("--max-top-k", type=int, default=100)
     sv.add_argument("--max-steps", type=int, default=100, help="cap on generation steps per request")
+    sv.add_argument("--max-waiting", type=int, default=8,
+                    help="requests with images that may wait for the model; more get 503 + Retry-After")
+    sv.add_argument("--queue-timeout", type=float, default=30.0,
+                    help="seconds a request may wait for the model before it gets 503")
+    sv.add_argument("--max-connections", type=int, default=100, help="open connections; more get 503")
+    sv.add_argument("--allowed-host", action="append", default=[],
+                    help="a Host name to answer to (repeatable; '*' for any). Default: the loopback names, "
+                         "plus the bound address when it is not loopback")
+    sv.add_argument("--allowed-origin", action="append", default=[],
+                    help="a site (scheme://host[:port]) whose pages may POST to the service (repeatable)")
     sv.set_defaults(func=_cmd_serve)

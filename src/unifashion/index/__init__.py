@@ -9,11 +9,18 @@ model, so pipelines and the service both build on it (serving -> pipelines -> in
 
 from unifashion.index.ann import ANN_KINDS
 from unifashion.index.catalogue_index import CatalogueIndex
-from unifashion.index.errors import CatalogueIndexError, DuplicateItemError, IndexLockedError, UnknownItemError
+from unifashion.index.errors import (
+    CatalogueIndexError,
+    DuplicateItemError,
+    IndexLockedError,
+    ModelMismatchError,
+    UnknownItemError,
+)
 from unifashion.index.snapshot_search import Hit
 from unifashion.index.store import ItemMetadata
 
 __all__ = [
+    "ModelMismatchError",
     "ANN_KINDS",
     "CatalogueIndex",
     "CatalogueIndexError",

@@ -79,6 +79,8 @@ from unifashion.index.validation import (
 )
 
 LOCK_NAME = "writer.lock"
+#: Config key under which the builder records the identity of the model that made the vectors.
+MODEL_IDENTITY_KEY = "model_identity"
 
 
 class CatalogueIndex:
@@ -211,6 +213,21 @@ class CatalogueIndex:
         with self._lock:
             self._refresh_if_stale()
             return self._snapshot.manifest.generation
+
+    @property
+    def model_identity(self) -> str | None:
+        """What the builder recorded of the model that made the vectors (a digest of its weights),
+        or None for an index that records none."""
+        with self._lock:
+            return self._store.config().get(MODEL_IDENTITY_KEY)
+
+    def record_model_identity(self, identity: str) -> None:
+        """Record the identity of the model whose vectors the index holds (writers only)."""
+        if not isinstance(identity, str) or not identity:
+            raise ValueError(f"a model identity must be a non-empty string, got {identity!r}")
+        with self._lock:
+            self._check_writable()
+            self._store.set_config(MODEL_IDENTITY_KEY, identity)
 
     @property
     def ann_kind(self) -> str:

@@ -20,3 +20,7 @@ class UnknownItemError(CatalogueIndexError, KeyError):
 
 class IndexLockedError(CatalogueIndexError):
     """Another process (or instance) has the index open for writing."""
+
+
+class ModelMismatchError(CatalogueIndexError, ValueError):
+    """The index was built by a model other than the one given: its vectors mean nothing to it."""

@@ -178,6 +178,11 @@ class MetadataStore:
     def close(self) -> None:
         self.conn.close()
 
+    def set_config(self, key: str, value: Any) -> None:
+        """Set one configuration value (outside a generation switch: it changes no item); one
+        autocommitted statement, so atomic."""
+        self.conn.execute("INSERT OR REPLACE INTO config (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
     # -- reads -------------------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:

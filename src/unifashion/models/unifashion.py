@@ -199,6 +199,14 @@ class UniFashion(nn.Module):
             )
         return model
 
+    def weights_identity(self) -> str:
+        """A sha256 of the weights that embeddings and captions depend on (every tensor but the
+        diffusion part's), rounded to float16 first, so that a model and its compacted (float16)
+        save have one identity. An index records it; a model with another identity is refused."""
+        state = {k: v.to(torch.float16) if v.is_floating_point() else v
+                 for k, v in self.state_dict().items() if not k.startswith("diffusion.")}
+        return artifact.tensors_sha256(state)
+
     def save_pretrained(
         self,
         directory: str | os.PathLike,

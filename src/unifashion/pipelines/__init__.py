@@ -11,6 +11,7 @@ Dependencies point one way: ``serving.app`` -> ``pipelines`` -> ``models`` (and 
 """
 
 from unifashion.data.folder import load_item_records, read_metadata_file
+from unifashion.index import ModelMismatchError
 from unifashion.pipelines.indexing import BuildReport, CatalogueBuilder, EmbeddedItems, build_index
 from unifashion.pipelines.search import GENERATED_STYLE, SCHEDULERS, SearchPipeline, TextHit, TextSource
 
@@ -20,6 +21,7 @@ __all__ = [
     "BuildReport",
     "CatalogueBuilder",
     "EmbeddedItems",
+    "ModelMismatchError",
     "SearchPipeline",
     "TextHit",
     "TextSource",

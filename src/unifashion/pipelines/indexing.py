@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from unifashion.data.folder import load_item_records
 from unifashion.data.records import ItemRecord, load_image
-from unifashion.index import CatalogueIndex
+from unifashion.index import CatalogueIndex, ModelMismatchError
 
 # Items embedded between two commits: each commit writes one vector segment and rewrites the
 # FAISS file, so this trades commit cost against the work a stopped build repeats.
@@ -98,6 +98,7 @@ class CatalogueBuilder:
         self.batch_size = batch_size
         self.progress = progress
         self._lock = lock if lock is not None else nullcontext()
+        self._identity: str | None = None
 
     @property
     def embed_dim(self) -> int:
@@ -114,12 +115,38 @@ class CatalogueBuilder:
             captions, fusion = self.model.encode_captions(list(images))
         return EmbeddedItems(multi.float().cpu().numpy(), fusion.float().cpu().numpy(), list(captions))
 
+    @property
+    def model_identity(self) -> str | None:
+        """The model's :meth:`~unifashion.models.UniFashion.weights_identity` (None for a model
+        without one), computed once: the weights do not change while the builder serves."""
+        if self._identity is None and hasattr(self.model, "weights_identity"):
+            with self._lock:
+                self._identity = self.model.weights_identity()
+        return self._identity
+
     def check_index(self, index: CatalogueIndex) -> None:
-        """Raise if the index's vector shape is not the model's."""
+        """Raise if the index was not made by this model: another vector shape (ValueError), or
+        another recorded identity (:class:`ModelMismatchError`; two untrained models of one preset
+        have the same shapes, and each other's vectors mean nothing to them). An empty writable
+        index that records no identity gets this model's; an older index that holds items but
+        records none cannot be checked and is taken as it is."""
         if (index.num_queries, index.dim) != (self.num_queries, self.embed_dim):
             raise ValueError(
                 f"the index at {index.folder} stores {index.num_queries} x {index.dim} vectors per item; this model "
                 f"makes {self.num_queries} x {self.embed_dim}: build a new index for this model"
+            )
+        identity, recorded = self.model_identity, index.model_identity
+        if identity is None:
+            return
+        if recorded is None:
+            if not index.read_only and len(index) == 0:
+                index.record_model_identity(identity)
+            return
+        if recorded != identity:
+            raise ModelMismatchError(
+                f"the index at {index.folder} was built by a different model (weights {recorded[:12]}...; this "
+                f"model's are {identity[:12]}...): search it with the model that built it, or build a new index "
+                f"with this one"
             )
 
     def add(self, index: CatalogueIndex, records: Sequence[ItemRecord], *, upsert: bool = False,

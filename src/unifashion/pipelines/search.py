@@ -22,11 +22,15 @@ seen before are embedded.
 
 The model is not thread-safe (and one CPU forward pass at a time is fastest on a small machine),
 so every model call runs under ``self.lock``; index searches run outside it (the index is
-thread-safe itself).
+thread-safe itself). Generation runs under ``self.generation_lock``, which is ``self.lock``
+until :meth:`SearchPipeline.separate_generation` gives generation its own copy of the model's
+modules (sharing every weight tensor, so it costs little memory) and its own lock: then a long
+generation does not hold up searches.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -162,6 +166,8 @@ class SearchPipeline:
         self.model = model.eval()
         self._index = index
         self.lock = threading.RLock()  # held around every model call
+        self.generation_lock = self.lock  # held around generation (see separate_generation)
+        self._generation_model = self.model
         self._write_lock = threading.Lock()  # one add/delete at a time (check, store image, index)
         self._bank_lock = threading.Lock()
         self._bank = _TextBank()
@@ -172,7 +178,12 @@ class SearchPipeline:
 
     @classmethod
     def open(cls, model, index_dir: str | os.PathLike, read_only: bool = False, **kwargs) -> SearchPipeline:
-        return cls(model, CatalogueIndex.open(index_dir, read_only=read_only), **kwargs)
+        index = CatalogueIndex.open(index_dir, read_only=read_only)
+        try:
+            return cls(model, index, **kwargs)
+        except BaseException:  # e.g. a model that did not build the index: release it
+            index.close()
+            raise
 
     @property
     def index(self) -> CatalogueIndex:
@@ -180,6 +191,27 @@ class SearchPipeline:
         if self._index is None:
             raise RuntimeError("this pipeline has no catalogue index: it can caption and generate, not search")
         return self._index
+
+    def separate_generation(self) -> None:
+        """Run generation on its own copy of the model's modules, under its own lock. The copy
+        shares every parameter and buffer with the model (the weights are read-only in eval), so
+        it costs little memory; its other state (schedulers, tokenizers) is its own, so the two
+        can run at the same time."""
+        if self._generation_model is not self.model:
+            return
+        shared = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
+        self._generation_model = copy.deepcopy(self.model, shared).eval()
+        self.generation_lock = threading.RLock()
+
+    def texts_ready(self) -> bool:
+        """Whether the catalogue texts that image-to-text ranks are embedded for the current index."""
+        return self._index is not None and self._bank.generation == self._index.generation
+
+    def prepare_texts(self) -> None:
+        """Embed the catalogue texts for image-to-text now (the first call would do it)."""
+        if self._index is not None:
+            with self._bank_lock:
+                self._bank.refresh(self._index, self._embed_texts)
 
     def close(self) -> None:
         if self._index is not None:
@@ -279,17 +311,18 @@ class SearchPipeline:
         else:
             generator.manual_seed(int(seed))
 
+        model = self._generation_model
         if person is not None:  # design / try-on: one implementation, at the person's size
-            with self.lock:
-                return generate_on_person(self.model, person, mask, text=text, garment=image, sketch=sketch,
+            with self.generation_lock:
+                return generate_on_person(model, person, mask, text=text, garment=image, sketch=sketch,
                                           steps=steps, scheduler=scheduler, guidance=float(guidance),
                                           generator=generator, num_images=num_images)
 
         def repeat(source: ImageSource | None, mode: str = "RGB") -> list[Image.Image] | None:
             return None if source is None else [load_image(source, mode)] * num_images
 
-        with self.lock:
-            pixels = self.model.generate(
+        with self.generation_lock:
+            pixels = model.generate(
                 [text] * num_images if text is not None else None,
                 images=repeat(image),
                 mask=repeat(mask, "L"),
@@ -300,7 +333,7 @@ class SearchPipeline:
                 guidance_scale=float(guidance),
                 generator=generator,
             )
-        return self.model.processor.postprocess_images(pixels)
+        return model.processor.postprocess_images(pixels)
 
     # -- catalogue updates -------------------------------------------------------------------
 
