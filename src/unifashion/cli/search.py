@@ -87,7 +87,8 @@ def register(sub) -> None:
     ix.add_argument("--index", required=True, help="index folder (created, or added to)")
     ix.add_argument("--model", default="tiny-default", help=MODEL_HELP)
     ix.add_argument("--batch-size", type=int, default=32)
-    ix.add_argument("--ann", default="flat", choices=["flat", "ivf", "ivfpq"], help="FAISS stage of a new index")
+    ix.add_argument("--ann", default="vectors", choices=["vectors", "flat", "ivf", "ivfpq"],
+                    help="candidate stage of a new index: vectors (every item vector, grouped by item) or pooled")
     ix.add_argument("--no-progress", action="store_true", help="no progress bar")
     ix.set_defaults(func=_cmd_index)
 

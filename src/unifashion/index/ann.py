@@ -1,4 +1,8 @@
-"""The ANN candidate stage: a FAISS index over one pooled vector per item, keyed by item key.
+"""The ANN candidate stage of an index, keyed by item key.
+
+Two families. ``"vectors"`` (the default, vector_ann.py) indexes every item vector, so that
+grouping its hits by item finds the items of highest max-sim; it also keeps an index of fused
+vectors for composed queries. The older kinds index one pooled vector per item:
 
 An item's pooled vector is the mean of its multi-vectors, re-normalised (written with its
 segment). A search asks FAISS for the ``candidates`` items nearest the query by pooled vector;
@@ -22,13 +26,26 @@ import numpy as np
 from unifashion.index.segments import Segment, by_segment
 from unifashion.index.store import Layout
 from unifashion.index.validation import check_positive_int
+from unifashion.index.vector_ann import (
+    VECTORS,
+    VECTORS_FLAT,
+    VectorAnn,
+    build_vector_ann,
+    empty_vector_ann,
+    min_train_items,
+)
 
-ANN_KINDS = ("flat", "ivf", "ivfpq")
+ANN_KINDS = ("vectors", "flat", "ivf", "ivfpq")
 
 # Items the ANN stage proposes for re-ranking unless told otherwise. Re-ranking costs ~6 us per
 # candidate here; on clustered benchmarks (benchmarks/results/index.md) 100 candidates gave
 # recall@10 0.85 (0.36 with ~500 near-duplicates per cluster), 400 gave 0.94 (0.89) for ~2 ms more.
 DEFAULT_CANDIDATES = 400
+# The same for the vector-level stage, whose candidates are already ranked by their best vector;
+# and how many vector hits it asks FAISS for per candidate item. Both chosen by
+# benchmarks/bench_search.py (results/search.md).
+DEFAULT_VECTOR_CANDIDATES = 200
+VECTOR_HITS_PER_CANDIDATE = 8
 # Pooled vectors added to a FAISS index per call (64 MiB of float32 at dim 256).
 _ADD_CHUNK = 4 * 4096
 # Below this many queries a FAISS search runs on one thread (see faiss_threads).
@@ -46,22 +63,27 @@ class AnnConfig:
     nlist: int
     nprobe: int
     pq_m: int
+    #: The caption-fusion weight w of the "vectors" kind's fused index (Z_q + w Z_C); 0: none.
+    fused_weight: float = 1.0
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> AnnConfig:
-        return cls(config["ann"], config["nlist"], config["nprobe"], config["pq_m"])
+        return cls(config["ann"], config["nlist"], config["nprobe"], config["pq_m"], config.get("fused_weight", 1.0))
 
     def as_config(self) -> dict[str, Any]:
         """The entries of the index's config table."""
-        return {"ann": self.kind, "nlist": self.nlist, "nprobe": self.nprobe, "pq_m": self.pq_m}
+        return {"ann": self.kind, "nlist": self.nlist, "nprobe": self.nprobe, "pq_m": self.pq_m,
+                "fused_weight": self.fused_weight}
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def min_train_items(self) -> int:
+    def min_train_items(self, num_queries: int = 1) -> int:
         """Live items needed before this ANN kind can be trained (0 for flat)."""
         if self.kind == "flat":
             return 0
+        if self.kind == VECTORS:
+            return min_train_items(self.nlist, num_queries)
         needed = _TRAIN_POINTS_PER_CENTROID * self.nlist
         if self.kind == "ivfpq":
             needed = max(needed, _TRAIN_POINTS_PER_CENTROID * _PQ_CENTROIDS)
@@ -71,19 +93,28 @@ class AnnConfig:
 FLAT = AnnConfig("flat", 1, 1, 1)
 
 
-def check_ann_config(kind: str, nlist: int, nprobe: int, pq_m: int, dim: int) -> AnnConfig:
+def check_ann_config(kind: str, nlist: int, nprobe: int, pq_m: int, dim: int, fused_weight: float = 1.0) -> AnnConfig:
     """Checked ANN settings for vectors of ``dim``."""
     if kind not in ANN_KINDS:
         raise ValueError(f"unknown ANN kind {kind!r}; choose one of {', '.join(ANN_KINDS)}")
     for name, value in (("nlist", nlist), ("nprobe", nprobe), ("pq_m", pq_m)):
         check_positive_int(value, name)
-    if kind == "ivfpq" and dim % pq_m:
+    if kind in ("ivfpq", VECTORS) and dim % pq_m:
         raise ValueError(f"pq_m={pq_m} must divide the vector dimension {dim}")
-    return AnnConfig(kind, int(nlist), int(nprobe), int(pq_m))
+    if isinstance(fused_weight, bool) or not isinstance(fused_weight, (int, float)) or not np.isfinite(fused_weight):
+        raise ValueError(f"fused_weight must be a finite number, got {fused_weight!r}")
+    return AnnConfig(kind, int(nlist), int(nprobe), int(pq_m), float(fused_weight))
+
+
+def is_vector_kind(built_kind: str) -> bool:
+    """Whether a manifest's ANN kind is the vector-level stage (trained or not)."""
+    return built_kind in (VECTORS, VECTORS_FLAT)
 
 
 def new_ann(config: AnnConfig, dim: int) -> Any:
     """An empty FAISS index of ``config``'s kind; IVF kinds still need training."""
+    if config.kind == VECTORS:
+        return empty_vector_ann(dim, config.fused_weight)
     if config.kind == "flat":
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     quantizer = faiss.IndexFlatIP(dim)
@@ -107,7 +138,10 @@ def add_pooled(
 
 
 def build_ann(config: AnnConfig, dim: int, layout: Layout, segments: dict[int, Segment]) -> Any:
-    """A FAISS index of ``config``'s kind over every live item, trained on their pooled vectors."""
+    """A FAISS index of ``config``'s kind over every live item, trained on their pooled vectors
+    (the vector-level kind: on their vectors)."""
+    if config.kind == VECTORS:
+        return build_vector_ann(config.nlist, config.nprobe, config.pq_m, config.fused_weight, dim, layout, segments)
     ann = new_ann(config, dim)
     if config.kind != "flat":
         # FAISS's k-means samples 256 points per centroid; PQ wants 256 per code too.
@@ -140,6 +174,15 @@ def next_ann(
     are the keys removed. An IVF kind still flat is trained now if the items suffice; otherwise
     ``current`` is updated in place (so after a failure the caller must reload it from disk).
     """
+    if isinstance(current, VectorAnn):
+        num_queries = next(iter(segments.values())).multi.shape[1] if segments else 1
+        if current.kind == VECTORS_FLAT and len(layout.keys) >= config.min_train_items(num_queries):
+            built = build_ann(config, dim, layout, segments)
+            return built, built.kind
+        if len(deleted):
+            current.remove(deleted)
+        current.add(layout.keys[kept:], layout.segments[kept:], layout.rows[kept:], segments)
+        return current, current.kind
     if config.kind != "flat" and current_kind == "flat" and len(layout.keys) >= config.min_train_items():
         return build_ann(config, dim, layout, segments), config.kind
     if len(deleted):
@@ -170,18 +213,27 @@ def key_selector(keys: np.ndarray) -> Any:
     return faiss.IDSelectorBatch(keys)
 
 
-def candidate_keys(ann: Any, ann_kind: str, queries: np.ndarray, k: int, selector: Any, nprobe: int) -> np.ndarray:
-    """(Q, k) keys of the items nearest each query by pooled vector, -1 where FAISS found fewer.
+def candidate_keys(
+    ann: Any, ann_kind: str, queries: np.ndarray, k: int, selector: Any, nprobe: int, fusion_weight: float = 0.0
+) -> list[np.ndarray]:
+    """Per query, the keys of (up to) ``k`` candidate items, best first.
 
-    ``ann_kind``: the kind actually built; ``nprobe`` only matters for IVF kinds.
+    The vector-level stage groups the nearest item vectors by item, searching the fused vectors
+    when ``fusion_weight`` is the weight they were fused with; the pooled kinds return the
+    items nearest by pooled vector. ``ann_kind``: the kind actually built; ``nprobe`` only
+    matters for IVF kinds.
     """
+    threads = 1 if len(queries) < _FAISS_SINGLE_THREAD_QUERIES else faiss.omp_get_max_threads()
+    if isinstance(ann, VectorAnn):
+        fused = ann.fused is not None and fusion_weight == ann.fused_weight
+        with faiss_threads(threads):
+            return ann.search(queries, k, k * VECTOR_HITS_PER_CANDIDATE, selector, nprobe, fused)
     if ann_kind == "flat":
         params = faiss.SearchParameters(sel=selector) if selector is not None else None
     else:
         params = faiss.SearchParametersIVF(nprobe=nprobe)
         if selector is not None:
             params.sel = selector
-    threads = 1 if len(queries) < _FAISS_SINGLE_THREAD_QUERIES else faiss.omp_get_max_threads()
     with faiss_threads(threads):
         _distances, keys = ann.search(queries, k, params=params)
-    return keys
+    return [row[row >= 0] for row in keys]

@@ -46,7 +46,16 @@ from typing import Any
 
 import numpy as np
 
-from unifashion.index.ann import DEFAULT_CANDIDATES, AnnConfig, build_ann, check_ann_config, next_ann
+from unifashion.index.ann import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_VECTOR_CANDIDATES,
+    VECTORS,
+    AnnConfig,
+    build_ann,
+    check_ann_config,
+    is_vector_kind,
+    next_ann,
+)
 from unifashion.index.errors import CatalogueIndexError, DuplicateItemError, IndexLockedError, UnknownItemError
 from unifashion.index.generations import (
     ANN_DIR,
@@ -77,6 +86,7 @@ from unifashion.index.validation import (
     check_search_options,
     item_row,
 )
+from unifashion.index.vector_ann import VectorAnn
 
 LOCK_NAME = "writer.lock"
 #: Config key under which the builder records the identity of the model that made the vectors.
@@ -115,14 +125,21 @@ class CatalogueIndex:
         *,
         dim: int = 256,
         num_queries: int = 32,
-        ann: str = "flat",
+        ann: str = VECTORS,
         nlist: int = 1024,
         nprobe: int = 16,
-        pq_m: int = 32,
+        pq_m: int | None = None,
+        fused_weight: float = 1.0,
     ) -> CatalogueIndex:
         """Create an empty index in folder ``path`` (new or empty) and open it for writing.
 
-        ``ann`` picks the FAISS index over pooled vectors: ``"flat"`` (exact inner product;
+        ``ann`` picks the candidate stage. ``"vectors"`` (the default; vector_ann.py) is an
+        IndexIVFPQFastScan over every item vector (``nlist`` lists, ``nprobe`` searched,
+        ``pq_m`` 4-bit sub-quantisers, default ``dim / 2``; the fused index has half as many), its
+        hits grouped by item, plus one over the fused
+        vectors ``Z_q + fused_weight * Z_C`` for composed queries at that fusion weight
+        (``fused_weight=0``: none); until the index holds 39 vectors per list it is exact (flat).
+        The older kinds index one pooled vector per item: ``"flat"`` (exact inner product;
         ~1 KiB/item), ``"ivf"`` (IndexIVFFlat with ``nlist`` lists, ``nprobe`` searched) or
         ``"ivfpq"`` (IndexIVFPQ with ``pq_m`` 8-bit sub-quantisers, ~``pq_m`` B/item). An IVF kind
         is trained on the stored pooled vectors at the first commit where the index holds enough
@@ -131,7 +148,12 @@ class CatalogueIndex:
         folder = Path(path)
         for name, value in (("dim", dim), ("num_queries", num_queries)):
             check_positive_int(value, name)
-        ann_config = check_ann_config(ann, nlist, nprobe, pq_m, dim)
+        if pq_m is None:
+            # vectors: one 4-bit sub-quantiser per 2 dims (benchmarks/results/search.md); pooled
+            # kinds: 32. Either way the largest count up to that which divides dim.
+            most = max(1, int(dim) // 2) if ann == VECTORS else min(32, int(dim))
+            pq_m = max(m for m in range(1, most + 1) if int(dim) % m == 0)
+        ann_config = check_ann_config(ann, nlist, nprobe, pq_m, dim, fused_weight)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise FileExistsError(
                 f"{folder} exists and is not an empty folder; use CatalogueIndex.open to reopen an index"
@@ -534,8 +556,9 @@ class CatalogueIndex:
         nlist: int | None = None,
         nprobe: int | None = None,
         pq_m: int | None = None,
+        fused_weight: float | None = None,
     ) -> int:
-        """Rebuild the FAISS index over every live item's stored pooled vector, optionally as
+        """Rebuild the FAISS index over every live item's stored (pooled) vectors, optionally as
         another kind, and commit it. Use it to (re)train an IVF after the catalogue grew or its
         distribution moved (new items are assigned to the centroids trained earlier)."""
         with self._lock:
@@ -549,9 +572,11 @@ class CatalogueIndex:
                 nprobe if nprobe is not None else current.nprobe,
                 pq_m if pq_m is not None else current.pq_m,
                 self.dim,
+                fused_weight if fused_weight is not None else current.fused_weight,
             )
             snap = self._snapshot
-            if snap.size < config.min_train_items():
+            # The vector-level kind is exact (flat) below its training size, so it never refuses.
+            if config.kind != VECTORS and snap.size < config.min_train_items():
                 raise ValueError(
                     f"an {config.kind} index with nlist={config.nlist} needs at least {config.min_train_items()} "
                     f"items to train, the index holds {snap.size}; use a smaller nlist or ann='flat'"
@@ -562,7 +587,7 @@ class CatalogueIndex:
                 generation=generation,
                 segments=snap.manifest.segments,
                 ann_file=write_ann_file(self.folder, index, generation),
-                ann_kind=config.kind,
+                ann_kind=index.kind if isinstance(index, VectorAnn) else config.kind,
                 next_key=self._next_key,
                 next_segment=self._next_segment,
             )
@@ -589,17 +614,21 @@ class CatalogueIndex:
 
         query: one vector (dim,) -> a list of hits, or (Q, dim) -> one list per query. Scores are
         plain inner products, so an unnormalised query scales them.
-        candidates: how many items the ANN stage (pooled vectors) proposes for exact re-ranking;
-        default ``max(400, 10 * top_k)``; raise it for catalogues with many near-duplicates.
+        candidates: how many items the ANN stage proposes for exact re-ranking; default
+        ``max(200, 10 * top_k)`` for the vector-level stage, ``max(400, 10 * top_k)`` for the pooled
+        kinds; raise it for catalogues with many near-duplicates.
         exact: skip the ANN stage and score every item (the reference; fine for small catalogues).
         category: only items of this category. nprobe: IVF lists to visit (default: the index's
-        setting). fusion_weight: 1 is the paper's CIR scoring. The ANN stage does not see the
-        fusion term: an item that only the fusion term lifts is found if it is a candidate.
+        setting). fusion_weight: 1 is the paper's CIR scoring. The vector-level stage searches the
+        fused vectors when ``fusion_weight`` equals the index's ``fused_weight``; at any other
+        weight, and with the pooled kinds, the candidate stage does not see the fusion term (an
+        item that only the fusion term lifts is found if it is a candidate).
         """
         queries, single = check_queries(query, self.dim)
         check_search_options(top_k, candidates, fusion_weight, nprobe, category)
         if candidates is None:
-            candidates = max(DEFAULT_CANDIDATES, 10 * int(top_k))
+            vector_kind = is_vector_kind(self.ann_kind)
+            candidates = max(DEFAULT_VECTOR_CANDIDATES if vector_kind else DEFAULT_CANDIDATES, 10 * int(top_k))
 
         with self._lock:
             # A reader may see a writer commit between scoring and fetching metadata; then the

@@ -4,9 +4,11 @@ A *generation* is what one commit made visible: the manifest (in ``catalogue.sql
 store.py) names its vector segments (segments.py) and its FAISS file::
 
     ann/ann-g000012.faiss       the FAISS index of generation 12
+    ann/ann-g000012.fused.faiss the vector-level kind's index of fused vectors (vector_ann.py)
 
-The FAISS index (about 1 KiB per item when flat) is rewritten whole at each commit, under a new
-name. A :class:`Snapshot` is one generation opened in memory: its segments memory-mapped, its
+The FAISS files are rewritten whole at each commit, under new names (without retraining: new
+items are encoded with the trained quantisers). A :class:`Snapshot` is one generation opened in
+memory: its segments memory-mapped, its
 FAISS index loaded, and per-row lookups for the exact scan.
 
 Crash safety. ``commit`` (1) writes and fsyncs the new segment files (``add`` already did) and the
@@ -33,7 +35,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from unifashion.index.ann import FLAT, new_ann
+from unifashion.index.ann import FLAT, AnnConfig, is_vector_kind, new_ann
 from unifashion.index.errors import CatalogueIndexError
 from unifashion.index.segments import (
     VECTORS_DIR,
@@ -45,6 +47,7 @@ from unifashion.index.segments import (
     segment_paths,
 )
 from unifashion.index.store import DATABASE_NAME, ItemRow, Layout, Manifest, MetadataStore
+from unifashion.index.vector_ann import VECTORS, VectorAnn
 
 ANN_DIR = "ann"
 
@@ -57,7 +60,7 @@ class Snapshot:
     manifest: Manifest
     layout: Layout
     segments: dict[int, Segment]
-    ann: Any  # faiss.Index whose ids are item keys
+    ann: Any  # faiss.Index whose ids are item keys, or a VectorAnn
     key_category: np.ndarray  # int32 code per live item, aligned with layout.keys
     category_names: list[str]
     category_codes: dict[str, int]
@@ -112,24 +115,39 @@ def load_snapshot(folder: Path, store: MetadataStore, num_queries: int, dim: int
         manifest, layout = store.read_committed()
         try:
             segments = {sid: open_segment(folder, sid, rows, num_queries, dim) for sid, rows in manifest.segments}
-            if manifest.ann_file:
-                ann_path = folder / ANN_DIR / manifest.ann_file
-                if not ann_path.is_file():
-                    raise FileNotFoundError(f"ANN file missing: {ann_path}")
-                try:
-                    ann = faiss.read_index(str(ann_path))
-                except RuntimeError as exc:  # FAISS's error when the file vanished after the check
-                    if not ann_path.is_file():
-                        raise FileNotFoundError(f"ANN file missing: {ann_path}") from exc
-                    raise
-            else:
-                ann = new_ann(FLAT, dim)
+            if manifest.ann_file and is_vector_kind(manifest.ann_kind):
+                fused_weight = AnnConfig.from_config(store.config()).fused_weight
+                fused_path = ann_part_path(folder, manifest.ann_file, "fused")
+                fused = _read_faiss(fused_path) if fused_path.is_file() else None
+                ann = VectorAnn(_read_faiss(folder / ANN_DIR / manifest.ann_file), fused, fused_weight)
+            elif manifest.ann_file:
+                ann = _read_faiss(folder / ANN_DIR / manifest.ann_file)
+            else:  # nothing committed yet; pooled kinds stay flat until they can be trained
+                config = AnnConfig.from_config(store.config())
+                ann = new_ann(config if config.kind == VECTORS else FLAT, dim)
         except FileNotFoundError:
             if store.generation() != manifest.generation:
                 continue
             raise
         return make_snapshot(manifest, layout, segments, ann)
     raise CatalogueIndexError(f"{folder} kept changing while being opened")
+
+
+def _read_faiss(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"ANN file missing: {path}")
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as exc:  # FAISS's error when the file vanished after the check
+        if not path.is_file():
+            raise FileNotFoundError(f"ANN file missing: {path}") from exc
+        raise
+
+
+def ann_part_path(folder: Path, ann_file: str, part: str) -> Path:
+    """The file of one part of a generation's ANN ("" for the main file, "fused" beside it)."""
+    name = ann_file if not part else ann_file.removesuffix(".faiss") + f".{part}.faiss"
+    return folder / ANN_DIR / name
 
 
 def next_layout(layout: Layout, deleted: np.ndarray, new_rows: Sequence[ItemRow]) -> tuple[Layout, int]:
@@ -150,12 +168,15 @@ def ann_file_name(generation: int) -> str:
 
 
 def write_ann_file(folder: Path, ann: Any, generation: int) -> str:
-    """Step (1): write and fsync generation ``generation``'s FAISS file; returns its name."""
+    """Step (1): write and fsync generation ``generation``'s FAISS file(s); returns the name of
+    the main one (a VectorAnn's fused index lies beside it, see :func:`ann_part_path`)."""
     name = ann_file_name(generation)
-    path = folder / ANN_DIR / name
-    path.unlink(missing_ok=True)  # an orphan of a crashed commit
-    faiss.write_index(ann, str(path))
-    fsync_path(path)
+    parts = ann.parts() if isinstance(ann, VectorAnn) else {"": ann}
+    for part, index in parts.items():
+        path = ann_part_path(folder, name, part)
+        path.unlink(missing_ok=True)  # an orphan of a crashed commit
+        faiss.write_index(index, str(path))
+        fsync_path(path)
     fsync_path(folder / ANN_DIR)
     return name
 
@@ -171,7 +192,9 @@ def switch_generation(store: MetadataStore, manifest: Manifest, **changes: Any) 
 def remove_stale_files(folder: Path, manifest: Manifest, pending_segments: Iterable[tuple[int, int]]) -> None:
     """Delete vector and FAISS files that neither the manifest nor staged changes name:
     superseded generations and the leftovers of crashed writers."""
-    wanted = {folder / ANN_DIR / manifest.ann_file} if manifest.ann_file else set()
+    wanted = set()
+    if manifest.ann_file:
+        wanted = {ann_part_path(folder, manifest.ann_file, part) for part in ("", "fused")}
     for sid, _rows in (*manifest.segments, *pending_segments):
         wanted.update(segment_paths(folder, sid).values())
     for sub in (VECTORS_DIR, ANN_DIR):
@@ -186,7 +209,10 @@ def bytes_on_disk(folder: Path, snap: Snapshot) -> dict[str, int]:
     for sid in snap.segments:
         for part, path in segment_paths(folder, sid).items():
             sizes[part] += path.stat().st_size
-    ann_bytes = (folder / ANN_DIR / snap.manifest.ann_file).stat().st_size if snap.manifest.ann_file else 0
+    ann_bytes = 0
+    if snap.manifest.ann_file:
+        paths = [ann_part_path(folder, snap.manifest.ann_file, part) for part in ("", "fused")]
+        ann_bytes = sum(p.stat().st_size for p in paths if p.is_file())
     database_bytes = sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith(DATABASE_NAME))
     return {
         "multi_vectors": sizes["multi"],

@@ -5,8 +5,8 @@ Two paths, both scoring with the kernels of kernels.py (every score is
 
 - :func:`search_exact` scores every live item, chunked over items (bounded memory) and over
   queries;
-- :func:`search_ann` asks the ANN stage (ann.py) for candidates by pooled vector, then scores
-  exactly those candidates.
+- :func:`search_ann` asks the ANN stage (ann.py) for candidate items (by their best vector, or
+  by pooled vector), then scores exactly those candidates.
 
 Both return, per query, ``(keys, scores, maxsim, fusion)`` best first; :func:`attach_metadata`
 turns them into :class:`Hit` lists.
@@ -121,7 +121,7 @@ def search_ann(
     category_code: int,
     nprobe: int,
 ) -> list[Ranking]:
-    """Pooled-vector ANN for candidates, then exact max-sim (+ fusion) of those candidates."""
+    """ANN candidates, then exact max-sim (+ fusion) of those candidates from the stored vectors."""
     population = snap.size if category_code < 0 else int(np.count_nonzero(snap.key_category == category_code))
     k = min(candidates, population)
     if k == 0:
@@ -132,12 +132,12 @@ def search_ann(
         if category_code not in snap.selectors:
             snap.selectors[category_code] = key_selector(snap.layout.keys[snap.key_category == category_code])
         selector = snap.selectors[category_code]
-    proposed = candidate_keys(snap.ann, snap.manifest.ann_kind, queries, k, selector, nprobe)
+    proposed = candidate_keys(snap.ann, snap.manifest.ann_kind, queries, k, selector, nprobe, fusion_weight)
 
     scaled, norms = scaled_queries(queries)
     results = []
     for i in range(len(queries)):
-        keys = proposed[i][proposed[i] >= 0]
+        keys = proposed[i]
         segment_ids, rows = snap.locate(keys)
         maxsim = np.empty(len(keys), dtype=np.float32)
         fusion = np.zeros(len(keys), dtype=np.float32)

@@ -195,7 +195,7 @@ class CatalogueBuilder:
         return len(records)
 
     def build(self, source: str | os.PathLike | Sequence[ItemRecord], index_dir: str | os.PathLike, *,
-              split: str | None = None, ann: str = "flat", resume: bool = True, **ann_options) -> BuildReport:
+              split: str | None = None, ann: str = "vectors", resume: bool = True, **ann_options) -> BuildReport:
         """Index every item of ``source`` into ``index_dir`` (created if needed).
 
         With ``resume`` (the default) an existing index is opened and items it already holds are
@@ -227,7 +227,7 @@ class CatalogueBuilder:
 
 
 def build_index(model, source: str | os.PathLike | Sequence[ItemRecord], index_dir: str | os.PathLike, *,
-                split: str | None = None, batch_size: int = 32, progress: bool = True, ann: str = "flat",
+                split: str | None = None, batch_size: int = 32, progress: bool = True, ann: str = "vectors",
                 resume: bool = True, **ann_options) -> BuildReport:
     """Embed every item of ``source`` with ``model`` into the index at ``index_dir``.
 

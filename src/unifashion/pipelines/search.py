@@ -47,6 +47,7 @@ from PIL import Image
 from unifashion import configuration
 from unifashion.data.records import CAPTION_STYLES, ImageSource, ItemRecord, load_image
 from unifashion.index import CatalogueIndex, DuplicateItemError, Hit, ItemMetadata, UnknownItemError
+from unifashion.index.text_ann import TextIndex, rank_exact
 from unifashion.pipelines.indexing import CatalogueBuilder, index_metadata
 from unifashion.pipelines.tryon import generate_on_person
 
@@ -89,7 +90,7 @@ class _TextBank:
         self.generation = -1
         self.texts: list[str] = []
         self.sources: list[tuple[TextSource, ...]] = []
-        self.matrix = np.zeros((0, 0), dtype=np.float32)
+        self.text_index = TextIndex(np.zeros((0, 0), dtype=np.float32))
         self._embedding: dict[str, np.ndarray] = {}
 
     def refresh(self, index: CatalogueIndex, embed) -> None:
@@ -117,8 +118,10 @@ class _TextBank:
         self._embedding = {t: self._embedding[t] for t in by_text}
         self.texts = list(by_text)
         self.sources = [tuple(by_text[t]) for t in self.texts]
-        self.matrix = (np.stack([self._embedding[t] for t in self.texts]) if self.texts
-                       else np.zeros((0, index.dim), dtype=np.float32))
+        matrix = (np.stack([self._embedding[t] for t in self.texts]) if self.texts
+                  else np.zeros((0, index.dim), dtype=np.float32))
+        # Exhaustive below text_ann.BRUTE_FORCE_TEXTS texts; an IVF (re-trained here) above.
+        self.text_index = TextIndex(matrix)
         self.generation = generation
 
 
@@ -144,14 +147,9 @@ def _check_text(text: Any, name: str = "text") -> str:
 
 def rank_texts(text_matrix: np.ndarray, image_queries: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``text_matrix`` (T, D) by ``max_q <Z_q, e_text>`` for one image's ``image_queries``
-    (Q, D), as the model's score(): the ``top_k`` row numbers, best first, and their scores."""
-    if len(text_matrix) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    scores = (text_matrix @ image_queries.T).max(axis=1)
-    count = min(top_k, len(scores))
-    best = np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(len(scores))
-    best = best[np.argsort(-scores[best], kind="stable")]
-    return best, scores[best]
+    (Q, D), as the model's score(), scoring every row: the ``top_k`` row numbers, best first, and
+    their scores. (The pipeline searches a :class:`TextIndex`, which scores a pool of ANN hits.)"""
+    return rank_exact(text_matrix, image_queries, top_k)
 
 
 class SearchPipeline:
@@ -241,8 +239,8 @@ class SearchPipeline:
             z = self.model.encode_image([picture])[0].float().cpu().numpy()  # (Q, D)
         with self._bank_lock:
             self._bank.refresh(index, self._embed_texts)
-            texts, sources, matrix = self._bank.texts, self._bank.sources, self._bank.matrix
-        best, scores = rank_texts(matrix, z, top_k)
+            texts, sources, text_index = self._bank.texts, self._bank.sources, self._bank.text_index
+        best, scores = text_index.search(z, top_k)
         return [TextHit(texts[i], float(score), rank, sources[i])
                 for rank, (i, score) in enumerate(zip(best, scores, strict=True), 1)]
 
