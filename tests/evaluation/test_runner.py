@@ -45,7 +45,10 @@ def test_every_task_writes_rows_and_pictures(data, tmp_path, single_thread):
         assert expected in tasks, expected
     assert all(0 <= r.value <= 100 for r in rows if r.task == "cmr")
     protocols = {r.protocol for r in rows if r.task == "cmr"}
-    assert any(p.startswith("random-20 same-category") for p in protocols)
+    # Small categories are topped up from others, and the protocol says so, with the count.
+    assert any(p.startswith("random-20") and "one image per product" in p for p in protocols)
+    assert not any(p.startswith("random-20 same-category") for p in protocols)
+    assert any("topped up from other categories" in p for p in protocols)
     paths = write_report(table, art, tmp_path, cfg, notes=["a note"])
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved[0].keys() == {"task", "protocol", "method", "metric", "value", "split", "seed"}
@@ -136,3 +139,64 @@ def test_every_method_reports_cmr_through_one_protocol(data):
     assert by_matrix.rows == by_random.rows
     with pytest.raises(ValueError, match="unknown tasks"):
         EvalConfig(tasks=("cmr", "retrieval"))
+
+
+def test_itm_rerank_builds_every_tensor_on_the_model_device():
+    # A stand-in model on the 'meta' device: any tensor the re-rank makes on the CPU shows up in
+    # the devices _itm_logits receives (on a GPU such a mix is an error).
+    import numpy as np
+    import torch
+
+    from unifashion.evaluation.runner import _itm_rerank
+
+    class Processor:
+        def tokenize(self, texts, device=None):
+            shape = (len(texts), 4)
+            return {"input_ids": torch.zeros(shape, dtype=torch.long, device=device),
+                    "attention_mask": torch.ones(shape, dtype=torch.long, device=device)}
+
+    class MetaModel:
+        device = torch.device("meta")
+        processor = Processor()
+        seen: list[set] = []
+
+        def _itm_logits(self, input_ids, attention_mask, vision_features, vision_attention_mask):
+            self.seen.append({t.device.type for t in (input_ids, attention_mask, vision_features,
+                                                      vision_attention_mask)})
+            return torch.tensor([[0.0, 1.0]] * input_ids.shape[0])  # probabilities come back to the host
+
+    model = MetaModel()
+    vision = torch.zeros(5, 3, 8)  # cached features on the CPU, as UniFashionFeatures may keep them
+    scores = np.random.default_rng(0).random((2, 5))
+    group = (list(range(5)), [0, 1], ["is red", "is blue"], [1, 2])
+    out = _itm_rerank(model, scores, group, vision, k=3)
+    assert model.seen == [{"meta"}, {"meta"}]
+    assert out.shape == scores.shape
+
+
+def test_cmr_rows_record_how_several_images_of_one_product_were_treated():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from unifashion.evaluation.runner import record_cmr
+
+    # 6 images of 3 products; text k is image k's description. Image 1 scores product-mate text 0 best.
+    sim = np.eye(6)
+    sim[1, 0], sim[0, 1] = 2.0, 2.0
+    data = SimpleNamespace(categories=["a"] * 6, products=["p", "p", "q", "q", "r", "r"], items=[None] * 6)
+    rows = {}
+    for same_product in ("dedup", "positives"):
+        table, art = ResultTable(), EvalArtifacts()
+        record_cmr(sim, data, EvalConfig(tasks=("cmr",), same_product=same_product), table, art, "m")
+        rows[same_product] = {(r.protocol, r.metric): r.value for r in table.rows}
+    dedup = {m: v for (p, m), v in rows["dedup"].items()}
+    assert {p for p, _ in rows["dedup"]} == {
+        "full gallery (detailed captions; de-duplicated by product id: first image of each of 3 products)"}
+    assert dedup["i2t_R@1"] == 100.0  # images 0, 2, 4 only
+    assert {p for p, _ in rows["positives"]} == {
+        "full gallery (detailed captions; 6 images of 3 products; the same product's other images count as "
+        "positives)"}
+    assert {m: v for (p, m), v in rows["positives"].items()}["i2t_R@1"] == 100.0
+    with pytest.raises(ValueError, match="same_product"):
+        EvalConfig(same_product="ignore")

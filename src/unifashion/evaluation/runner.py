@@ -33,6 +33,7 @@ from unifashion.evaluation.retrieval import cir_fashioniq, cmr_full_gallery, cmr
 
 CIR_PROTOCOL = "Fashion-IQ protocol (R@K per category)"
 TASKS = ("cmr", "cir", "fic", "fig")
+SAME_PRODUCT = ("dedup", "positives")
 
 
 @dataclass
@@ -42,6 +43,10 @@ class EvalConfig:
     tasks: tuple[str, ...] = ("cmr", "cir", "fic", "fig")
     cmr_text_style: str = "detailed"  # the caption style used as CMR texts
     n_candidates: int = 100
+    # Several images of one product (FashionGen): "dedup" keeps the first image of each product;
+    # "positives" keeps them all, counts the product's other images (and their texts) as positives
+    # in the full gallery and never draws them as random-N negatives. Recorded in every CMR row.
+    same_product: str = "dedup"
     itm_rerank_k: int = 50  # re-rank the top 50 (a top-10 re-rank cannot change R@10 or R@50); 0: off
     cir_ks: tuple[int, ...] = (10, 50)  # Fashion-IQ's R@K; add 1 where R@10/R@50 saturate
     fic_styles: tuple[str, ...] = CAPTION_STYLES
@@ -57,6 +62,8 @@ class EvalConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; choose from {list(TASKS)}")
+        if self.same_product not in SAME_PRODUCT:
+            raise ValueError(f"same_product must be one of {list(SAME_PRODUCT)}, got {self.same_product!r}")
 
 
 
@@ -82,6 +89,9 @@ class SplitData:
         self.index = {i: k for k, i in enumerate(self.ids)}
         self.images = [r.load_image() for r in tqdm(self.items, desc=f"loading {split} images", leave=False)]
         self.categories = [r.category for r in self.items]
+        # An item's product: FashionGen records carry "product_id" (several photos per product);
+        # every other item is its own product.
+        self.products = [str(r.attributes.get("product_id", r.item_id)) for r in self.items]
 
     def cir_groups(self) -> dict[str, tuple[list[int], list[int], list[str], list[int]]]:
         """Per category: gallery indices, reference indices, texts, target positions in the gallery."""
@@ -108,16 +118,36 @@ def _batched(fn, items, batch_size):
 def record_cmr(similarity: np.ndarray, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
                method: str) -> None:
     """The CMR protocols on one method's similarity matrix (images x texts, item k's text is
-    text k): the full gallery, and random-N same-category when the split has N items."""
+    text k): the full gallery, and random-N same-category when the split has N items. Every
+    protocol name says what was run: which texts, how several images of one product were treated
+    (``cfg.same_product``), and how many random-N negatives came from other categories."""
     texts = f"{cfg.cmr_text_style} captions"
-    for metric, value in cmr_full_gallery(similarity, np.arange(similarity.shape[1])).rows():
-        table.add("cmr", f"full gallery ({texts})", method, metric, value, cfg.split, cfg.seed)
-    if len(data.items) >= cfg.n_candidates:
-        r100 = cmr_random_100(similarity, data.categories, seed=cfg.seed, n_candidates=cfg.n_candidates)
+    keep, product_note, products = _product_handling(data, cfg)
+    sim = similarity[np.ix_(keep, keep)] if keep is not None else similarity
+    categories = [data.categories[k] for k in keep] if keep is not None else data.categories
+    for metric, value in cmr_full_gallery(sim, np.arange(sim.shape[1]), products=products).rows():
+        table.add("cmr", f"full gallery ({texts}; {product_note})", method, metric, value, cfg.split, cfg.seed)
+    if len(categories) >= cfg.n_candidates:
+        r100 = cmr_random_100(sim, categories, seed=cfg.seed, n_candidates=cfg.n_candidates, products=products)
         for metric, value in r100.rows():
-            table.add("cmr", f"random-{cfg.n_candidates} same-category ({texts})", method, metric, value, cfg.split,
+            table.add("cmr", f"{r100.protocol} ({texts}; {product_note})", method, metric, value, cfg.split,
                       cfg.seed)
     art.cmr_t2i_ranks[method] = ranks_of_positives(similarity.T, [[i] for i in range(similarity.shape[1])])
+
+
+def _product_handling(data: SplitData, cfg: EvalConfig) -> tuple[list[int] | None, str, list[str] | None]:
+    """(items kept or None for all, the protocol note, product ids for the metrics or None)."""
+    n_products = len(set(data.products))
+    if n_products == len(data.products):
+        return None, "one image per product", None
+    if cfg.same_product == "dedup":
+        first: dict[str, int] = {}
+        for k, p in enumerate(data.products):
+            first.setdefault(p, k)
+        keep = sorted(first.values())
+        return keep, f"de-duplicated by product id: first image of each of {len(keep)} products", None
+    return None, (f"{len(data.products)} images of {n_products} products; the same product's other images "
+                  "count as positives"), data.products
 
 
 def record_cir(scores: dict[str, np.ndarray], targets: dict[str, list[int]], cfg: EvalConfig, table: ResultTable,
@@ -189,7 +219,7 @@ class UniFashionFeatures:
 
 @torch.no_grad()
 def evaluate_unifashion(model, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
-                        method: str = "UniFashion", classifier=None, fid_features=None) -> None:
+                        method: str = "UniFashion", classifier=None, fid_features=None, clip_scorer=None) -> None:
     """Every task of ``cfg.tasks`` the model has the parts for (FIC needs a caption LM, FIG a diffusion model)."""
     model.eval()
     features = UniFashionFeatures(model, data, cfg.batch_size)
@@ -200,7 +230,7 @@ def evaluate_unifashion(model, data: SplitData, cfg: EvalConfig, table: ResultTa
     if "fic" in cfg.tasks and model.caption_lm is not None:
         evaluate_fic(model, data, cfg, table, method, features)
     if "fig" in cfg.tasks and model.diffusion is not None:
-        evaluate_fig(model, data, cfg, table, art, method, classifier, fid_features)
+        evaluate_fig(model, data, cfg, table, art, method, classifier, fid_features, clip_scorer)
 
 
 @torch.no_grad()
@@ -285,10 +315,11 @@ def _itm_rerank(model, scores: np.ndarray, group, vision: torch.Tensor, k: int) 
     top = np.argsort(-scores, axis=1)[:, :k]
     for q in range(scores.shape[0]):
         cand = top[q]
+        # Every tensor on the model's device: the cached features may sit elsewhere (e.g. on the CPU).
         tokens = model.processor.tokenize([texts[q]] * len(cand), device=model.device)
-        feats = vision[[gallery[c] for c in cand]]
+        feats = vision[[gallery[c] for c in cand]].to(model.device)
         logits = model._itm_logits(tokens["input_ids"], tokens["attention_mask"], feats,
-                                   torch.ones(feats.shape[:2], dtype=torch.long))
+                                   torch.ones(feats.shape[:2], dtype=torch.long, device=feats.device))
         prob = logits.softmax(-1)[:, 1].cpu().numpy()
         out[q, cand] = scores.max() + 1.0 + prob
     return out
@@ -311,10 +342,11 @@ def _keep_cir_examples(art: EvalArtifacts, data: SplitData, groups, scores, meth
 
 @torch.no_grad()
 def evaluate_fig(model, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
-                 method: str = "UniFashion", classifier=None, fid_features=None) -> None:
+                 method: str = "UniFashion", classifier=None, fid_features=None, clip_scorer=None) -> None:
     """FIG: text-to-image from the short captions of the first ``cfg.fig_max_items`` items, FID/KID
-    on ``fid_features``, the model's own image-text score, attribute accuracy by ``classifier``."""
-    from unifashion.evaluation.generation import fid, kid
+    on ``fid_features`` (the standard Inception's through torchmetrics), the model's own image-text
+    score, CLIP-S with ``clip_scorer`` (a local CLIP), attribute accuracy by ``classifier``."""
+    from unifashion.evaluation.generation import fid, kid, library_fid_kid
 
     n = min(cfg.fig_max_items, len(data.items))
     items = data.items[:n]
@@ -332,9 +364,16 @@ def evaluate_fig(model, data: SplitData, cfg: EvalConfig, table: ResultTable, ar
                 f"{cfg.fig_scheduler} {cfg.fig_steps} steps, guidance {cfg.fig_guidance}")
     if fid_features is not None:
         fr, ff = fid_features(real), fid_features(fake)
-        table.add("fig", protocol, method, f"FID-{fid_features.name}", fid(fr, ff), cfg.split, cfg.seed)
-        kid_mean, _ = kid(fr, ff, n_subsets=50, subset_size=min(len(fr), len(ff), 100), seed=cfg.seed)
+        subset = min(len(fr), len(ff), 100)
+        if fid_features.name == "Inception":  # the standard number: the maintained library computes it
+            standard = library_fid_kid(fr, ff, kid_subsets=50, kid_subset_size=subset)
+            fid_value, kid_mean = standard["fid"], standard["kid_mean"]
+        else:  # the hand-written one (tests/evaluation/test_fid_library.py: equal to torchmetrics')
+            fid_value, (kid_mean, _) = fid(fr, ff), kid(fr, ff, n_subsets=50, subset_size=subset, seed=cfg.seed)
+        table.add("fig", protocol, method, f"FID-{fid_features.name}", fid_value, cfg.split, cfg.seed)
         table.add("fig", protocol, method, f"KIDx1000-{fid_features.name}", 1000 * kid_mean, cfg.split, cfg.seed)
+    if clip_scorer is not None:
+        table.add("fig", protocol, method, "CLIP-S", float(clip_scorer(fake, prompts).mean()), cfg.split, cfg.seed)
     # The model's own image-text score (stands in for CLIP-S): max_q <Z(generated), e(prompt)>.
     z = model.encode_image(pixel_values=model.processor.preprocess_images(fake))
     t = model.encode_text(prompts)

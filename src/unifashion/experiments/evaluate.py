@@ -26,7 +26,8 @@ class EvalRunConfig:
     two_stage_cir: str | None = None  # a model trained by `unifashion cir-train` (CMR/CIR)
     ablations: dict[str, str] = field(default_factory=dict)  # name -> another UniFashion checkpoint (CMR/CIR)
     classifier: str = "runs/attribute-classifier"  # judges generated images (trained there if missing)
-    inception: str | None = None  # a local TorchScript Inception file for standard FID
+    inception: str | None = None  # a local TorchScript Inception file (inception-2015-12-05.pt) for standard FID
+    clip: str | None = None  # a local CLIP folder (transformers layout) for CLIP-S
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -58,13 +59,14 @@ def run_evaluation(config: EvalRunConfig) -> EvalRunResult:
     cfg = config.eval
     data = SplitData(load_catalogue(config.catalogue), cfg.split)
     table, art = ResultTable(), EvalArtifacts()
-    classifier = fid_features = None
+    classifier = fid_features = clip_scorer = None
     if "fig" in cfg.tasks:
         from unifashion.evaluation.attribute_classifier import load_or_train_classifier
-        from unifashion.evaluation.features import EffLiteFeatures, TorchScriptFeatures
+        from unifashion.evaluation.features import CLIPScorer, EffLiteFeatures, TorchScriptFeatures
 
         classifier = load_or_train_classifier(config.classifier)
         fid_features = TorchScriptFeatures(config.inception) if config.inception else EffLiteFeatures()
+        clip_scorer = CLIPScorer(config.clip) if config.clip else None
     evaluate_random(data, cfg, table, art)
     if config.dual_encoder:
         from unifashion.models.dual_encoder import DualEncoder
@@ -85,9 +87,11 @@ def run_evaluation(config: EvalRunConfig) -> EvalRunResult:
             evaluate_unifashion(UniFashion.from_pretrained(path), data, ablation_cfg, table, art, method=name)
     if config.model != "none":  # "none": only the baselines (e.g. more baseline seeds)
         model = UniFashion.from_pretrained(config.model)
-        evaluate_unifashion(model, data, cfg, table, art, classifier=classifier, fid_features=fid_features)
+        evaluate_unifashion(model, data, cfg, table, art, classifier=classifier, fid_features=fid_features,
+                            clip_scorer=clip_scorer)
     notes = [f"Model: `{config.model}`; catalogue: `{config.catalogue}` ({len(data.items)} {cfg.split} items, "
              f"{len(data.triplets)} CIR triplets).",
              "FID/KID use EfficientNet-Lite0 pooled features (FID-EffLite0), not Inception, unless --inception "
-             "names a local file; the image-text score is UniFashion's own ITC score, not CLIP-S."]
+             "names a local file (then torchmetrics computes FID-Inception); the image-text score is UniFashion's "
+             "own ITC score; CLIP-S is reported only with --clip FOLDER (a local CLIP)."]
     return EvalRunResult(table, write_report(table, art, out, cfg, notes))
