@@ -116,7 +116,8 @@ def test_each_task_alone_gives_the_rows_of_the_whole_run(data, single_thread):
     evaluate_cir(model, data, cfg, parts, art, features=features)
     assert parts.rows == whole.rows
     assert set(art.cmr_t2i_ranks) == {"UniFashion"}
-    assert set(art.cir_ranks) == {"UniFashion (no caption fusion)", "UniFashion (caption fusion)"}
+    assert set(art.cir_ranks) == {"UniFashion (no caption fusion)", "UniFashion (caption fusion)",
+                                  "UniFashion (w/o img: modification text only)"}
     # A variant is data: one without fusion, under its own name, scores as "no caption fusion" does.
     plain = ResultTable()
     evaluate_cir(model, data, cfg, plain, EvalArtifacts(), method="M", features=features,
@@ -200,3 +201,52 @@ def test_cmr_rows_record_how_several_images_of_one_product_were_treated():
     assert {m: v for (p, m), v in rows["positives"].items()}["i2t_R@1"] == 100.0
     with pytest.raises(ValueError, match="same_product"):
         EvalConfig(same_product="ignore")
+
+
+def test_cir_text_only_row_scores_the_modification_text_alone(data, single_thread):
+    import numpy as np
+    import torch
+
+    from unifashion.evaluation.retrieval import cir_fashioniq
+    from unifashion.evaluation.runner import TEXT_ONLY, UniFashionFeatures, evaluate_cir
+
+    model = build_small_model().eval()
+    cfg = EvalConfig(tasks=("cir",), itm_rerank_k=0)
+    table = ResultTable()
+    features = UniFashionFeatures(model, data, cfg.batch_size)
+    evaluate_cir(model, data, cfg, table, EvalArtifacts(), method="M", features=features, variants=(TEXT_ONLY,))
+    got = {r.metric: r.value for r in table.rows}
+    # Reference: the text's own embedding against every gallery item's 32 queries, max over queries.
+    scores, targets = {}, {}
+    with torch.no_grad():
+        for cat, (gallery, _, texts, tpos) in data.cir_groups().items():
+            t = model.encode_text(texts)
+            z = features.z[torch.tensor(gallery)]
+            scores[cat] = np.einsum("td,gqd->tgq", t.numpy(), z.numpy()).max(-1)
+            targets[cat] = tpos
+    assert got == pytest.approx(dict(cir_fashioniq(scores, targets, cfg.cir_ks).rows()), abs=1e-4)
+    assert {r.method for r in table.rows} == {"M (w/o img: modification text only)"}
+
+
+def test_cir_rows_name_the_gallery_and_the_caption_join(data):
+    from unifashion.data.records import join_relative_captions
+    from unifashion.evaluation.runner import cir_protocol
+
+    rows = {}
+    for gallery in ("split", "references-and-targets"):
+        for join in ("and", "each"):
+            cfg = EvalConfig(tasks=("cir",), cir_gallery=gallery, cir_caption_join=join)
+            table = ResultTable()
+            evaluate_random(data, cfg, table, EvalArtifacts())
+            assert {r.protocol for r in table.rows} == {cir_protocol(cfg)}
+            rows[gallery, join] = data.cir_groups(gallery, join)
+    assert "original protocol" in cir_protocol(EvalConfig()) and "' and '" in cir_protocol(EvalConfig())
+    for cat, (gallery, refs, texts, tpos) in rows["split", "and"].items():
+        vgallery, vrefs, vtexts, vtpos = rows["references-and-targets", "and"][cat]
+        assert set(vgallery) <= set(gallery) and len(vrefs) == len(refs)
+        assert [vgallery[t] for t in vtpos] == [gallery[t] for t in tpos]  # the same targets
+        egallery, erefs, etexts, _ = rows["split", "each"][cat]
+        assert len(erefs) == 2 * len(refs)  # two relative captions per embedded triplet
+        assert join_relative_captions(etexts[:2]) == texts[0]
+    with pytest.raises(ValueError, match="caption join"):
+        EvalConfig(cir_caption_join="concat")

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unifashion.data.records import CAPTION_STYLES, sentence_prompt
+from unifashion.data.fashion_iq import fashion_iq_protocol_name, protocol_gallery_ids, protocol_queries
+from unifashion.data.records import CAPTION_STYLES, ItemRecord, TripletRecord, sentence_prompt
 from unifashion.data.synthetic.catalogue import Catalogue
 from unifashion.evaluation.results import ResultTable
 from unifashion.evaluation.retrieval import cir_fashioniq, cmr_full_gallery, cmr_random_100, ranks_of_positives
 
-CIR_PROTOCOL = "Fashion-IQ protocol (R@K per category)"
 TASKS = ("cmr", "cir", "fic", "fig")
 SAME_PRODUCT = ("dedup", "positives")
 
@@ -49,6 +49,10 @@ class EvalConfig:
     same_product: str = "dedup"
     itm_rerank_k: int = 50  # re-rank the top 50 (a top-10 re-rank cannot change R@10 or R@50); 0: off
     cir_ks: tuple[int, ...] = (10, 50)  # Fashion-IQ's R@K; add 1 where R@10/R@50 saturate
+    # Fashion-IQ's two protocols and two caption joins (unifashion.data.fashion_iq), named in every CIR row.
+    cir_gallery: str = "split"  # "split" (original) | "references-and-targets" (VAL's)
+    cir_caption_join: str = "and"  # "and": one query per triplet | "each": one per relative caption
+    cir_text_only: bool = True  # also Table 4's "w/o img" row: the modification text alone as the query
     fic_styles: tuple[str, ...] = CAPTION_STYLES
     fic_max_items: int | None = None
     fig_max_items: int = 64
@@ -62,6 +66,7 @@ class EvalConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; choose from {list(TASKS)}")
+        fashion_iq_protocol_name(self.cir_gallery, self.cir_caption_join)  # checks both
         if self.same_product not in SAME_PRODUCT:
             raise ValueError(f"same_product must be one of {list(SAME_PRODUCT)}, got {self.same_product!r}")
 
@@ -81,29 +86,66 @@ class SplitData:
     """The split's items and triplets, with images loaded once."""
 
     def __init__(self, catalogue: Catalogue, split: str):
-        self.items = catalogue.item_records(split)
+        self._setup(catalogue.item_records(split), catalogue.triplet_records(split), split)
+
+    @classmethod
+    def from_records(cls, items: Sequence[ItemRecord], triplets: Sequence[TripletRecord], split: str) -> SplitData:
+        """A split from any loader's records (item ids unique; triplets name item ids)."""
+        data = cls.__new__(cls)
+        data._setup(list(items), list(triplets), split)
+        return data
+
+    @classmethod
+    def from_fashion_iq(cls, root: str, split: str = "val", image_dir: str | None = None,
+                        image_extension: str = "png") -> SplitData:
+        """Fashion-IQ's three categories (``captions/``, ``image_splits/``, images). Shirt and
+        toptee share some image ids, so item ids here are ``category/id``; each category's items
+        are that split's whole image list, and :meth:`cir_groups` picks the protocol's gallery."""
+        from dataclasses import replace as with_fields
+
+        from unifashion.data.fashion_iq import load_fashion_iq
+
+        items, triplets = [], []
+        for cat, part in load_fashion_iq(root, split, image_dir=image_dir, image_extension=image_extension).items():
+            items += [with_fields(r, item_id=f"{cat}/{r.item_id}") for r in part.gallery]
+            triplets += [with_fields(t, reference_id=f"{cat}/{t.reference_id}", target_id=f"{cat}/{t.target_id}")
+                         for t in part.triplets]
+        return cls.from_records(items, triplets, split)
+
+    def _setup(self, items: list[ItemRecord], triplets: list[TripletRecord], split: str) -> None:
+        self.items = items
         if not self.items:
             raise ValueError(f"the catalogue has no items in split {split!r}")
-        self.triplets = catalogue.triplet_records(split)
+        self.triplets = triplets
         self.ids = [r.item_id for r in self.items]
         self.index = {i: k for k, i in enumerate(self.ids)}
+        if len(self.index) != len(self.ids):
+            raise ValueError("item ids of a split must be unique")
         self.images = [r.load_image() for r in tqdm(self.items, desc=f"loading {split} images", leave=False)]
         self.categories = [r.category for r in self.items]
         # An item's product: FashionGen records carry "product_id" (several photos per product);
         # every other item is its own product.
         self.products = [str(r.attributes.get("product_id", r.item_id)) for r in self.items]
 
-    def cir_groups(self) -> dict[str, tuple[list[int], list[int], list[str], list[int]]]:
-        """Per category: gallery indices, reference indices, texts, target positions in the gallery."""
+    def cir_groups(self, gallery: str = "split", caption_join: str = "and",
+                   ) -> dict[str, tuple[list[int], list[int], list[str], list[int]]]:
+        """Per category: gallery indices, reference indices, texts, target positions in the gallery.
+
+        ``gallery``: ``"split"`` (every item of the category: Fashion-IQ's original protocol) or
+        ``"references-and-targets"`` (the VAL protocol); ``caption_join``: ``"and"`` (one query per
+        triplet) or ``"each"`` (one per relative caption). See :mod:`unifashion.data.fashion_iq`."""
         groups: dict[str, tuple[list[int], list[int], list[str], list[int]]] = {}
         for cat in sorted(set(self.categories)):
-            gallery = [k for k, c in enumerate(self.categories) if c == cat]
-            pos = {g: j for j, g in enumerate(gallery)}
             trips = [t for t in self.triplets if t.category == cat]
             if not trips:
                 continue
-            groups[cat] = ([*gallery], [self.index[t.reference_id] for t in trips],
-                           [t.modification_text for t in trips], [pos[self.index[t.target_id]] for t in trips])
+            members = [k for k, c in enumerate(self.categories) if c == cat]
+            wanted = set(protocol_gallery_ids([self.ids[k] for k in members], trips, gallery))
+            members = [k for k in members if self.ids[k] in wanted]
+            pos = {g: j for j, g in enumerate(members)}
+            queries = protocol_queries(trips, caption_join)
+            groups[cat] = (members, [self.index[r] for r, _, _ in queries], [text for _, text, _ in queries],
+                           [pos[self.index[t]] for _, _, t in queries])
         return groups
 
 
@@ -150,12 +192,17 @@ def _product_handling(data: SplitData, cfg: EvalConfig) -> tuple[list[int] | Non
                   "count as positives"), data.products
 
 
+def cir_protocol(cfg: EvalConfig) -> str:
+    """The CIR rows' protocol: Fashion-IQ's R@K per category, its gallery and caption join."""
+    return f"Fashion-IQ protocol (R@K per category; {fashion_iq_protocol_name(cfg.cir_gallery, cfg.cir_caption_join)})"
+
+
 def record_cir(scores: dict[str, np.ndarray], targets: dict[str, list[int]], cfg: EvalConfig, table: ResultTable,
                art: EvalArtifacts | None, method: str) -> None:
     """The Fashion-IQ CIR protocol on one method's scores (per category: queries x gallery, and
     each query's target position); ``art``: keep the ranks for the recall curves."""
     for metric, value in cir_fashioniq(scores, targets, cfg.cir_ks).rows():
-        table.add("cir", CIR_PROTOCOL, method, metric, value, cfg.split, cfg.seed)
+        table.add("cir", cir_protocol(cfg), method, metric, value, cfg.split, cfg.seed)
     if art is not None:
         art.cir_ranks[method] = {c: ranks_of_positives(scores[c], [[t] for t in targets[c]]) for c in scores}
 
@@ -168,15 +215,22 @@ class CIRVariant:
     fusion: bool  # add <e_cls, Z_C> of the gallery's own captions (caption fusion)
     rerank: bool  # also report the ITM re-rank of the top-k (when the config asks for one)
     examples: bool  # keep example queries for the picture
+    text_only: bool = False  # the query is the modification text alone, no reference image (Table 4's "w/o img")
 
 
-def cir_variants(model) -> tuple[CIRVariant, ...]:
+TEXT_ONLY = CIRVariant(" (w/o img: modification text only)", fusion=False, rerank=False, examples=False,
+                       text_only=True)
+
+
+def cir_variants(model, text_only: bool = True) -> tuple[CIRVariant, ...]:
     """With a caption LM: without and with caption fusion (the latter re-ranked and pictured);
-    without one: the plain score."""
+    without one: the plain score. ``text_only`` adds Table 4's caption-only row."""
     if model.caption_lm is None:
-        return (CIRVariant("", fusion=False, rerank=True, examples=True),)
-    return (CIRVariant(" (no caption fusion)", fusion=False, rerank=False, examples=False),
-            CIRVariant(" (caption fusion)", fusion=True, rerank=True, examples=True))
+        variants = (CIRVariant("", fusion=False, rerank=True, examples=True),)
+    else:
+        variants = (CIRVariant(" (no caption fusion)", fusion=False, rerank=False, examples=False),
+                    CIRVariant(" (caption fusion)", fusion=True, rerank=True, examples=True))
+    return (*variants, TEXT_ONLY) if text_only else variants
 
 
 # ---------------------------------------------------------------------------------- UniFashion
@@ -249,12 +303,15 @@ def evaluate_cir(model, data: SplitData, cfg: EvalConfig, table: ResultTable, ar
     """CIR per category, once per variant (default: :func:`cir_variants`), with the ITM re-rank
     of the top ``cfg.itm_rerank_k`` for the variants that ask for it."""
     features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size)
-    groups = data.cir_groups()
-    for variant in cir_variants(model) if variants is None else variants:
+    groups = data.cir_groups(cfg.cir_gallery, cfg.cir_caption_join)
+    for variant in cir_variants(model, cfg.cir_text_only) if variants is None else variants:
         fusion = features.fusion_embeds if variant.fusion else None
         scores, targets = {}, {}
         for cat, (gallery, refs, texts, tpos) in groups.items():
-            e = _composed(model, features.vision, refs, texts, cfg.batch_size)
+            if variant.text_only:  # e_cls of the text alone (the unimodal text path)
+                e = features.encode_texts(texts)
+            else:
+                e = _composed(model, features.vision, refs, texts, cfg.batch_size)
             g = torch.tensor(gallery)
             scores[cat] = model.score(e, features.z[g], fusion[g] if fusion is not None else None).cpu().numpy()
             targets[cat] = tpos
@@ -402,7 +459,7 @@ def evaluate_random(data: SplitData, cfg: EvalConfig, table: ResultTable, art: E
         record_cmr(rng.random((len(data.items), len(data.items))), data, cfg, table, art, "random")
     if "cir" in cfg.tasks:
         scores, targets = {}, {}
-        for cat, (gallery, refs, _, tpos) in data.cir_groups().items():
+        for cat, (gallery, refs, _, tpos) in data.cir_groups(cfg.cir_gallery, cfg.cir_caption_join).items():
             scores[cat], targets[cat] = rng.random((len(refs), len(gallery))), tpos
         record_cir(scores, targets, cfg, table, art, "random")
 
@@ -427,7 +484,8 @@ def evaluate_dual_encoder(model, data: SplitData, cfg: EvalConfig, table: Result
     if "cir" in cfg.tasks:
         for combiner in combiners:
             scores, targets = {}, {}
-            for cat, (gallery, refs, texts, tpos) in data.cir_groups().items():
+            groups = data.cir_groups(cfg.cir_gallery, cfg.cir_caption_join)
+            for cat, (gallery, refs, texts, tpos) in groups.items():
                 if reference_captions is not None:
                     texts = [sentence_prompt(reference_captions[data.ids[r]], t)
                              for r, t in zip(refs, texts, strict=True)]

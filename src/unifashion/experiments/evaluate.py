@@ -21,6 +21,9 @@ from unifashion.experiments import write_run_config
 class EvalRunConfig:
     model: str = "runs/default/phase2/final"  # a saved UniFashion folder or trained tag; "none": baselines only
     catalogue: str = "outputs/demo/catalogue"
+    # A Fashion-IQ root (captions/, image_splits/, images/) evaluated in place of the catalogue (CIR
+    # only: Fashion-IQ has no per-image captions); eval.split "val" and eval.cir_gallery name the protocol.
+    fashion_iq: str | None = None
     out: str = "outputs/eval"
     dual_encoder: str | None = None  # a trained dual-encoder baseline folder
     two_stage_cir: str | None = None  # a model trained by `unifashion cir-train` (CMR/CIR)
@@ -57,7 +60,11 @@ def run_evaluation(config: EvalRunConfig) -> EvalRunResult:
     out = Path(config.out)
     write_run_config(config, out)
     cfg = config.eval
-    data = SplitData(load_catalogue(config.catalogue), cfg.split)
+    if config.fashion_iq:
+        cfg = replace(cfg, tasks=("cir",), split="val" if cfg.split == "test" else cfg.split)
+        data = SplitData.from_fashion_iq(config.fashion_iq, cfg.split)
+    else:
+        data = SplitData(load_catalogue(config.catalogue), cfg.split)
     table, art = ResultTable(), EvalArtifacts()
     classifier = fid_features = clip_scorer = None
     if "fig" in cfg.tasks:
@@ -89,7 +96,8 @@ def run_evaluation(config: EvalRunConfig) -> EvalRunResult:
         model = UniFashion.from_pretrained(config.model)
         evaluate_unifashion(model, data, cfg, table, art, classifier=classifier, fid_features=fid_features,
                             clip_scorer=clip_scorer)
-    notes = [f"Model: `{config.model}`; catalogue: `{config.catalogue}` ({len(data.items)} {cfg.split} items, "
+    source = f"Fashion-IQ: `{config.fashion_iq}`" if config.fashion_iq else f"catalogue: `{config.catalogue}`"
+    notes = [f"Model: `{config.model}`; {source} ({len(data.items)} {cfg.split} items, "
              f"{len(data.triplets)} CIR triplets).",
              "FID/KID use EfficientNet-Lite0 pooled features (FID-EffLite0), not Inception, unless --inception "
              "names a local file (then torchmetrics computes FID-Inception); the image-text score is UniFashion's "
