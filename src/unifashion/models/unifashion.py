@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -468,8 +469,12 @@ class UniFashion(nn.Module):
         )
 
     # ------------------------------------------------------------------ training phases
-    def set_phase(self, phase: int | None, stage: str | None = None) -> UniFashion:
+    def set_phase(self, phase: int | None, stage: str | None = None, learns: Sequence[str] | None = None,
+                  ) -> UniFashion:
         """Freeze what the paper freezes; the vision encoder is always frozen.
+
+        ``learns`` (parameter-group names) replaces the table's entry for this phase: a training
+        recipe's own reading of the paper, whose text disagrees with itself on what trains when.
 
         The one place freezing is applied: which parameter groups learn in each ``(phase, stage)``
         is :data:`unifashion.objectives.freezing.FREEZE_TABLE`:
@@ -492,7 +497,7 @@ class UniFashion(nn.Module):
         frozen components are kept in eval mode. An unknown phase or stage is a ``ConfigError``.
         """
         phase, stage = freezing.check_phase(phase, stage)
-        learns = freezing.learns(phase, stage)
+        learns = freezing.learns(phase, stage) if learns is None else freezing.Learns(tuple(learns))
         self.phase, self.stage = phase, stage
         freezing.train_only(self, [
             parameter
