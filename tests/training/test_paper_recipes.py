@@ -33,7 +33,8 @@ def test_recipe_holds_the_papers_settings(path):
     o = recipe.model_overrides
     UniFashionConfig.from_preset("paper", o)  # every override is a key of the paper preset
     assert recipe.model == "paper" and o["q2i_condition"] == "image"  # Eq. 7: q2I on Q-Former(I, q)
-    assert o["caption_lm.prompt_template"] == TABLE7_PROMPT_TEMPLATE and o["caption_lm.instructions"] == TABLE7_INSTRUCTIONS
+    assert o["caption_lm.prompt_template"] == TABLE7_PROMPT_TEMPLATE
+    assert o["caption_lm.instructions"] == TABLE7_INSTRUCTIONS
     assert (o["diffusion.image_size"], o["diffusion.image_width"]) == (512, 384)
     assert o["diffusion.extra_channels"] == 6 and o["diffusion.cond_dropout"] > 0  # PbE init, null-label dropout
     for stage in recipe.stages:
@@ -117,15 +118,15 @@ def test_recipe_runs_a_few_steps_with_tiny_components(path, tiny_parts, tmp_path
         assert set(losses) >= {"loss", *(stage.terms or [])} - {"cir"} and all(v == v for v in losses.values())
     # What learned where: each reading's freezing, read off the saved weights.
     finals = [tmp_path / "start", *(tmp_path / "run" / s.name / "final" for s in recipe.stages)]
-    qformer_moved = [_changed(a, b, "qformer.") for a, b in zip(finals, finals[1:])]
-    unet_moved = [_changed(a, b, "diffusion.unet.") for a, b in zip(finals, finals[1:])]
+    qformer_moved = [_changed(a, b, "qformer.") for a, b in zip(finals, finals[1:], strict=False)]
+    unet_moved = [_changed(a, b, "diffusion.unet.") for a, b in zip(finals, finals[1:], strict=False)]
     expected = {  # per stage: (Q-Former learns, UNet learns)
         "paper-frozen-qformer": [(True, False), (False, True), (True, False)],
         "paper-separate-generators": [(True, False), (False, False), (False, True), (True, False)],
         "paper-joint-phase1": [(True, True), (True, False)],
         "paper-phase2-generators": [(True, False), (False, True), (True, True)],
     }[path.stem]
-    assert list(zip(qformer_moved, unet_moved)) == expected
+    assert list(zip(qformer_moved, unet_moved, strict=True)) == expected
 
 
 def test_per_module_groups_get_their_own_settings_and_schedules():
