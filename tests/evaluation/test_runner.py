@@ -250,3 +250,58 @@ def test_cir_rows_name_the_gallery_and_the_caption_join(data):
         assert join_relative_captions(etexts[:2]) == texts[0]
     with pytest.raises(ValueError, match="caption join"):
         EvalConfig(cir_caption_join="concat")
+
+
+def test_split_products_come_from_fashiongen_ids_or_image_lists():
+    from PIL import Image
+
+    from unifashion.data.records import ItemRecord
+    from unifashion.evaluation.runner import SplitData
+
+    image = Image.new("RGB", (8, 8))
+    items = [ItemRecord("a_0", image, "top", attributes={"product_id": "a"}),  # h5 layout
+             ItemRecord("a_1", image, "top", attributes={"product_id": "a"}),
+             ItemRecord("x.jpg", image, "top", attributes={"product_images": ["x.jpg", "y.jpg"]}),  # jsonl layout
+             ItemRecord("y.jpg", image, "top", attributes={"product_images": ["x.jpg", "y.jpg"]}),
+             ItemRecord("z", image, "top")]
+    data = SplitData.from_records(items, [], "test")
+    assert data.products == ["a", "a", "images:x.jpg", "images:x.jpg", "z"]
+
+
+def test_fig_rows_take_standard_fid_from_the_library_and_clip_s(data, single_thread, monkeypatch):
+    import numpy as np
+
+    from unifashion.evaluation import generation
+    from unifashion.evaluation.runner import evaluate_fig
+
+    calls = []
+    library = generation.library_fid_kid
+
+    def recording(real, fake, **kwargs):
+        calls.append(library(real, fake, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(generation, "library_fid_kid", recording)
+
+    class FakeInception:  # stands in for the TorchScript file: fixed features per image
+        name = "Inception"
+
+        def __call__(self, images):
+            flat = images.reshape(len(images), -1)[:, :6].numpy().astype(np.float64)
+            return flat + np.arange(len(images))[:, None] * 0.01
+
+    seen = {}
+
+    def clip_scorer(images, texts):
+        seen["n"] = (len(images), len(texts))
+        return np.full(len(images), 30.0)
+
+    model = build_small_model().eval()
+    cfg = EvalConfig(tasks=("fig",), fig_max_items=4, fig_steps=2)
+    table = ResultTable()
+    evaluate_fig(model, data, cfg, table, EvalArtifacts(), fid_features=FakeInception(), clip_scorer=clip_scorer)
+    rows = {r.metric: r.value for r in table.rows}
+    assert rows["CLIP-S"] == 30.0 and seen["n"] == (4, 4)
+    # The standard numbers are torchmetrics' (through library_fid_kid), not the hand-written ones.
+    assert len(calls) == 1
+    assert rows["FID-Inception"] == calls[0]["fid"] and rows["KIDx1000-Inception"] == 1000 * calls[0]["kid_mean"]

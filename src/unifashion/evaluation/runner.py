@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unifashion.data.fashion_iq import fashion_iq_protocol_name, protocol_gallery_ids, protocol_queries
-from unifashion.data.records import CAPTION_STYLES, ItemRecord, TripletRecord, sentence_prompt
+from unifashion.data.records import CAPTION_STYLES, ItemRecord, TripletRecord, product_of, sentence_prompt
 from unifashion.data.synthetic.catalogue import Catalogue
 from unifashion.evaluation.results import ResultTable
 from unifashion.evaluation.retrieval import cir_fashioniq, cmr_full_gallery, cmr_random_100, ranks_of_positives
@@ -123,9 +123,8 @@ class SplitData:
             raise ValueError("item ids of a split must be unique")
         self.images = [r.load_image() for r in tqdm(self.items, desc=f"loading {split} images", leave=False)]
         self.categories = [r.category for r in self.items]
-        # An item's product: FashionGen records carry "product_id" (several photos per product);
-        # every other item is its own product.
-        self.products = [str(r.attributes.get("product_id", r.item_id)) for r in self.items]
+        # An item's product (FashionGen has several photos per product; other items are their own).
+        self.products = [product_of(r) for r in self.items]
 
     def cir_groups(self, gallery: str = "split", caption_join: str = "and",
                    ) -> dict[str, tuple[list[int], list[int], list[str], list[int]]]:
