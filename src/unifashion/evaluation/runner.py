@@ -414,9 +414,10 @@ def evaluate_fig(model, data: SplitData, cfg: EvalConfig, table: ResultTable, ar
                                         scheduler=cfg.fig_scheduler, guidance_scale=cfg.fig_guidance,
                                         generator=generator).cpu())
     fake = torch.cat(generated)
-    size = fake.shape[-1]
-    real = model.processor.to_tensor(data.images, size)
-    protocol = (f"text-to-image from short captions, {n} generated vs {len(real)} real test images at {size} px, "
+    height, width = fake.shape[-2:]
+    real = model.processor.to_tensor(data.images, (height, width))  # the real images at the generated size
+    shown = f"{height}" if height == width else f"{height}x{width}"
+    protocol = (f"text-to-image from short captions, {n} generated vs {len(real)} real test images at {shown} px, "
                 f"{cfg.fig_scheduler} {cfg.fig_steps} steps, guidance {cfg.fig_guidance}")
     if fid_features is not None:
         fr, ff = fid_features(real), fid_features(fake)
