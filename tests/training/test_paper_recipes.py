@@ -154,3 +154,17 @@ def test_per_module_groups_get_their_own_settings_and_schedules():
     assert lrs[0][0] == pytest.approx(2e-5 / 30) and lrs[29][0] == pytest.approx(2e-5)
     assert lrs[515][0] == pytest.approx(1e-5, rel=1e-2) and lrs[999][0] < 1e-8
     assert all(u == pytest.approx(1e-4) for _, u in lrs)
+
+
+def test_bad_optimiser_groups_are_clear_errors():
+    from unifashion.configuration import ConfigError
+    from unifashion.training.trainer import OptimConfig, ParamGroupConfig
+
+    with pytest.raises(ConfigError, match="more than once"):
+        OptimConfig(groups=[ParamGroupConfig(["unet"]), ParamGroupConfig(["unet", "llm"])])
+    with pytest.raises(ConfigError, match="parameter_groups"):
+        ParamGroupConfig([])
+    with pytest.raises(ConfigError, match="schedule"):
+        ParamGroupConfig(["unet"], schedule="step")
+    with pytest.raises(ConfigError, match="unknown parameter groups"):
+        TrainRecipe.from_dict({"stages": [{"name": "s", "phase": 2, "learns": ["unett"]}]})
