@@ -9,7 +9,13 @@ import pytest
 from PIL import Image
 
 from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
-from unifashion.data.fashion_iq import FASHION_IQ_CATEGORIES, check_images, load_fashion_iq
+from unifashion.data.fashion_iq import (
+    FASHION_IQ_CATEGORIES,
+    check_images,
+    fashion_iq_protocol_name,
+    load_fashion_iq,
+    protocol_queries,
+)
 from unifashion.data.records import ItemDataset, TripletDataset
 
 #: The ``shared`` folder beside the repository root holds the real Fashion-IQ annotations.
@@ -170,3 +176,53 @@ def test_check_images_names_the_missing_file(tmp_path: Path):
         check_images(data.gallery)
     assert str(root / "images" / "A2.png") in str(info.value)
     assert "2 of 3 images missing" in str(info.value) and "A3.png" in str(info.value)
+
+
+@needs_real
+def test_real_val_galleries_under_the_two_protocols():
+    original = load_fashion_iq(REAL_ROOT, "val", gallery="split")
+    val_protocol = load_fashion_iq(REAL_ROOT, "val", gallery="references-and-targets")
+    assert {c: len(p.gallery) for c, p in original.items()} == {"dress": 3817, "shirt": 6346, "toptee": 5373}
+    # VAL's gallery: the union of references and targets, without repeats.
+    assert {c: len(p.gallery) for c, p in val_protocol.items()} == {"dress": 2628, "shirt": 3089, "toptee": 2902}
+    for c, p in val_protocol.items():
+        used = {i for t in p.triplets for i in (t.reference_id, t.target_id)}
+        assert {r.item_id for r in p.gallery} == used
+        assert len(p.triplets) == len(original[c].triplets)
+    # Caption joins: one query per triplet, or one per caption (every real triplet has two).
+    triplets = original["dress"].triplets
+    assert len(protocol_queries(triplets, "and")) == 2017
+    assert len(protocol_queries(triplets, "each")) == 2 * 2017
+    ref, text, target = protocol_queries(triplets, "and")[0]
+    assert text == triplets[0].modification_text and " and " in text
+
+
+def test_protocol_names_and_bad_choices():
+    assert fashion_iq_protocol_name() == "original protocol, gallery = the split's image list; the two captions " \
+                                         "joined with ' and '"
+    assert "VAL protocol" in fashion_iq_protocol_name("references-and-targets", "each")
+    with pytest.raises(ValueError, match="gallery"):
+        fashion_iq_protocol_name("union")
+    with pytest.raises(ValueError, match="caption join"):
+        protocol_queries([], "concat")
+
+
+def test_split_data_from_a_fashion_iq_root_keeps_shared_ids_apart(tmp_path: Path):
+    from unifashion.evaluation.results import ResultTable
+    from unifashion.evaluation.runner import EvalArtifacts, EvalConfig, SplitData, evaluate_random
+
+    root = write_root(tmp_path, "shirt", ids=["S1", "S2", "X"],
+                      triplets=[{"candidate": "S1", "target": "X", "captions": ["is red", "is long"]}])
+    write_root(root, "toptee", ids=["X", "T2"], triplets=[{"candidate": "T2", "target": "X", "captions": ["a", "b"]}])
+    write_root(root, "dress", ids=["D1", "D2"], triplets=[{"candidate": "D1", "target": "D2", "captions": ["c", "d"]}])
+    for image_id in ("S1", "S2", "X", "T2", "D1", "D2"):
+        write_placeholder(root / "images", image_id)
+    data = SplitData.from_fashion_iq(str(root), "val")
+    assert "shirt/X" in data.index and "toptee/X" in data.index
+    groups = data.cir_groups("split", "each")
+    assert [data.ids[k] for k in groups["shirt"][0]] == ["shirt/S1", "shirt/S2", "shirt/X"]
+    assert groups["shirt"][2] == ["is red", "is long"] and groups["shirt"][3] == [2, 2]
+    assert [data.ids[k] for k in data.cir_groups("references-and-targets")["shirt"][0]] == ["shirt/S1", "shirt/X"]
+    table = ResultTable()
+    evaluate_random(data, EvalConfig(tasks=("cir",), cir_gallery="references-and-targets"), table, EvalArtifacts())
+    assert all("VAL protocol" in r.protocol for r in table.rows)

@@ -12,6 +12,7 @@ from unifashion.evaluation import (
     cir_fashioniq,
     cmr_full_gallery,
     cmr_random_100,
+    draw_random_candidates,
     fid,
     kid,
     random_candidates,
@@ -98,7 +99,38 @@ def test_random_100_matches_a_loop_reference():
             t2i_hits[k] += r2 <= k
     assert result.image_to_text == pytest.approx({k: 100 * v / n for k, v in i2t_hits.items()})
     assert result.text_to_image == pytest.approx({k: 100 * v / n for k, v in t2i_hits.items()})
-    assert result.protocol == "random-100" and result.seed == 7
+    assert result.seed == 7
+    # "b" (60 items) takes 40 negatives from "a", "a" (70 items) 30 from "b": the name says so.
+    assert result.draw.other_category_negatives == 60 * 40 + 70 * 30
+    assert result.protocol == ("random-100, same-category topped up from other categories "
+                               "(4500 of 12870 negatives, 35.0%, for 130 of 130 queries)")
+
+
+def test_random_100_is_called_same_category_only_when_every_negative_is():
+    rng = np.random.default_rng(1)
+    cats = ["a"] * 120 + ["b"] * 110
+    result = cmr_random_100(rng.normal(size=(230, 230)), cats, seed=0)
+    assert result.protocol == "random-100 same-category" and result.draw.other_category_negatives == 0
+
+
+def test_random_100_never_draws_the_same_product_as_a_negative():
+    cats = ["a"] * 150
+    products = [f"p{k // 3}" for k in range(150)]  # 3 images per product
+    draw = draw_random_candidates(cats, 100, seed=2, products=products)
+    prod = np.asarray(products)
+    assert (prod[draw.indices[:, 1:]] != prod[:, None]).all()
+    assert len({tuple(r) for r in draw.indices}) == 150
+
+
+def test_full_gallery_counts_the_same_product_as_positive():
+    # Images 0 and 1 are one product; text 0 scores image 1 highest: a hit only with products given.
+    sim = np.array([[0.1, 0.9, 0.0],
+                    [0.8, 0.2, 0.0],
+                    [0.0, 0.0, 1.0]])
+    plain = cmr_full_gallery(sim, [0, 1, 2], ks=(1,))
+    by_product = cmr_full_gallery(sim, [0, 1, 2], ks=(1,), products=["p", "p", "q"])
+    assert plain.text_to_image[1] == pytest.approx(100 / 3) and plain.image_to_text[1] == pytest.approx(100 / 3)
+    assert by_product.text_to_image[1] == 100.0 and by_product.image_to_text[1] == 100.0
 
 
 def test_cir_fashioniq_averages():

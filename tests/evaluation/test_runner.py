@@ -45,7 +45,10 @@ def test_every_task_writes_rows_and_pictures(data, tmp_path, single_thread):
         assert expected in tasks, expected
     assert all(0 <= r.value <= 100 for r in rows if r.task == "cmr")
     protocols = {r.protocol for r in rows if r.task == "cmr"}
-    assert any(p.startswith("random-20 same-category") for p in protocols)
+    # Small categories are topped up from others, and the protocol says so, with the count.
+    assert any(p.startswith("random-20") and "one image per product" in p for p in protocols)
+    assert not any(p.startswith("random-20 same-category") for p in protocols)
+    assert any("topped up from other categories" in p for p in protocols)
     paths = write_report(table, art, tmp_path, cfg, notes=["a note"])
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved[0].keys() == {"task", "protocol", "method", "metric", "value", "split", "seed"}
@@ -113,7 +116,8 @@ def test_each_task_alone_gives_the_rows_of_the_whole_run(data, single_thread):
     evaluate_cir(model, data, cfg, parts, art, features=features)
     assert parts.rows == whole.rows
     assert set(art.cmr_t2i_ranks) == {"UniFashion"}
-    assert set(art.cir_ranks) == {"UniFashion (no caption fusion)", "UniFashion (caption fusion)"}
+    assert set(art.cir_ranks) == {"UniFashion (no caption fusion)", "UniFashion (caption fusion)",
+                                  "UniFashion (w/o img: modification text only)"}
     # A variant is data: one without fusion, under its own name, scores as "no caption fusion" does.
     plain = ResultTable()
     evaluate_cir(model, data, cfg, plain, EvalArtifacts(), method="M", features=features,
@@ -136,3 +140,168 @@ def test_every_method_reports_cmr_through_one_protocol(data):
     assert by_matrix.rows == by_random.rows
     with pytest.raises(ValueError, match="unknown tasks"):
         EvalConfig(tasks=("cmr", "retrieval"))
+
+
+def test_itm_rerank_builds_every_tensor_on_the_model_device():
+    # A stand-in model on the 'meta' device: any tensor the re-rank makes on the CPU shows up in
+    # the devices _itm_logits receives (on a GPU such a mix is an error).
+    import numpy as np
+    import torch
+
+    from unifashion.evaluation.runner import _itm_rerank
+
+    class Processor:
+        def tokenize(self, texts, device=None):
+            shape = (len(texts), 4)
+            return {"input_ids": torch.zeros(shape, dtype=torch.long, device=device),
+                    "attention_mask": torch.ones(shape, dtype=torch.long, device=device)}
+
+    class MetaModel:
+        device = torch.device("meta")
+        processor = Processor()
+        seen: list[set] = []
+
+        def _itm_logits(self, input_ids, attention_mask, vision_features, vision_attention_mask):
+            self.seen.append({t.device.type for t in (input_ids, attention_mask, vision_features,
+                                                      vision_attention_mask)})
+            return torch.tensor([[0.0, 1.0]] * input_ids.shape[0])  # probabilities come back to the host
+
+    model = MetaModel()
+    vision = torch.zeros(5, 3, 8)  # cached features on the CPU, as UniFashionFeatures may keep them
+    scores = np.random.default_rng(0).random((2, 5))
+    group = (list(range(5)), [0, 1], ["is red", "is blue"], [1, 2])
+    out = _itm_rerank(model, scores, group, vision, k=3)
+    assert model.seen == [{"meta"}, {"meta"}]
+    assert out.shape == scores.shape
+
+
+def test_cmr_rows_record_how_several_images_of_one_product_were_treated():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from unifashion.evaluation.runner import record_cmr
+
+    # 6 images of 3 products; text k is image k's description. Image 1 scores product-mate text 0 best.
+    sim = np.eye(6)
+    sim[1, 0], sim[0, 1] = 2.0, 2.0
+    data = SimpleNamespace(categories=["a"] * 6, products=["p", "p", "q", "q", "r", "r"], items=[None] * 6)
+    rows = {}
+    for same_product in ("dedup", "positives"):
+        table, art = ResultTable(), EvalArtifacts()
+        record_cmr(sim, data, EvalConfig(tasks=("cmr",), same_product=same_product), table, art, "m")
+        rows[same_product] = {(r.protocol, r.metric): r.value for r in table.rows}
+    dedup = {m: v for (p, m), v in rows["dedup"].items()}
+    assert {p for p, _ in rows["dedup"]} == {
+        "full gallery (detailed captions; de-duplicated by product id: first image of each of 3 products)"}
+    assert dedup["i2t_R@1"] == 100.0  # images 0, 2, 4 only
+    assert {p for p, _ in rows["positives"]} == {
+        "full gallery (detailed captions; 6 images of 3 products; the same product's other images count as "
+        "positives)"}
+    assert {m: v for (p, m), v in rows["positives"].items()}["i2t_R@1"] == 100.0
+    with pytest.raises(ValueError, match="same_product"):
+        EvalConfig(same_product="ignore")
+
+
+def test_cir_text_only_row_scores_the_modification_text_alone(data, single_thread):
+    import numpy as np
+    import torch
+
+    from unifashion.evaluation.retrieval import cir_fashioniq
+    from unifashion.evaluation.runner import TEXT_ONLY, UniFashionFeatures, evaluate_cir
+
+    model = build_small_model().eval()
+    cfg = EvalConfig(tasks=("cir",), itm_rerank_k=0)
+    table = ResultTable()
+    features = UniFashionFeatures(model, data, cfg.batch_size)
+    evaluate_cir(model, data, cfg, table, EvalArtifacts(), method="M", features=features, variants=(TEXT_ONLY,))
+    got = {r.metric: r.value for r in table.rows}
+    # Reference: the text's own embedding against every gallery item's 32 queries, max over queries.
+    scores, targets = {}, {}
+    with torch.no_grad():
+        for cat, (gallery, _, texts, tpos) in data.cir_groups().items():
+            t = model.encode_text(texts)
+            z = features.z[torch.tensor(gallery)]
+            scores[cat] = np.einsum("td,gqd->tgq", t.numpy(), z.numpy()).max(-1)
+            targets[cat] = tpos
+    assert got == pytest.approx(dict(cir_fashioniq(scores, targets, cfg.cir_ks).rows()), abs=1e-4)
+    assert {r.method for r in table.rows} == {"M (w/o img: modification text only)"}
+
+
+def test_cir_rows_name_the_gallery_and_the_caption_join(data):
+    from unifashion.data.records import join_relative_captions
+    from unifashion.evaluation.runner import cir_protocol
+
+    rows = {}
+    for gallery in ("split", "references-and-targets"):
+        for join in ("and", "each"):
+            cfg = EvalConfig(tasks=("cir",), cir_gallery=gallery, cir_caption_join=join)
+            table = ResultTable()
+            evaluate_random(data, cfg, table, EvalArtifacts())
+            assert {r.protocol for r in table.rows} == {cir_protocol(cfg)}
+            rows[gallery, join] = data.cir_groups(gallery, join)
+    assert "original protocol" in cir_protocol(EvalConfig()) and "' and '" in cir_protocol(EvalConfig())
+    for cat, (gallery, refs, texts, tpos) in rows["split", "and"].items():
+        vgallery, vrefs, vtexts, vtpos = rows["references-and-targets", "and"][cat]
+        assert set(vgallery) <= set(gallery) and len(vrefs) == len(refs)
+        assert [vgallery[t] for t in vtpos] == [gallery[t] for t in tpos]  # the same targets
+        egallery, erefs, etexts, _ = rows["split", "each"][cat]
+        assert len(erefs) == 2 * len(refs)  # two relative captions per embedded triplet
+        assert join_relative_captions(etexts[:2]) == texts[0]
+    with pytest.raises(ValueError, match="caption join"):
+        EvalConfig(cir_caption_join="concat")
+
+
+def test_split_products_come_from_fashiongen_ids_or_image_lists():
+    from PIL import Image
+
+    from unifashion.data.records import ItemRecord
+    from unifashion.evaluation.runner import SplitData
+
+    image = Image.new("RGB", (8, 8))
+    items = [ItemRecord("a_0", image, "top", attributes={"product_id": "a"}),  # h5 layout
+             ItemRecord("a_1", image, "top", attributes={"product_id": "a"}),
+             ItemRecord("x.jpg", image, "top", attributes={"product_images": ["x.jpg", "y.jpg"]}),  # jsonl layout
+             ItemRecord("y.jpg", image, "top", attributes={"product_images": ["x.jpg", "y.jpg"]}),
+             ItemRecord("z", image, "top")]
+    data = SplitData.from_records(items, [], "test")
+    assert data.products == ["a", "a", "images:x.jpg", "images:x.jpg", "z"]
+
+
+def test_fig_rows_take_standard_fid_from_the_library_and_clip_s(data, single_thread, monkeypatch):
+    import numpy as np
+
+    from unifashion.evaluation import generation
+    from unifashion.evaluation.runner import evaluate_fig
+
+    calls = []
+    library = generation.library_fid_kid
+
+    def recording(real, fake, **kwargs):
+        calls.append(library(real, fake, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(generation, "library_fid_kid", recording)
+
+    class FakeInception:  # stands in for the TorchScript file: fixed features per image
+        name = "Inception"
+
+        def __call__(self, images):
+            flat = images.reshape(len(images), -1)[:, :6].numpy().astype(np.float64)
+            return flat + np.arange(len(images))[:, None] * 0.01
+
+    seen = {}
+
+    def clip_scorer(images, texts):
+        seen["n"] = (len(images), len(texts))
+        return np.full(len(images), 30.0)
+
+    model = build_small_model().eval()
+    cfg = EvalConfig(tasks=("fig",), fig_max_items=4, fig_steps=2)
+    table = ResultTable()
+    evaluate_fig(model, data, cfg, table, EvalArtifacts(), fid_features=FakeInception(), clip_scorer=clip_scorer)
+    rows = {r.metric: r.value for r in table.rows}
+    assert rows["CLIP-S"] == 30.0 and seen["n"] == (4, 4)
+    # The standard numbers are torchmetrics' (through library_fid_kid), not the hand-written ones.
+    assert len(calls) == 1
+    assert rows["FID-Inception"] == calls[0]["fid"] and rows["KIDx1000-Inception"] == 1000 * calls[0]["kid_mean"]

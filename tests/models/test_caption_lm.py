@@ -286,3 +286,43 @@ def test_a_bad_vocabulary_is_a_clear_error():
         CaptionLM(small_config(vocabulary=[unk, 10**6]), QUERY_DIM)
     with pytest.raises(ValueError, match="eos token"):
         CaptionLM(small_config(vocabulary=[unk, cls, 0]), QUERY_DIM)
+
+
+def test_table7_prompts_put_the_queries_inside_the_user_turn():
+    from unifashion.models.caption_lm import TABLE7_INSTRUCTIONS, TABLE7_PROMPT_TEMPLATE
+
+    # The paper's Table 7, with <image> where the queries go.
+    table7 = {"short": "USER:<image>+Short description. Assistant:",
+              "professional": "USER:<image>+Write a detail and professional description for the cloth. Assistant:",
+              "detailed": "USER:<image>+Describe the cloth's style, color, design... and other key points. Assistant:"}
+    for style, text in table7.items():
+        rendered = TABLE7_PROMPT_TEMPLATE.replace("{instruction}", TABLE7_INSTRUCTIONS[style])
+        assert rendered.replace("{image}", "<image>") == text
+    torch.manual_seed(0)
+    lm = CaptionLM(small_config(prompt_template=TABLE7_PROMPT_TEMPLATE, instructions=TABLE7_INSTRUCTIONS),
+                   QUERY_DIM).eval()
+    before, after = lm.prompt_ids("short")
+    tok = lm.tokenizer
+    assert before == [lm.special_ids.bos] + tok("USER:", add_special_tokens=False)["input_ids"]
+    assert after == tok("+Short description. Assistant:", add_special_tokens=False)["input_ids"]
+    query_embeds = queries(2, seed=3)
+    with torch.no_grad():
+        embeds, mask, labels = lm.build_training_inputs(query_embeds, CAPTIONS[:2], ["short", "detailed"])
+        adapted = lm.adapter(query_embeds)
+        table = lm.lm.get_input_embeddings()
+        # Row 0: [bos USER:] [queries] [+Short description. Assistant:] [caption eos] [pad].
+        n = len(before)
+        assert torch.allclose(embeds[0, :n], table(torch.tensor(before)))
+        assert torch.allclose(embeds[0, n:n + NUM_QUERIES], adapted[0])
+        assert torch.allclose(embeds[0, n + NUM_QUERIES:n + NUM_QUERIES + len(after)], table(torch.tensor(after)))
+        caption = lm.caption_ids(CAPTIONS[0])
+        start = n + NUM_QUERIES + len(after)
+        assert labels[0, start:start + len(caption)].tolist() == caption
+        assert (labels[0, :start] == -100).all() and mask[0].sum() == start + len(caption)
+        # Generation reads the same layout: its first token is the argmax after the prompt.
+        prefix = torch.cat([table(torch.tensor(before)), adapted[0], table(torch.tensor(after))])[None]
+        first = lm.lm(inputs_embeds=prefix).logits[0, -1].argmax().item()
+    assert lm.generate(query_embeds[:1], "short", max_new_tokens=1)[0] == tok.decode([first],
+                                                                                    skip_special_tokens=True).strip()
+    with pytest.raises(ValueError, match="caption style"):
+        CaptionLM(small_config(instructions={"short": "x"}), QUERY_DIM).prompt_ids("detailed")

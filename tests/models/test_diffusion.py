@@ -281,3 +281,67 @@ def test_pretrained_diffusers_layout_loads_offline(tmp_path, monkeypatch):
         via_component = widened.predict_noise(latents, timesteps, condition, spatial)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(via_component, expected, rtol=1e-5, atol=1e-6)
+
+
+def write_tiny_paint_by_example_unet(directory):
+    """A random 9-channel UNet (noisy latents, masked-image latents, mask), Paint-by-Example's input."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel(sample_size=16, in_channels=9, out_channels=4, layers_per_block=1,
+                                block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=20,
+                                attention_head_dim=2,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    unet.save_pretrained(directory / "unet")
+    return unet
+
+
+def test_paint_by_example_unet_gets_a_zero_sketch_channel_and_the_vae_comes_from_its_own_folder(tmp_path):
+    from diffusers import AutoencoderKL
+
+    write_tiny_stable_diffusion(tmp_path / "sd")
+    pbe = write_tiny_paint_by_example_unet(tmp_path / "pbe").eval()
+    torch.manual_seed(2)
+    viton_vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                              up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
+                              layers_per_block=1, sample_size=IMAGE_SIZE)
+    viton_vae.save_pretrained(tmp_path / "stableviton-vae")  # a VAE folder itself (config.json inside)
+    config = DiffusionConfig(pretrained_path=str(tmp_path / "sd"), unet_path=str(tmp_path / "pbe"),
+                             vae_path=str(tmp_path / "stableviton-vae"), extra_channels=6, image_size=16,
+                             image_width=12)
+    model = QueryConditionedDiffusion(config, QUERY_DIM).eval()
+    # 9 channels are a prefix of ours (latents, masked latents, mask); the sketch channel is new, zero.
+    assert model.unet.conv_in.in_channels == 10
+    torch.testing.assert_close(model.unet.conv_in.weight[:, :9], pbe.conv_in.weight)
+    assert torch.count_nonzero(model.unet.conv_in.weight[:, 9:]) == 0
+    torch.testing.assert_close(model.vae.encoder.conv_in.weight, viton_vae.encoder.conv_in.weight)
+    latents, spatial = torch.randn(1, 4, 8, 6), torch.randn(1, 5, 8, 6)
+    condition = torch.randn(1, NUM_QUERIES, 20)
+    with torch.no_grad():
+        expected = pbe(torch.cat([latents, spatial], 1), torch.tensor([10]), encoder_hidden_states=condition).sample
+        actual = model.predict_noise(latents, torch.tensor([10]), condition,
+                                     torch.cat([spatial, torch.randn(1, 1, 8, 6)], 1))  # any sketch: zero weights
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+    # Non-square: 16 x 12 images, 8 x 6 latents (the paper: 512 x 384).
+    assert model.image_size == (16, 12) and model.image_hw == (16, 12)
+    out = model.generate(queries(1), num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, 16, 12)
+    loss = model.loss(torch.rand(2, 3, 16, 12), queries(2), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+
+
+def test_a_unet_of_another_width_is_a_clear_error(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    write_tiny_stable_diffusion(tmp_path / "sd")
+    UNet2DConditionModel(sample_size=16, in_channels=7, out_channels=4, layers_per_block=1,
+                         block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=20, attention_head_dim=2,
+                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")).save_pretrained(tmp_path / "odd")
+    with pytest.raises(ValueError, match="7 input channels.*Paint-by-Example"):
+        QueryConditionedDiffusion(DiffusionConfig(pretrained_path=str(tmp_path / "sd"), unet_path=str(tmp_path / "odd"),
+                                                  extra_channels=6), QUERY_DIM)
+    with pytest.raises(FileNotFoundError, match="vae_path"):
+        QueryConditionedDiffusion(DiffusionConfig(pretrained_path=str(tmp_path / "sd"),
+                                                  vae_path=str(tmp_path / "nowhere")), QUERY_DIM)

@@ -147,7 +147,7 @@ def test_phase_outputs_have_every_term(small_model, images):
         assert term.dim() == 0 and torch.isfinite(term)
     assert phase1.logits_per_image.shape == (3, 3)
     batch = {"reference_images": images, "texts": MODIFICATIONS, "target_images": images.flip(0),
-             "target_captions": CAPTIONS}
+             "target_captions": CAPTIONS, "target_generated_captions": ["red dress", "navy shirt", "a top"]}
     phase2 = small_model.phase2_loss(batch, generator=torch.Generator().manual_seed(0))
     assert isinstance(phase2, Phase2Output)
     for term in (phase2.loss_cir, phase2.loss_cir_itc_target, phase2.loss_cir_itc_caption, phase2.loss_cir_itm,

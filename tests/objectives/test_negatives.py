@@ -81,7 +81,8 @@ def test_bank_refreshes_on_schedule_and_resumes():
 
 def _phase2_batch(images, bank_index):
     return {"reference_images": images, "texts": MODIFICATIONS, "target_images": images.flip(0),
-            "target_captions": CAPTIONS, "ids": bank_index}
+            "target_captions": CAPTIONS, "target_generated_captions": ["red dress", "blue shirt", "a top"],
+            "ids": bank_index}
 
 
 def test_unifashion_phase2_static_negatives_change_only_the_target_itc(small_model, images, single_thread):

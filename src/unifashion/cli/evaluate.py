@@ -27,7 +27,9 @@ def _ablations(args: argparse.Namespace) -> dict:
 
 EVAL = ConfigSpec("unifashion.experiments.evaluate:EvalRunConfig", {
     "model": "model", "catalogue": "catalogue", "out": "out", "dual_encoder": "dual_encoder",
-    "two_stage_cir": "two_stage_cir", "classifier": "classifier", "inception": "inception", "split": "eval.split",
+    "two_stage_cir": "two_stage_cir", "classifier": "classifier", "inception": "inception", "clip": "clip",
+    "split": "eval.split", "same_product": "eval.same_product", "fashion_iq": "fashion_iq",
+    "cir_gallery": "eval.cir_gallery", "cir_caption_join": "eval.cir_caption_join",
     "seed": "eval.seed", "tasks": "eval.tasks", "fig_items": "eval.fig_max_items", "fig_steps": "eval.fig_steps",
     "fig_scheduler": "eval.fig_scheduler", "itm_rerank": "eval.itm_rerank_k", "cir_ks": "eval.cir_ks"},
     extra=_ablations)
@@ -75,7 +77,19 @@ def register(sub) -> None:
                                                         "these replace a config file's ablations")
     ev.add_argument("--classifier", help="the attribute classifier judging generated images (trained there if "
                                          "missing)")
-    ev.add_argument("--inception", help="a local TorchScript Inception file for standard FID")
+    ev.add_argument("--inception", help="a local TorchScript Inception file (inception-2015-12-05.pt, or its "
+                    "folder) for standard FID/KID, computed by torchmetrics")
+    ev.add_argument("--fashion-iq", help="a Fashion-IQ root (captions/, image_splits/, images/): CIR on it "
+                    "instead of the catalogue (split val)")
+    ev.add_argument("--cir-gallery", choices=["split", "references-and-targets"],
+                    help="Fashion-IQ protocol: the split's image list (original, default) or its references and "
+                    "targets (VAL's)")
+    ev.add_argument("--cir-caption-join", choices=["and", "each"],
+                    help="the two relative captions: joined with ' and ' (default) or each its own query")
+    ev.add_argument("--same-product", choices=["dedup", "positives"],
+                    help="several images of one product (FashionGen): keep the first of each (dedup, the "
+                    "default) or count the others as positives")
+    ev.add_argument("--clip", help="a local CLIP folder (transformers layout) for CLIP-S of generated images")
     ev.add_argument("--fig-items", type=int)
     ev.add_argument("--fig-steps", type=int)
     ev.add_argument("--fig-scheduler", choices=["pndm", "dpmsolver++"])

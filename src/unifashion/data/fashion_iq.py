@@ -10,12 +10,20 @@ Layout of a Fashion-IQ root, as the dataset authors publish it::
 Categories are ``dress``, ``shirt`` and ``toptee``; splits ``train`` and ``val`` (``test``
 captions withhold the targets and are not evaluated by the standard protocol).
 
-Protocol choices, matching the papers that report Fashion-IQ (UniFashion, SPRC, CLIP4Cir):
+Protocol choices. Papers report Fashion-IQ under two protocols whose numbers differ by several
+points, and join the two relative captions in two ways; both are options here, and
+:func:`fashion_iq_protocol_name` names the choice for the results rows:
 
-- The gallery of a category and split is exactly that split's image list, one gallery per
-  category (shirt and toptee share some ids, so their galleries are kept apart).
-- Every triplet is kept: reference = ``candidate``, target = ``target``, both captions as given
-  (:attr:`TripletRecord.modification_text` joins them with " and ").
+- gallery ``"split"`` (the original protocol; CLIP4Cir, SPRC, and the default here): the gallery
+  of a category is exactly that split's image list (val: 3,817 dress, 6,346 shirt, 5,373 toptee
+  images), one gallery per category (shirt and toptee share some ids, so they are kept apart);
+- gallery ``"references-and-targets"`` (the VAL protocol, Chen et al. CVPR 2020, followed by
+  CoSMo and others): the union of the split's reference and target images, without repeats
+  (val: 2,628 / 3,089 / 2,902), a smaller gallery and so higher recall;
+- captions ``"and"`` (default): one query per triplet, the two captions joined with " and "
+  (:attr:`TripletRecord.modification_text`); ``"each"``: each caption is its own query (two per
+  triplet, as VAL's evaluation files do).
+- Every triplet is kept: reference = ``candidate``, target = ``target``.
 - A triplet whose candidate or target is not in the split's image list breaks the protocol
   (its target could never be retrieved). By default this raises :class:`DatasetFormatError`
   naming the caption file and the ids; ``missing_ids="add"`` instead adds those ids to the
@@ -39,7 +47,51 @@ from unifashion.data.records import ItemRecord, TripletRecord
 
 FASHION_IQ_CATEGORIES = ("dress", "shirt", "toptee")
 FASHION_IQ_SPLITS = ("train", "val", "test")
+FASHION_IQ_GALLERIES = ("split", "references-and-targets")
+FASHION_IQ_CAPTION_JOINS = ("and", "each")
 SOURCE = "fashion-iq"
+
+
+def fashion_iq_protocol_name(gallery: str = "split", caption_join: str = "and") -> str:
+    """The protocol's name for a results row: which gallery, how the two captions are used."""
+    _check_protocol(gallery, caption_join)
+    galleries = {"split": "original protocol, gallery = the split's image list",
+                 "references-and-targets": "VAL protocol, gallery = the split's references and targets"}
+    joins = {"and": "the two captions joined with ' and '", "each": "each caption its own query"}
+    return f"{galleries[gallery]}; {joins[caption_join]}"
+
+
+def _check_protocol(gallery: str, caption_join: str) -> None:
+    if gallery not in FASHION_IQ_GALLERIES:
+        raise ValueError(f"unknown Fashion-IQ gallery {gallery!r}; expected one of {FASHION_IQ_GALLERIES}")
+    if caption_join not in FASHION_IQ_CAPTION_JOINS:
+        raise ValueError(f"unknown caption join {caption_join!r}; expected one of {FASHION_IQ_CAPTION_JOINS}")
+
+
+def protocol_gallery_ids(image_ids: Sequence[str], triplets: Sequence[TripletRecord], gallery: str) -> list[str]:
+    """The gallery of one category under ``gallery``: the split's image list, or the union of the
+    triplets' references and targets (in the image list's order, then first use)."""
+    _check_protocol(gallery, "and")
+    if gallery == "split":
+        return list(image_ids)
+    used = {i for t in triplets for i in (t.reference_id, t.target_id)}
+    ordered = [i for i in image_ids if i in used]
+    listed = set(ordered)
+    for t in triplets:
+        for i in (t.reference_id, t.target_id):
+            if i not in listed:
+                listed.add(i)
+                ordered.append(i)
+    return ordered
+
+
+def protocol_queries(triplets: Sequence[TripletRecord], caption_join: str = "and") -> list[tuple[str, str, str]]:
+    """``(reference id, text, target id)`` per query: one per triplet with the captions joined by
+    " and ", or one per non-empty caption (``"each"``)."""
+    _check_protocol("split", caption_join)
+    if caption_join == "and":
+        return [(t.reference_id, t.modification_text, t.target_id) for t in triplets]
+    return [(t.reference_id, c.strip(), t.target_id) for t in triplets for c in t.relative_captions if c.strip()]
 
 
 @dataclass
@@ -161,12 +213,15 @@ def load_fashion_iq(
     image_dir: str | Path | None = None,
     image_extension: str = "png",
     missing_ids: Literal["raise", "add"] = "raise",
+    gallery: str = "split",
 ) -> dict[str, FashionIQCategory]:
     """Load the galleries and triplets of ``split`` for ``categories`` (None: all three).
 
     ``image_dir`` defaults to ``{root}/images``. Returns one :class:`FashionIQCategory` per
-    category, in the order asked. See the module docstring for the protocol choices.
+    category, in the order asked. ``gallery``: ``"split"`` (original protocol) or
+    ``"references-and-targets"`` (VAL protocol); see the module docstring.
     """
+    _check_protocol(gallery, "and")
     root = Path(root)
     if not root.is_dir():
         raise DatasetNotFoundError(root, "Fashion-IQ root folder missing")
@@ -197,8 +252,9 @@ def load_fashion_iq(
                 f"{split_file(root, category, split).name}: {shown} "
                 "(pass missing_ids='add' to add them to the gallery)",
             )
-        gallery = gallery_items(image_ids + missing, category, image_dir, image_extension)
-        result[category] = FashionIQCategory(category, split, gallery, triplets, added_ids=missing)
+        ids = protocol_gallery_ids(image_ids + missing, triplets, gallery)
+        items = gallery_items(ids, category, image_dir, image_extension)
+        result[category] = FashionIQCategory(category, split, items, triplets, added_ids=missing)
     return result
 
 

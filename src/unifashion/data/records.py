@@ -135,6 +135,19 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             yield lineno, row
 
 
+def product_of(record: ItemRecord) -> str:
+    """The product an item photo shows: FashionGen's ``product_id`` (h5 layout), else the first of
+    its ``product_images`` (the official jsonl layout lists a product's images together), else the
+    item itself. Protocols use it to treat several photos of one product alike."""
+    attributes = record.attributes or {}
+    if attributes.get("product_id") not in (None, ""):
+        return str(attributes["product_id"])
+    images = attributes.get("product_images")
+    if images:
+        return f"images:{images[0]}"
+    return str(record.item_id)
+
+
 def join_relative_captions(captions: Sequence[str]) -> str:
     """Join Fashion-IQ's two modifying texts into one: stripped, empty ones dropped, " and "."""
     parts = [c.strip().rstrip(".") for c in captions if c and c.strip()]

@@ -1,13 +1,15 @@
 """Evaluation: the paper's protocols for CMR, CIR, FIC and FIG, and their metrics."""
 
 from unifashion.evaluation.captioning import caption_metrics
-from unifashion.evaluation.generation import fid, frechet_distance, kid
+from unifashion.evaluation.generation import fid, frechet_distance, kid, library_fid_kid, psd_sqrt
 from unifashion.evaluation.retrieval import (
+    CandidateDraw,
     CIRResult,
     CMRResult,
     cir_fashioniq,
     cmr_full_gallery,
     cmr_random_100,
+    draw_random_candidates,
     random_candidates,
     ranks_of_positives,
     recall_at_k,
@@ -15,6 +17,7 @@ from unifashion.evaluation.retrieval import (
 )
 
 __all__ = [
-    "CIRResult", "CMRResult", "caption_metrics", "cir_fashioniq", "cmr_full_gallery", "cmr_random_100", "fid",
-    "frechet_distance", "kid", "random_candidates", "ranks_of_positives", "recall_at_k", "recall_curve",
+    "CIRResult", "CMRResult", "CandidateDraw", "caption_metrics", "cir_fashioniq", "cmr_full_gallery",
+    "cmr_random_100", "draw_random_candidates", "fid", "frechet_distance", "kid", "library_fid_kid", "psd_sqrt",
+    "random_candidates", "ranks_of_positives", "recall_at_k", "recall_curve",
 ]

@@ -7,7 +7,10 @@ against the model, so a constant scorer gets no free hits), plus one.
 - CMR, full gallery: every query ranks its positive(s) among the whole gallery.
 - CMR, random-100 (the FashionGen protocol the paper follows): every query ranks its positive
   among 100 candidates, the positive and 99 negatives drawn from the positive's category with a
-  fixed, recorded seed.
+  fixed, recorded seed. Where a category is too small the negatives are topped up from other
+  categories, and the protocol's name says so with the count. Several images of one product
+  (FashionGen): either de-duplicate by product first, or never use the product's other images as
+  negatives (random-100) and count them as positives (full gallery); the runner records which.
 - CIR, Fashion-IQ: per category, R@10 and R@50 over that category's gallery; the averages over
   categories; and (R@10 + R@50) / 2. Every query is kept.
 """
@@ -66,6 +69,7 @@ class CMRResult:
     image_to_text: dict[int, float]
     text_to_image: dict[int, float]
     seed: int | None = None
+    draw: CandidateDraw | None = None  # random-N: the candidates and how many came from other categories
 
     @property
     def mean_recall(self) -> float:
@@ -80,61 +84,117 @@ class CMRResult:
 
 
 def cmr_full_gallery(similarity: np.ndarray, text_to_image: Sequence[int],
-                     ks: Sequence[int] = (1, 5, 10)) -> CMRResult:
+                     ks: Sequence[int] = (1, 5, 10), products: Sequence[str] | None = None) -> CMRResult:
     """CMR over the whole gallery. ``similarity`` is (images x texts); text j describes image
-    ``text_to_image[j]``; an image's positives are all of its texts."""
+    ``text_to_image[j]``; an image's positives are all of its texts. With ``products`` (one id per
+    image) every text of an image of the same product is a positive too, and every image of the
+    text's product is a positive of the text (FashionGen: several photos of one product)."""
     similarity = np.asarray(similarity)
     text_to_image = np.asarray(text_to_image)
-    image_texts = [np.flatnonzero(text_to_image == i) for i in range(similarity.shape[0])]
+    if products is None:
+        image_texts = [np.flatnonzero(text_to_image == i) for i in range(similarity.shape[0])]
+        text_images = [[i] for i in text_to_image]
+    else:
+        products = np.asarray(products)
+        if len(products) != similarity.shape[0]:
+            raise ValueError(f"{len(products)} product ids for {similarity.shape[0]} images")
+        text_products = products[text_to_image]
+        image_texts = [np.flatnonzero(text_products == products[i]) for i in range(similarity.shape[0])]
+        text_images = [np.flatnonzero(products == p) for p in text_products]
     i2t = ranks_of_positives(similarity, image_texts)
-    t2i = ranks_of_positives(similarity.T, [[i] for i in text_to_image])
+    t2i = ranks_of_positives(similarity.T, text_images)
     return CMRResult("full-gallery", recall_at_k(i2t, ks), recall_at_k(t2i, ks))
 
 
-def random_candidates(categories: Sequence[str], n_candidates: int = 100, seed: int = 0) -> np.ndarray:
+@dataclass
+class CandidateDraw:
+    """The random-N candidates of every query, and how many negatives had to come from another
+    category because the query's own category was too small."""
+
+    indices: np.ndarray  # (queries, n_candidates): the query's own index first, then its negatives
+    other_category_negatives: int  # negatives drawn from other categories, over all queries
+    topped_up_queries: int  # queries whose category could not supply n_candidates - 1 negatives
+
+    @property
+    def total_negatives(self) -> int:
+        return int(self.indices.shape[0] * (self.indices.shape[1] - 1))
+
+    def label(self, n_candidates: int) -> str:
+        """The protocol's honest name: "same-category" only when every negative is."""
+        if self.other_category_negatives == 0:
+            return f"random-{n_candidates} same-category"
+        share = 100.0 * self.other_category_negatives / self.total_negatives
+        return (f"random-{n_candidates}, same-category topped up from other categories "
+                f"({self.other_category_negatives} of {self.total_negatives} negatives, {share:.1f}%, "
+                f"for {self.topped_up_queries} of {self.indices.shape[0]} queries)")
+
+
+def draw_random_candidates(categories: Sequence[str], n_candidates: int = 100, seed: int = 0,
+                           products: Sequence[str] | None = None) -> CandidateDraw:
     """For each item, ``n_candidates`` gallery indices: itself first, then negatives of its category.
 
     Negatives come from the same category (the paper's protocol); where a category has too few
     items, the rest are drawn from other categories so every query still ranks among exactly
-    ``n_candidates``. The draw depends only on ``seed`` and the category list.
+    ``n_candidates``, and the draw counts them (:meth:`CandidateDraw.label` names the protocol).
+    With ``products``, items of the query's own product are never negatives. The draw depends only
+    on ``seed``, the category list and the product list.
     """
     categories = np.asarray(categories)
     n = len(categories)
-    if n < n_candidates:
-        raise ValueError(f"random-{n_candidates} protocol needs at least {n_candidates} items, got {n}")
+    products = np.arange(n) if products is None else np.asarray(products)
+    if len(products) != n:
+        raise ValueError(f"{len(products)} product ids for {n} items")
     rng = np.random.default_rng(seed)
     by_cat = {c: np.flatnonzero(categories == c) for c in np.unique(categories)}
     out = np.empty((n, n_candidates), dtype=np.int64)
-    everyone = np.arange(n)
+    other_negatives = topped_up = 0
     for i in range(n):
         same = by_cat[categories[i]]
-        same = same[same != i]
+        same = same[products[same] != products[i]]
         if len(same) >= n_candidates - 1:
             neg = rng.choice(same, size=n_candidates - 1, replace=False)
         else:
-            others = np.setdiff1d(everyone, np.append(same, i))
+            others = np.flatnonzero((categories != categories[i]) & (products != products[i]))
+            if len(same) + len(others) < n_candidates - 1:
+                raise ValueError(f"random-{n_candidates} protocol: item {i} has only {len(same) + len(others)} "
+                                 f"possible negatives (other products), needs {n_candidates - 1}")
             neg = np.concatenate([same, rng.choice(others, size=n_candidates - 1 - len(same), replace=False)])
+            other_negatives += n_candidates - 1 - len(same)
+            topped_up += 1
         out[i, 0] = i
         out[i, 1:] = neg
-    return out
+    return CandidateDraw(out, other_negatives, topped_up)
+
+
+def random_candidates(categories: Sequence[str], n_candidates: int = 100, seed: int = 0) -> np.ndarray:
+    """The candidate indices of :func:`draw_random_candidates` (one image per product)."""
+    n = len(categories)
+    if n < n_candidates:
+        raise ValueError(f"random-{n_candidates} protocol needs at least {n_candidates} items, got {n}")
+    return draw_random_candidates(categories, n_candidates, seed).indices
 
 
 def cmr_random_100(similarity: np.ndarray, categories: Sequence[str], ks: Sequence[int] = (1, 5, 10),
-                   seed: int = 0, n_candidates: int = 100) -> CMRResult:
+                   seed: int = 0, n_candidates: int = 100, products: Sequence[str] | None = None) -> CMRResult:
     """CMR under the random-100 protocol, for one caption per image (``similarity`` is square:
     image i's caption is text i). Image-to-text ranks the caption among 100 captions, text-to-image
-    the image among 100 images, the same candidate indices both ways."""
+    the image among 100 images, the same candidate indices both ways. ``result.protocol`` names
+    the draw honestly (see :meth:`CandidateDraw.label`); with ``products``, other images of the
+    query's product are never among its negatives."""
     similarity = np.asarray(similarity)
     if similarity.shape[0] != similarity.shape[1]:
         raise ValueError("the random-100 protocol takes one caption per image: a square similarity matrix")
-    cands = random_candidates(categories, n_candidates, seed)
+    if len(categories) < n_candidates:
+        raise ValueError(f"random-{n_candidates} protocol needs at least {n_candidates} items, got {len(categories)}")
+    draw = draw_random_candidates(categories, n_candidates, seed, products)
+    cands = draw.indices
     rows = np.arange(len(cands))[:, None]
     i2t_scores = similarity[rows, cands]  # image i against the captions of its candidates
     t2i_scores = similarity.T[rows, cands]  # caption i against the images of its candidates
     positives = [[0]] * len(cands)
     i2t = ranks_of_positives(i2t_scores, positives)
     t2i = ranks_of_positives(t2i_scores, positives)
-    return CMRResult(f"random-{n_candidates}", recall_at_k(i2t, ks), recall_at_k(t2i, ks), seed=seed)
+    return CMRResult(draw.label(n_candidates), recall_at_k(i2t, ks), recall_at_k(t2i, ks), seed=seed, draw=draw)
 
 
 @dataclass

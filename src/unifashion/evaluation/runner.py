@@ -26,14 +26,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unifashion.data.records import CAPTION_STYLES, sentence_prompt
+from unifashion.data.fashion_iq import fashion_iq_protocol_name, protocol_gallery_ids, protocol_queries
+from unifashion.data.records import CAPTION_STYLES, ItemRecord, TripletRecord, product_of, sentence_prompt
 from unifashion.data.synthetic.catalogue import Catalogue
 from unifashion.evaluation.phrasing import evaluate_phrasing
 from unifashion.evaluation.results import ResultTable
 from unifashion.evaluation.retrieval import cir_fashioniq, cmr_full_gallery, cmr_random_100, ranks_of_positives
 from unifashion.evaluation.tasks import TASKS
 
-CIR_PROTOCOL = "Fashion-IQ protocol (R@K per category)"
+SAME_PRODUCT = ("dedup", "positives")
 
 
 @dataclass
@@ -43,8 +44,16 @@ class EvalConfig:
     tasks: tuple[str, ...] = TASKS
     cmr_text_style: str = "detailed"  # the caption style used as CMR texts
     n_candidates: int = 100
+    # Several images of one product (FashionGen): "dedup" keeps the first image of each product;
+    # "positives" keeps them all, counts the product's other images (and their texts) as positives
+    # in the full gallery and never draws them as random-N negatives. Recorded in every CMR row.
+    same_product: str = "dedup"
     itm_rerank_k: int = 50  # re-rank the top 50 (a top-10 re-rank cannot change R@10 or R@50); 0: off
     cir_ks: tuple[int, ...] = (10, 50)  # Fashion-IQ's R@K; add 1 where R@10/R@50 saturate
+    # Fashion-IQ's two protocols and two caption joins (unifashion.data.fashion_iq), named in every CIR row.
+    cir_gallery: str = "split"  # "split" (original) | "references-and-targets" (VAL's)
+    cir_caption_join: str = "and"  # "and": one query per triplet | "each": one per relative caption
+    cir_text_only: bool = True  # also Table 4's "w/o img" row: the modification text alone as the query
     fic_styles: tuple[str, ...] = CAPTION_STYLES
     fic_max_items: int | None = None
     fig_max_items: int = 64
@@ -58,6 +67,9 @@ class EvalConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; choose from {list(TASKS)}")
+        fashion_iq_protocol_name(self.cir_gallery, self.cir_caption_join)  # checks both
+        if self.same_product not in SAME_PRODUCT:
+            raise ValueError(f"same_product must be one of {list(SAME_PRODUCT)}, got {self.same_product!r}")
 
 
 
@@ -75,26 +87,65 @@ class SplitData:
     """The split's items and triplets, with images loaded once."""
 
     def __init__(self, catalogue: Catalogue, split: str):
-        self.items = catalogue.item_records(split)
+        self._setup(catalogue.item_records(split), catalogue.triplet_records(split), split)
+
+    @classmethod
+    def from_records(cls, items: Sequence[ItemRecord], triplets: Sequence[TripletRecord], split: str) -> SplitData:
+        """A split from any loader's records (item ids unique; triplets name item ids)."""
+        data = cls.__new__(cls)
+        data._setup(list(items), list(triplets), split)
+        return data
+
+    @classmethod
+    def from_fashion_iq(cls, root: str, split: str = "val", image_dir: str | None = None,
+                        image_extension: str = "png") -> SplitData:
+        """Fashion-IQ's three categories (``captions/``, ``image_splits/``, images). Shirt and
+        toptee share some image ids, so item ids here are ``category/id``; each category's items
+        are that split's whole image list, and :meth:`cir_groups` picks the protocol's gallery."""
+        from dataclasses import replace as with_fields
+
+        from unifashion.data.fashion_iq import load_fashion_iq
+
+        items, triplets = [], []
+        for cat, part in load_fashion_iq(root, split, image_dir=image_dir, image_extension=image_extension).items():
+            items += [with_fields(r, item_id=f"{cat}/{r.item_id}") for r in part.gallery]
+            triplets += [with_fields(t, reference_id=f"{cat}/{t.reference_id}", target_id=f"{cat}/{t.target_id}")
+                         for t in part.triplets]
+        return cls.from_records(items, triplets, split)
+
+    def _setup(self, items: list[ItemRecord], triplets: list[TripletRecord], split: str) -> None:
+        self.items = items
         if not self.items:
             raise ValueError(f"the catalogue has no items in split {split!r}")
-        self.triplets = catalogue.triplet_records(split)
+        self.triplets = triplets
         self.ids = [r.item_id for r in self.items]
         self.index = {i: k for k, i in enumerate(self.ids)}
+        if len(self.index) != len(self.ids):
+            raise ValueError("item ids of a split must be unique")
         self.images = [r.load_image() for r in tqdm(self.items, desc=f"loading {split} images", leave=False)]
         self.categories = [r.category for r in self.items]
+        # An item's product (FashionGen has several photos per product; other items are their own).
+        self.products = [product_of(r) for r in self.items]
 
-    def cir_groups(self) -> dict[str, tuple[list[int], list[int], list[str], list[int]]]:
-        """Per category: gallery indices, reference indices, texts, target positions in the gallery."""
+    def cir_groups(self, gallery: str = "split", caption_join: str = "and",
+                   ) -> dict[str, tuple[list[int], list[int], list[str], list[int]]]:
+        """Per category: gallery indices, reference indices, texts, target positions in the gallery.
+
+        ``gallery``: ``"split"`` (every item of the category: Fashion-IQ's original protocol) or
+        ``"references-and-targets"`` (the VAL protocol); ``caption_join``: ``"and"`` (one query per
+        triplet) or ``"each"`` (one per relative caption). See :mod:`unifashion.data.fashion_iq`."""
         groups: dict[str, tuple[list[int], list[int], list[str], list[int]]] = {}
         for cat in sorted(set(self.categories)):
-            gallery = [k for k, c in enumerate(self.categories) if c == cat]
-            pos = {g: j for j, g in enumerate(gallery)}
             trips = [t for t in self.triplets if t.category == cat]
             if not trips:
                 continue
-            groups[cat] = ([*gallery], [self.index[t.reference_id] for t in trips],
-                           [t.modification_text for t in trips], [pos[self.index[t.target_id]] for t in trips])
+            members = [k for k, c in enumerate(self.categories) if c == cat]
+            wanted = set(protocol_gallery_ids([self.ids[k] for k in members], trips, gallery))
+            members = [k for k in members if self.ids[k] in wanted]
+            pos = {g: j for j, g in enumerate(members)}
+            queries = protocol_queries(trips, caption_join)
+            groups[cat] = (members, [self.index[r] for r, _, _ in queries], [text for _, text, _ in queries],
+                           [pos[self.index[t]] for _, _, t in queries])
         return groups
 
 
@@ -109,16 +160,41 @@ def _batched(fn, items, batch_size):
 def record_cmr(similarity: np.ndarray, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
                method: str) -> None:
     """The CMR protocols on one method's similarity matrix (images x texts, item k's text is
-    text k): the full gallery, and random-N same-category when the split has N items."""
+    text k): the full gallery, and random-N same-category when the split has N items. Every
+    protocol name says what was run: which texts, how several images of one product were treated
+    (``cfg.same_product``), and how many random-N negatives came from other categories."""
     texts = f"{cfg.cmr_text_style} captions"
-    for metric, value in cmr_full_gallery(similarity, np.arange(similarity.shape[1])).rows():
-        table.add("cmr", f"full gallery ({texts})", method, metric, value, cfg.split, cfg.seed)
-    if len(data.items) >= cfg.n_candidates:
-        r100 = cmr_random_100(similarity, data.categories, seed=cfg.seed, n_candidates=cfg.n_candidates)
+    keep, product_note, products = _product_handling(data, cfg)
+    sim = similarity[np.ix_(keep, keep)] if keep is not None else similarity
+    categories = [data.categories[k] for k in keep] if keep is not None else data.categories
+    for metric, value in cmr_full_gallery(sim, np.arange(sim.shape[1]), products=products).rows():
+        table.add("cmr", f"full gallery ({texts}; {product_note})", method, metric, value, cfg.split, cfg.seed)
+    if len(categories) >= cfg.n_candidates:
+        r100 = cmr_random_100(sim, categories, seed=cfg.seed, n_candidates=cfg.n_candidates, products=products)
         for metric, value in r100.rows():
-            table.add("cmr", f"random-{cfg.n_candidates} same-category ({texts})", method, metric, value, cfg.split,
+            table.add("cmr", f"{r100.protocol} ({texts}; {product_note})", method, metric, value, cfg.split,
                       cfg.seed)
     art.cmr_t2i_ranks[method] = ranks_of_positives(similarity.T, [[i] for i in range(similarity.shape[1])])
+
+
+def _product_handling(data: SplitData, cfg: EvalConfig) -> tuple[list[int] | None, str, list[str] | None]:
+    """(items kept or None for all, the protocol note, product ids for the metrics or None)."""
+    n_products = len(set(data.products))
+    if n_products == len(data.products):
+        return None, "one image per product", None
+    if cfg.same_product == "dedup":
+        first: dict[str, int] = {}
+        for k, p in enumerate(data.products):
+            first.setdefault(p, k)
+        keep = sorted(first.values())
+        return keep, f"de-duplicated by product id: first image of each of {len(keep)} products", None
+    return None, (f"{len(data.products)} images of {n_products} products; the same product's other images "
+                  "count as positives"), data.products
+
+
+def cir_protocol(cfg: EvalConfig) -> str:
+    """The CIR rows' protocol: Fashion-IQ's R@K per category, its gallery and caption join."""
+    return f"Fashion-IQ protocol (R@K per category; {fashion_iq_protocol_name(cfg.cir_gallery, cfg.cir_caption_join)})"
 
 
 def record_cir(scores: dict[str, np.ndarray], targets: dict[str, list[int]], cfg: EvalConfig, table: ResultTable,
@@ -126,7 +202,7 @@ def record_cir(scores: dict[str, np.ndarray], targets: dict[str, list[int]], cfg
     """The Fashion-IQ CIR protocol on one method's scores (per category: queries x gallery, and
     each query's target position); ``art``: keep the ranks for the recall curves."""
     for metric, value in cir_fashioniq(scores, targets, cfg.cir_ks).rows():
-        table.add("cir", CIR_PROTOCOL, method, metric, value, cfg.split, cfg.seed)
+        table.add("cir", cir_protocol(cfg), method, metric, value, cfg.split, cfg.seed)
     if art is not None:
         art.cir_ranks[method] = {c: ranks_of_positives(scores[c], [[t] for t in targets[c]]) for c in scores}
 
@@ -139,15 +215,22 @@ class CIRVariant:
     fusion: bool  # add <e_cls, Z_C> of the gallery's own captions (caption fusion)
     rerank: bool  # also report the ITM re-rank of the top-k (when the config asks for one)
     examples: bool  # keep example queries for the picture
+    text_only: bool = False  # the query is the modification text alone, no reference image (Table 4's "w/o img")
 
 
-def cir_variants(model) -> tuple[CIRVariant, ...]:
+TEXT_ONLY = CIRVariant(" (w/o img: modification text only)", fusion=False, rerank=False, examples=False,
+                       text_only=True)
+
+
+def cir_variants(model, text_only: bool = True) -> tuple[CIRVariant, ...]:
     """With a caption LM: without and with caption fusion (the latter re-ranked and pictured);
-    without one: the plain score."""
+    without one: the plain score. ``text_only`` adds Table 4's caption-only row."""
     if model.caption_lm is None:
-        return (CIRVariant("", fusion=False, rerank=True, examples=True),)
-    return (CIRVariant(" (no caption fusion)", fusion=False, rerank=False, examples=False),
-            CIRVariant(" (caption fusion)", fusion=True, rerank=True, examples=True))
+        variants = (CIRVariant("", fusion=False, rerank=True, examples=True),)
+    else:
+        variants = (CIRVariant(" (no caption fusion)", fusion=False, rerank=False, examples=False),
+                    CIRVariant(" (caption fusion)", fusion=True, rerank=True, examples=True))
+    return (*variants, TEXT_ONLY) if text_only else variants
 
 
 # ---------------------------------------------------------------------------------- UniFashion
@@ -190,7 +273,7 @@ class UniFashionFeatures:
 
 @torch.no_grad()
 def evaluate_unifashion(model, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
-                        method: str = "UniFashion", classifier=None, fid_features=None) -> None:
+                        method: str = "UniFashion", classifier=None, fid_features=None, clip_scorer=None) -> None:
     """Every task of ``cfg.tasks`` the model has the parts for (FIC needs a caption LM, FIG a diffusion model)."""
     model.eval()
     features = UniFashionFeatures(model, data, cfg.batch_size)
@@ -204,7 +287,7 @@ def evaluate_unifashion(model, data: SplitData, cfg: EvalConfig, table: ResultTa
     if "fic" in cfg.tasks and model.caption_lm is not None:
         evaluate_fic(model, data, cfg, table, method, features)
     if "fig" in cfg.tasks and model.diffusion is not None:
-        evaluate_fig(model, data, cfg, table, art, method, classifier, fid_features)
+        evaluate_fig(model, data, cfg, table, art, method, classifier, fid_features, clip_scorer)
 
 
 @torch.no_grad()
@@ -223,12 +306,15 @@ def evaluate_cir(model, data: SplitData, cfg: EvalConfig, table: ResultTable, ar
     """CIR per category, once per variant (default: :func:`cir_variants`), with the ITM re-rank
     of the top ``cfg.itm_rerank_k`` for the variants that ask for it."""
     features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size)
-    groups = data.cir_groups()
-    for variant in cir_variants(model) if variants is None else variants:
+    groups = data.cir_groups(cfg.cir_gallery, cfg.cir_caption_join)
+    for variant in cir_variants(model, cfg.cir_text_only) if variants is None else variants:
         fusion = features.fusion_embeds if variant.fusion else None
         scores, targets = {}, {}
         for cat, (gallery, refs, texts, tpos) in groups.items():
-            e = _composed(model, features.vision, refs, texts, cfg.batch_size)
+            if variant.text_only:  # e_cls of the text alone (the unimodal text path)
+                e = features.encode_texts(texts)
+            else:
+                e = _composed(model, features.vision, refs, texts, cfg.batch_size)
             g = torch.tensor(gallery)
             scores[cat] = model.score(e, features.z[g], fusion[g] if fusion is not None else None).cpu().numpy()
             targets[cat] = tpos
@@ -289,10 +375,11 @@ def _itm_rerank(model, scores: np.ndarray, group, vision: torch.Tensor, k: int) 
     top = np.argsort(-scores, axis=1)[:, :k]
     for q in range(scores.shape[0]):
         cand = top[q]
+        # Every tensor on the model's device: the cached features may sit elsewhere (e.g. on the CPU).
         tokens = model.processor.tokenize([texts[q]] * len(cand), device=model.device)
-        feats = vision[[gallery[c] for c in cand]]
+        feats = vision[[gallery[c] for c in cand]].to(model.device)
         logits = model._itm_logits(tokens["input_ids"], tokens["attention_mask"], feats,
-                                   torch.ones(feats.shape[:2], dtype=torch.long))
+                                   torch.ones(feats.shape[:2], dtype=torch.long, device=feats.device))
         prob = logits.softmax(-1)[:, 1].cpu().numpy()
         out[q, cand] = scores.max() + 1.0 + prob
     return out
@@ -315,10 +402,11 @@ def _keep_cir_examples(art: EvalArtifacts, data: SplitData, groups, scores, meth
 
 @torch.no_grad()
 def evaluate_fig(model, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
-                 method: str = "UniFashion", classifier=None, fid_features=None) -> None:
+                 method: str = "UniFashion", classifier=None, fid_features=None, clip_scorer=None) -> None:
     """FIG: text-to-image from the short captions of the first ``cfg.fig_max_items`` items, FID/KID
-    on ``fid_features``, the model's own image-text score, attribute accuracy by ``classifier``."""
-    from unifashion.evaluation.generation import fid, kid
+    on ``fid_features`` (the standard Inception's through torchmetrics), the model's own image-text
+    score, CLIP-S with ``clip_scorer`` (a local CLIP), attribute accuracy by ``classifier``."""
+    from unifashion.evaluation.generation import fid, kid, library_fid_kid
 
     n = min(cfg.fig_max_items, len(data.items))
     items = data.items[:n]
@@ -330,15 +418,23 @@ def evaluate_fig(model, data: SplitData, cfg: EvalConfig, table: ResultTable, ar
                                         scheduler=cfg.fig_scheduler, guidance_scale=cfg.fig_guidance,
                                         generator=generator).cpu())
     fake = torch.cat(generated)
-    size = fake.shape[-1]
-    real = model.processor.to_tensor(data.images, size)
-    protocol = (f"text-to-image from short captions, {n} generated vs {len(real)} real test images at {size} px, "
+    height, width = fake.shape[-2:]
+    real = model.processor.to_tensor(data.images, (height, width))  # the real images at the generated size
+    shown = f"{height}" if height == width else f"{height}x{width}"
+    protocol = (f"text-to-image from short captions, {n} generated vs {len(real)} real test images at {shown} px, "
                 f"{cfg.fig_scheduler} {cfg.fig_steps} steps, guidance {cfg.fig_guidance}")
     if fid_features is not None:
         fr, ff = fid_features(real), fid_features(fake)
-        table.add("fig", protocol, method, f"FID-{fid_features.name}", fid(fr, ff), cfg.split, cfg.seed)
-        kid_mean, _ = kid(fr, ff, n_subsets=50, subset_size=min(len(fr), len(ff), 100), seed=cfg.seed)
+        subset = min(len(fr), len(ff), 100)
+        if fid_features.name == "Inception":  # the standard number: the maintained library computes it
+            standard = library_fid_kid(fr, ff, kid_subsets=50, kid_subset_size=subset)
+            fid_value, kid_mean = standard["fid"], standard["kid_mean"]
+        else:  # the hand-written one (tests/evaluation/test_fid_library.py: equal to torchmetrics')
+            fid_value, (kid_mean, _) = fid(fr, ff), kid(fr, ff, n_subsets=50, subset_size=subset, seed=cfg.seed)
+        table.add("fig", protocol, method, f"FID-{fid_features.name}", fid_value, cfg.split, cfg.seed)
         table.add("fig", protocol, method, f"KIDx1000-{fid_features.name}", 1000 * kid_mean, cfg.split, cfg.seed)
+    if clip_scorer is not None:
+        table.add("fig", protocol, method, "CLIP-S", float(clip_scorer(fake, prompts).mean()), cfg.split, cfg.seed)
     # The model's own image-text score (stands in for CLIP-S): max_q <Z(generated), e(prompt)>.
     z = model.encode_image(pixel_values=model.processor.preprocess_images(fake))
     t = model.encode_text(prompts)
@@ -370,7 +466,7 @@ def evaluate_random(data: SplitData, cfg: EvalConfig, table: ResultTable, art: E
                           cfg.split, cfg.seed)
     if "cir" in cfg.tasks:
         scores, targets = {}, {}
-        for cat, (gallery, refs, _, tpos) in data.cir_groups().items():
+        for cat, (gallery, refs, _, tpos) in data.cir_groups(cfg.cir_gallery, cfg.cir_caption_join).items():
             scores[cat], targets[cat] = rng.random((len(refs), len(gallery))), tpos
         record_cir(scores, targets, cfg, table, art, "random")
 
@@ -400,7 +496,8 @@ def evaluate_dual_encoder(model, data: SplitData, cfg: EvalConfig, table: Result
     if "cir" in cfg.tasks:
         for combiner in combiners:
             scores, targets = {}, {}
-            for cat, (gallery, refs, texts, tpos) in data.cir_groups().items():
+            groups = data.cir_groups(cfg.cir_gallery, cfg.cir_caption_join)
+            for cat, (gallery, refs, texts, tpos) in groups.items():
                 if reference_captions is not None:
                     texts = [sentence_prompt(reference_captions[data.ids[r]], t)
                              for r, t in zip(refs, texts, strict=True)]

@@ -21,12 +21,16 @@ from unifashion.experiments import write_run_config
 class EvalRunConfig:
     model: str = "runs/default/phase2/final"  # a saved UniFashion folder or trained tag; "none": baselines only
     catalogue: str = "outputs/demo/catalogue"
+    # A Fashion-IQ root (captions/, image_splits/, images/) evaluated in place of the catalogue (CIR
+    # only: Fashion-IQ has no per-image captions); eval.split "val" and eval.cir_gallery name the protocol.
+    fashion_iq: str | None = None
     out: str = "outputs/eval"
     dual_encoder: str | None = None  # a trained dual-encoder baseline folder
     two_stage_cir: str | None = None  # a model trained by `unifashion cir-train` (CMR/CIR)
     ablations: dict[str, str] = field(default_factory=dict)  # name -> another UniFashion checkpoint (CMR/CIR)
     classifier: str = "runs/attribute-classifier"  # judges generated images (trained there if missing)
-    inception: str | None = None  # a local TorchScript Inception file for standard FID
+    inception: str | None = None  # a local TorchScript Inception file (inception-2015-12-05.pt) for standard FID
+    clip: str | None = None  # a local CLIP folder (transformers layout) for CLIP-S
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -56,15 +60,20 @@ def run_evaluation(config: EvalRunConfig) -> EvalRunResult:
     out = Path(config.out)
     write_run_config(config, out)
     cfg = config.eval
-    data = SplitData(load_catalogue(config.catalogue), cfg.split)
+    if config.fashion_iq:
+        cfg = replace(cfg, tasks=("cir",), split="val" if cfg.split == "test" else cfg.split)
+        data = SplitData.from_fashion_iq(config.fashion_iq, cfg.split)
+    else:
+        data = SplitData(load_catalogue(config.catalogue), cfg.split)
     table, art = ResultTable(), EvalArtifacts()
-    classifier = fid_features = None
+    classifier = fid_features = clip_scorer = None
     if "fig" in cfg.tasks:
         from unifashion.evaluation.attribute_classifier import load_or_train_classifier
-        from unifashion.evaluation.features import EffLiteFeatures, TorchScriptFeatures
+        from unifashion.evaluation.features import CLIPScorer, EffLiteFeatures, TorchScriptFeatures
 
         classifier = load_or_train_classifier(config.classifier)
         fid_features = TorchScriptFeatures(config.inception) if config.inception else EffLiteFeatures()
+        clip_scorer = CLIPScorer(config.clip) if config.clip else None
     evaluate_random(data, cfg, table, art)
     if config.dual_encoder:
         from unifashion.models.dual_encoder import DualEncoder
@@ -85,9 +94,12 @@ def run_evaluation(config: EvalRunConfig) -> EvalRunResult:
             evaluate_unifashion(UniFashion.from_pretrained(path), data, ablation_cfg, table, art, method=name)
     if config.model != "none":  # "none": only the baselines (e.g. more baseline seeds)
         model = UniFashion.from_pretrained(config.model)
-        evaluate_unifashion(model, data, cfg, table, art, classifier=classifier, fid_features=fid_features)
-    notes = [f"Model: `{config.model}`; catalogue: `{config.catalogue}` ({len(data.items)} {cfg.split} items, "
+        evaluate_unifashion(model, data, cfg, table, art, classifier=classifier, fid_features=fid_features,
+                            clip_scorer=clip_scorer)
+    source = f"Fashion-IQ: `{config.fashion_iq}`" if config.fashion_iq else f"catalogue: `{config.catalogue}`"
+    notes = [f"Model: `{config.model}`; {source} ({len(data.items)} {cfg.split} items, "
              f"{len(data.triplets)} CIR triplets).",
              "FID/KID use EfficientNet-Lite0 pooled features (FID-EffLite0), not Inception, unless --inception "
-             "names a local file; the image-text score is UniFashion's own ITC score, not CLIP-S."]
+             "names a local file (then torchmetrics computes FID-Inception); the image-text score is UniFashion's "
+             "own ITC score; CLIP-S is reported only with --clip FOLDER (a local CLIP)."]
     return EvalRunResult(table, write_report(table, art, out, cfg, notes))

@@ -10,6 +10,11 @@ Sequence layout, for every sample::
     [TSA_llm(Z)]  [bos] [instruction tokens]  [caption tokens] [eos]  [pad ...]
     |-- queries --|------ prefix (no loss) ----|-- loss here --------|-- masked -|
 
+A ``prompt_template`` holding ``{image}`` puts the queries there instead, inside the prompt, as
+the paper's Table 7 lays its instructions out (``USER:<image>+Short description. Assistant:``)::
+
+    [bos] [template before {image}]  [TSA_llm(Z)]  [template after {image}]  [caption] [eos]
+
 Two presets:
 
 * tiny (default): a 4-layer, 256-wide Llama-style LM built here from a ``LlamaConfig`` with random
@@ -65,6 +70,17 @@ CAPTION_INSTRUCTIONS: dict[str, str] = {
     "professional": "Write a professional product description of this garment.",
     "detailed": "Describe this garment in detail, including its colour, pattern, sleeves, length and fit.",
 }
+
+# The paper's Table 7, verbatim: ``TABLE7_PROMPT_TEMPLATE`` with ``{image}`` standing for the
+# queries (the table's ``<image>``) and ``{instruction}`` for one of ``TABLE7_INSTRUCTIONS``.
+# The paper recipes (recipes/paper-*.json) set these as caption_lm.prompt_template / instructions.
+TABLE7_PROMPT_TEMPLATE = "USER:{image}+{instruction} Assistant:"
+TABLE7_INSTRUCTIONS: dict[str, str] = {
+    "short": "Short description.",
+    "professional": "Write a detail and professional description for the cloth.",
+    "detailed": "Describe the cloth's style, color, design... and other key points.",
+}
+IMAGE_SLOT = "{image}"
 
 CONFIG_FILE_NAME = "caption_lm_config.json"
 TOKENIZER_SUBDIR = "tokenizer"
@@ -137,8 +153,10 @@ class CaptionVocabulary:
 
 
 def instruction_texts(config: CaptionLMConfig) -> list[str]:
-    """The instruction prompts of every caption style, as the LM reads them."""
-    return [config.prompt_template.format(instruction=text) for text in CAPTION_INSTRUCTIONS.values()]
+    """The prompt of every caption style as the LM reads it (the queries' slot left out)."""
+    instructions = config.instructions or CAPTION_INSTRUCTIONS
+    return [config.prompt_template.replace("{instruction}", text).replace(IMAGE_SLOT, " ")
+            for text in instructions.values()]
 
 
 def caption_vocabulary(tokenizer, texts: Iterable[str], size: int) -> list[int]:
@@ -285,12 +303,32 @@ class CaptionLM(nn.Module):
         texts = self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
         return [_join_hyphens(text).strip() for text in texts]
 
+    def instruction(self, style: str) -> str:
+        """The instruction of a caption style (the config's ``instructions``, else ours)."""
+        instructions = self.config.instructions or CAPTION_INSTRUCTIONS
+        if style not in instructions:
+            raise ValueError(f"unknown caption style {style!r}; expected one of {list(instructions)}")
+        return instructions[style]
+
+    def prompt_ids(self, style: str) -> tuple[list[int], list[int]]:
+        """Token ids before and after the queries. Without ``{image}`` in the template: nothing
+        before, ``[bos] + prompt`` after; with it: ``[bos] + the template before {image}``, then
+        the template after it."""
+        template = self.config.prompt_template
+        instruction = self.instruction(style)
+
+        def ids(text: str) -> list[int]:
+            return self.encode_text(text.replace("{instruction}", instruction))
+
+        if IMAGE_SLOT not in template:
+            return [], [self.special_ids.bos] + ids(template)
+        before, after = template.split(IMAGE_SLOT, 1)
+        return [self.special_ids.bos] + (ids(before) if before else []), ids(after) if after else []
+
     def instruction_ids(self, style: str) -> list[int]:
-        """LM ids of the prefix ``[bos] + prompt(instruction(style))``."""
-        if style not in CAPTION_INSTRUCTIONS:
-            raise ValueError(f"unknown caption style {style!r}; expected one of {list(CAPTION_INSTRUCTIONS)}")
-        prompt = self.config.prompt_template.format(instruction=CAPTION_INSTRUCTIONS[style])
-        return [self.special_ids.bos] + self.encode_text(prompt)
+        """Every prompt token id of a style, without the queries (before + after)."""
+        before, after = self.prompt_ids(style)
+        return before + after
 
     def caption_ids(self, caption: str) -> list[int]:
         """Caption LM ids, cut to ``max_caption_tokens - 1``, followed by eos."""
@@ -319,27 +357,25 @@ class CaptionLM(nn.Module):
                 f"got {batch_size} query sets, {len(captions)} captions and {len(styles)} styles"
             )
         device = query_embeds.device
-        token_rows, label_rows = [], []
-        for caption, style in zip(captions, styles, strict=True):
-            prefix = self.instruction_ids(style)
+        queries = self._adapted_queries(query_embeds)
+        pad = self._embed_tokens(torch.tensor([self.special_ids.pad], device=device))[0]
+        rows, label_rows = [], []
+        for row, (caption, style) in enumerate(zip(captions, styles, strict=True)):
+            before, after = self.prompt_ids(style)
             target = self.caption_ids(caption)
-            token_rows.append(prefix + target)
-            label_rows.append([IGNORE_INDEX] * len(prefix) + target)
-        text_length = max(len(row) for row in token_rows)
-        token_ids = torch.full((batch_size, text_length), self.special_ids.pad, dtype=torch.long)
-        text_labels = torch.full((batch_size, text_length), IGNORE_INDEX, dtype=torch.long)
-        text_mask = torch.zeros((batch_size, text_length), dtype=torch.long)
-        for row, (tokens, labels) in enumerate(zip(token_rows, label_rows, strict=True)):
-            token_ids[row, : len(tokens)] = torch.tensor(tokens)
-            text_labels[row, : len(labels)] = torch.tensor(labels)
-            text_mask[row, : len(tokens)] = 1
-        token_ids, text_labels, text_mask = token_ids.to(device), text_labels.to(device), text_mask.to(device)
-
-        inputs_embeds = torch.cat([self._adapted_queries(query_embeds), self._embed_tokens(token_ids)], dim=1)
-        query_mask = torch.ones((batch_size, num_queries), dtype=torch.long, device=device)
-        attention_mask = torch.cat([query_mask, text_mask], dim=1)
-        query_labels = torch.full((batch_size, num_queries), IGNORE_INDEX, dtype=torch.long, device=device)
-        labels = torch.cat([query_labels, text_labels], dim=1)
+            pieces = [queries[row]]
+            if before:
+                pieces.insert(0, self._embed_tokens(torch.tensor(before, device=device)))
+            pieces.append(self._embed_tokens(torch.tensor(after + target, device=device)))
+            rows.append(torch.cat(pieces))
+            label_rows.append([IGNORE_INDEX] * (len(before) + num_queries + len(after)) + target)
+        length = max(len(r) for r in rows)
+        inputs_embeds = torch.stack([torch.cat([r, pad.expand(length - len(r), -1)]) for r in rows])
+        attention_mask = torch.zeros((batch_size, length), dtype=torch.long, device=device)
+        labels = torch.full((batch_size, length), IGNORE_INDEX, dtype=torch.long, device=device)
+        for row, (embeds, row_labels) in enumerate(zip(rows, label_rows, strict=True)):
+            attention_mask[row, : len(embeds)] = 1
+            labels[row, : len(row_labels)] = torch.tensor(row_labels, device=device)
         return inputs_embeds, attention_mask, labels
 
     # ------------------------------------------------------------------ training
@@ -378,9 +414,17 @@ class CaptionLM(nn.Module):
         reproducible without touching the caller's global RNG state.
         """
         batch_size = query_embeds.shape[0]
-        prefix_ids = torch.tensor(self.instruction_ids(style), device=query_embeds.device)
-        prefix_embeds = self._embed_tokens(prefix_ids)[None].expand(batch_size, -1, -1)
-        inputs_embeds = torch.cat([self._adapted_queries(query_embeds), prefix_embeds], dim=1)
+        before, after = self.prompt_ids(style)
+
+        def prompt_embeds(ids: list[int]) -> torch.Tensor:
+            embeds = self._embed_tokens(torch.tensor(ids, device=query_embeds.device))
+            return embeds[None].expand(batch_size, -1, -1)
+
+        pieces = [prompt_embeds(before)] if before else []
+        pieces.append(self._adapted_queries(query_embeds))
+        if after:
+            pieces.append(prompt_embeds(after))
+        inputs_embeds = torch.cat(pieces, dim=1)
         attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=query_embeds.device)
         generation_kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens or self.config.max_caption_tokens,

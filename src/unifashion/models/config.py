@@ -155,8 +155,12 @@ class CaptionLMConfig:
     pretrained_path: str | None = None
     # Tokenizer directory. None: ``pretrained_path`` when set, else the bundled MiniLM tokenizer.
     tokenizer_path: str | None = None
-    # Prompt wrapper around the instruction, e.g. "USER: {instruction} ASSISTANT:" for Vicuna.
+    # Prompt wrapper around the instruction, e.g. "USER: {instruction} ASSISTANT:" for Vicuna;
+    # "{image}" marks where the queries go (default: before the prompt), as in the paper's Table 7
+    # "USER:{image}+{instruction} Assistant:".
     prompt_template: str = "{instruction}"
+    # Instruction per caption style (short, professional, detailed); None: the package's own.
+    instructions: dict[str, str] | None = None
     # Tiny preset: the tokenizer ids the LM knows, in the LM's own id order (a vocabulary sized for
     # the captions, built from the training text by ``caption_lm.caption_vocabulary``; any other
     # token is read and written as [UNK]). None: the whole tokenizer vocabulary.
@@ -217,9 +221,17 @@ class DiffusionConfig:
 
     # Paper preset: local diffusers-layout directory (vae/, unet/, scheduler/). None = tiny.
     pretrained_path: str | None = None
-    # Generated image side in pixels. None: 64 for the tiny preset; for a pretrained checkpoint,
-    # the UNet's sample_size times the VAE's downsampling factor (512 for Stable Diffusion v1.4).
+    # Generated image side in pixels (the height when image_width is set). None: 64 for the tiny
+    # preset; for a pretrained checkpoint, the UNet's sample_size times the VAE's downsampling
+    # factor (512 for Stable Diffusion v1.4).
     image_size: int | None = None
+    # Generated image width when it differs from the height (the paper: 512 x 384). None: square.
+    image_width: int | None = None
+    # Paper preset: where the UNet and the VAE come from when not pretrained_path's own: a local
+    # diffusers folder holding unet/ (or the UNet folder itself), e.g. Paint-by-Example's 9-channel
+    # UNet; a VAE folder in diffusers layout (or holding vae/), e.g. StableVITON's VITON-HD VAE.
+    unet_path: str | None = None
+    vae_path: str | None = None
     # Tiny VAE: 64 px -> 16x16 latents (spatial factor 2 ** (len(blocks) - 1) = 4).
     latent_channels: int = 4
     vae_block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])

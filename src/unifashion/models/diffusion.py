@@ -134,6 +134,21 @@ def _rand(shape, generator: torch.Generator | None, device: torch.device) -> tor
     return torch.rand(shape, generator=generator, device=draw_device).to(device)
 
 
+def _component_folder(path: str | None, root: Path, name: str) -> tuple[Path, str | None]:
+    """(folder, subfolder) of a diffusers component: ``root/name`` by default; ``path`` given,
+    ``path/name`` when it holds one, else ``path`` itself (a component folder)."""
+    if path is None:
+        return root, name
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"diffusion.{name}_path is not a directory: {folder}")
+    if (folder / name / "config.json").is_file():
+        return folder, name
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"diffusion.{name}_path {folder} holds neither {name}/config.json nor config.json")
+    return folder, None
+
+
 class QueryConditionedDiffusion(nn.Module):
     """TSA_diff + VAE + UNet: the q2I loss for training and query-conditioned image generation.
 
@@ -163,11 +178,17 @@ class QueryConditionedDiffusion(nn.Module):
             }
         self.latent_channels = self.vae.config.latent_channels
         if config.image_size is not None:
-            self.image_size = config.image_size
+            height = config.image_size
         elif config.is_pretrained:
-            self.image_size = int(self.unet.config.sample_size) * self.vae_scale_factor
+            height = int(self.unet.config.sample_size) * self.vae_scale_factor
         else:
-            self.image_size = tiny_image_size(config)
+            height = tiny_image_size(config)
+        width = config.image_width if config.image_width is not None else height
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise ValueError(f"image size {height} x {width} must be a multiple of the VAE's factor "
+                             f"{self.vae_scale_factor}")
+        # An int when square (every square caller), (height, width) otherwise (the paper: 512 x 384).
+        self.image_size: int | tuple[int, int] = height if width == height else (height, width)
         self._check_extra_channels()
         # The DDPM schedule used for training; samplers are rebuilt from its config per call.
         self.noise_scheduler = DDPMScheduler.from_config(scheduler_config)
@@ -192,18 +213,24 @@ class QueryConditionedDiffusion(nn.Module):
         if not root.is_dir():
             raise FileNotFoundError(f"pretrained_path is not a directory: {root}")
         dtype = torch_dtype(config.torch_dtype)
-        vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dtype, local_files_only=True)
-        unet = UNet2DConditionModel.from_pretrained(
-            root, subfolder="unet", torch_dtype=dtype, local_files_only=True
-        )
+        vae_root, vae_sub = _component_folder(config.vae_path, root, "vae")
+        unet_root, unet_sub = _component_folder(config.unet_path, root, "unet")
+        vae = AutoencoderKL.from_pretrained(vae_root, subfolder=vae_sub, torch_dtype=dtype, local_files_only=True)
+        unet = UNet2DConditionModel.from_pretrained(unet_root, subfolder=unet_sub, torch_dtype=dtype,
+                                                    local_files_only=True)
         latent_channels = vae.config.latent_channels
         wanted_in = latent_channels + config.extra_channels
-        if unet.config.in_channels == latent_channels and config.extra_channels > 0:
-            widen_unet_input(unet, config.extra_channels)
+        # Starting points whose input channels are a prefix of ours: text-to-image (latents only)
+        # and Paint-by-Example (latents, masked-image latents, mask: 9 channels, in our order).
+        # The missing channels are added with zero weights.
+        prefixes = (latent_channels, 2 * latent_channels + 1)
+        if unet.config.in_channels in prefixes and unet.config.in_channels < wanted_in:
+            widen_unet_input(unet, wanted_in - unet.config.in_channels)
         elif unet.config.in_channels != wanted_in:
             raise ValueError(
-                f"UNet at {root / 'unet'} takes {unet.config.in_channels} input channels; expected "
-                f"{latent_channels} (to be widened) or {wanted_in} (latents + extra_channels)"
+                f"UNet at {unet_root / (unet_sub or '')} takes {unet.config.in_channels} input channels; expected "
+                f"{wanted_in} (latents + extra_channels) or fewer to widen: {latent_channels} (text-to-image) or "
+                f"{2 * latent_channels + 1} (Paint-by-Example)"
             )
         if (root / "scheduler").is_dir():
             scheduler_config = DDPMScheduler.load_config(root, subfolder="scheduler", local_files_only=True)
@@ -225,6 +252,11 @@ class QueryConditionedDiffusion(nn.Module):
             )
 
     # ------------------------------------------------------------------ geometry and scaling
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(height, width) of generated images."""
+        return (self.image_size, self.image_size) if isinstance(self.image_size, int) else self.image_size
+
     @property
     def vae_scale_factor(self) -> int:
         """Image pixels per latent pixel along each side."""
@@ -420,7 +452,7 @@ class QueryConditionedDiffusion(nn.Module):
         if reference is not None:
             height, width = reference.shape[-2:]
         else:
-            height = width = self.image_size
+            height, width = self.image_hw
         latent_hw = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         device, dtype = self.unet.device, self.unet.dtype
 

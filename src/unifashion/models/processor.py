@@ -78,23 +78,25 @@ def _as_list(images: ImageInput) -> list:
     return list(images)
 
 
-def _resize(tensor: torch.Tensor, size: int, resize_mode: str, fill: float, nearest: bool) -> torch.Tensor:
-    """(C, H, W) -> (C, size, size)."""
+def _resize(tensor: torch.Tensor, size: int | tuple[int, int], resize_mode: str, fill: float,
+            nearest: bool) -> torch.Tensor:
+    """(C, H, W) -> (C, size, size), or (C, height, width) for ``size = (height, width)``."""
+    out_h, out_w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     mode = "nearest" if nearest else "bicubic"
     kwargs: dict[str, Any] = {} if nearest else {"align_corners": False, "antialias": True}
     _, height, width = tensor.shape
-    if resize_mode == "squash" or height == width:
-        if (height, width) == (size, size):
+    if resize_mode == "squash" or height * out_w == width * out_h:
+        if (height, width) == (out_h, out_w):
             return tensor
-        out = F.interpolate(tensor[None], size=(size, size), mode=mode, **kwargs)[0]
+        out = F.interpolate(tensor[None], size=(out_h, out_w), mode=mode, **kwargs)[0]
         return out if nearest else out.clamp(0.0, 1.0)
-    scale = size / max(height, width)
+    scale = min(out_h / height, out_w / width)
     new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
     resized = F.interpolate(tensor[None], size=(new_h, new_w), mode=mode, **kwargs)[0]
     if not nearest:
         resized = resized.clamp(0.0, 1.0)
-    canvas = torch.full((tensor.shape[0], size, size), fill, dtype=tensor.dtype)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
+    canvas = torch.full((tensor.shape[0], out_h, out_w), fill, dtype=tensor.dtype)
+    top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
     canvas[:, top : top + new_h, left : left + new_w] = resized
     return canvas
 
@@ -143,8 +145,10 @@ class UniFashionProcessor:
         self.tokenizer.save_pretrained(str(Path(directory) / TOKENIZER_SUBDIR))
 
     # ------------------------------------------------------------------ images
-    def to_tensor(self, images: ImageInput, size: int, mode: str = "RGB", nearest: bool = False) -> torch.Tensor:
-        """Images as a float batch (B, C, size, size) in [0, 1], resized per ``resize_mode``."""
+    def to_tensor(self, images: ImageInput, size: int | tuple[int, int], mode: str = "RGB",
+                  nearest: bool = False) -> torch.Tensor:
+        """Images as a float batch (B, C, size, size) in [0, 1] (or (B, C, height, width) for a
+        ``(height, width)`` size, e.g. the paper's 512 x 384), resized per ``resize_mode``."""
         fill = 1.0 if mode == "RGB" else 0.0  # pad photos with white, masks/sketches with "nothing"
         items = [_to_chw_float(image, mode) for image in _as_list(images)]
         if not items:
@@ -156,19 +160,20 @@ class UniFashionProcessor:
         batch = self.to_tensor(images, self.image_size)
         return (batch - self.image_mean) / self.image_std
 
-    def preprocess_generation_images(self, images: ImageInput, size: int | None = None) -> torch.Tensor:
+    def preprocess_generation_images(self, images: ImageInput,
+                                     size: int | tuple[int, int] | None = None) -> torch.Tensor:
         """Images in [0, 1] at the diffusion resolution (L_q2I targets, try-on person images)."""
         size = size or self.generation_image_size
         if size is None:
             raise ValueError("no generation image size: the model has no diffusion component")
         return self.to_tensor(images, size)
 
-    def preprocess_masks(self, masks: ImageInput, size: int | None = None) -> torch.Tensor:
+    def preprocess_masks(self, masks: ImageInput, size: int | tuple[int, int] | None = None) -> torch.Tensor:
         """Masks (B, 1, size, size) in {0, 1}; 1 marks the region to generate (>= 0.5 after resizing)."""
         size = size or self.generation_image_size
         return (self.to_tensor(masks, size, mode="L", nearest=True) >= 0.5).float()
 
-    def preprocess_sketches(self, sketches: ImageInput, size: int | None = None) -> torch.Tensor:
+    def preprocess_sketches(self, sketches: ImageInput, size: int | tuple[int, int] | None = None) -> torch.Tensor:
         """Garment sketches (B, 1, size, size) in [0, 1]."""
         size = size or self.generation_image_size
         return self.to_tensor(sketches, size, mode="L")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -478,8 +479,12 @@ class UniFashion(nn.Module):
         )
 
     # ------------------------------------------------------------------ training phases
-    def set_phase(self, phase: int | None, stage: str | None = None) -> UniFashion:
+    def set_phase(self, phase: int | None, stage: str | None = None, learns: Sequence[str] | None = None,
+                  ) -> UniFashion:
         """Freeze what the paper freezes; the vision encoder is always frozen.
+
+        ``learns`` (parameter-group names) replaces the table's entry for this phase: a training
+        recipe's own reading of the paper, whose text disagrees with itself on what trains when.
 
         The one place freezing is applied: which parameter groups learn in each ``(phase, stage)``
         is :data:`unifashion.objectives.freezing.FREEZE_TABLE`:
@@ -502,7 +507,7 @@ class UniFashion(nn.Module):
         frozen components are kept in eval mode. An unknown phase or stage is a ``ConfigError``.
         """
         phase, stage = freezing.check_phase(phase, stage)
-        learns = freezing.learns(phase, stage)
+        learns = freezing.learns(phase, stage) if learns is None else freezing.Learns(tuple(learns))
         self.phase, self.stage = phase, stage
         freezing.train_only(self, [
             parameter
@@ -667,10 +672,11 @@ class UniFashion(nn.Module):
         ``batch``: ``reference_images`` / ``reference_pixel_values``, ``texts`` (the modifying
         texts t), ``target_images`` / ``target_pixel_values``, ``target_captions`` (ITG targets);
         optional ``target_generated_captions`` (the captions the model itself wrote for the
-        targets, e.g. ``model.caption(target_images)`` cached once per epoch, for Z_C; default:
-        ``target_captions``), ``target_generation_images``, ``styles`` and ``ids`` (target item
-        ids, tensor or strings); ``negative_bank`` ((M, Q, D) gallery Z) with ``negative_bank_ids``
-        ((M,) in the id space of ``ids``) adds static negatives to ``ITC(e_cls, Z_T)`` (off by
+        targets, e.g. ``model.caption(target_images)`` cached once per epoch, for Z_C; without
+        them ``L_cir`` has no ``ITC(e_cls, Z_C)`` term and ``loss_cir_itc_caption`` is None),
+        ``target_generation_images``, ``styles`` and ``ids`` (target item ids, tensor or
+        strings); ``negative_bank`` ((M, Q, D) gallery Z) with ``negative_bank_ids`` ((M,) in
+        the id space of ``ids``) adds static negatives to ``ITC(e_cls, Z_T)`` (off by
         default; see :mod:`unifashion.objectives.negatives`). The fused queries of (reference, t)
         condition both generators: ITG writes the target's caption and q2I draws the target image.
         """
@@ -703,9 +709,14 @@ class UniFashion(nn.Module):
                     raise ValueError("static negatives need batch['ids']: the targets' bank indices as a tensor")
                 itc_target = unifashion_bank_itc(logits, e_cls, batch["negative_bank"], temperature, batch["ids"],
                                                  batch["negative_bank_ids"])
-            generated = batch.get("target_generated_captions") or target_captions
-            caption_embeds = self.get_text_features(list(generated)).text_embeds
-            itc_caption, _ = losses.caption_itc_loss(e_cls, caption_embeds, temperature)
+            # ITC(e_cls, Z_C) needs the model's own captions of the targets. Without them the term
+            # is left out: ground-truth captions in their place would give a model without a
+            # caption LM (Table 5's Base) supervision that the paper's Base does not have.
+            itc_caption = None
+            generated = batch.get("target_generated_captions")
+            if generated is not None:
+                caption_embeds = self.get_text_features(list(generated)).text_embeds
+                itc_caption, _ = losses.caption_itc_loss(e_cls, caption_embeds, temperature)
             itm = self._itm_loss(
                 logits, tokens, target.vision_features, target.vision_attention_mask, generator, batch.get("ids")
             )

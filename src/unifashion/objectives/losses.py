@@ -114,8 +114,11 @@ def itm_loss(itm_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(itm_logits, labels)
 
 
-def cir_loss(itc_target: torch.Tensor, itc_caption: torch.Tensor, itm: torch.Tensor) -> torch.Tensor:
-    """``L_cir = ITC(e_cls, Z_T) + ITC(e_cls, Z_C) + ITM(t, Z_T)`` (paper, Phase 2)."""
+def cir_loss(itc_target: torch.Tensor, itc_caption: torch.Tensor | None, itm: torch.Tensor) -> torch.Tensor:
+    """``L_cir = ITC(e_cls, Z_T) + ITC(e_cls, Z_C) + ITM(t, Z_T)`` (paper, Phase 2); without Z_C
+    (no caption LM, no caption fusion: Table 5's Base) ``ITC(e_cls, Z_T) + ITM(t, Z_T)``."""
+    if itc_caption is None:
+        return itc_target + itm
     return itc_target + itc_caption + itm
 
 

@@ -19,6 +19,10 @@ class PhaseObjective(nn.Module):
         self.phase = phase
         self.terms = tuple(terms) if terms else None
 
+    def parameter_group(self, name: str) -> list[nn.Parameter]:
+        """The model's named parameter group (per-module optimiser settings address these)."""
+        return self.model.parameter_group(name)
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         loss_fn = self.model.phase1_loss if self.phase == 1 else self.model.phase2_loss
         out = loss_fn(batch, terms=self.terms)

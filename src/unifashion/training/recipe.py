@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unifashion import configuration
-from unifashion.objectives.freezing import check_phase
+from unifashion.objectives.freezing import Learns, check_phase
 from unifashion.training.data import ImageBank, PairDataset, TripletTrainDataset
 from unifashion.training.phase_objective import PhaseObjective
 from unifashion.training.static_negatives import StaticNegativesObjective, unifashion_gallery_bank
@@ -56,9 +56,14 @@ class StageSpec:
     stage: str | None = None
     terms: list[str] | None = None  # None: the paper's terms for the phase/stage (ablations override)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    # The parameter groups that learn, in place of the freeze table's entry for (phase, stage):
+    # how a recipe writes down its reading of the paper's freezing. None: the table's.
+    learns: list[str] | None = None
 
     def __post_init__(self):
         check_phase(self.phase, self.stage)  # the phase and stage UniFashion.set_phase knows
+        if self.learns is not None:
+            Learns(tuple(self.learns))  # names checked when the recipe is read
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "stage") -> StageSpec:
@@ -200,7 +205,7 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
     captions_file = out / "generated_captions.json"
     for stage in recipe.stages[first_todo:]:
         started = time.perf_counter()
-        model.set_phase(stage.phase, stage.stage)
+        model.set_phase(stage.phase, stage.stage, stage.learns)
         if stage.phase == 1:
             dataset = PairDataset(items + list(extra), bank)
         else:
@@ -212,7 +217,7 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
                 else:
                     generated = caption_bank(model, bank, progress=progress)
                     captions_file.write_text(json.dumps(generated, indent=1, sort_keys=True))
-                model.set_phase(stage.phase, stage.stage)
+                model.set_phase(stage.phase, stage.stage, stage.learns)
             dataset = TripletTrainDataset(triplets, by_id, bank, recipe.data.target_caption_style, generated)
         loop = stage.loop
         loop.output_dir = str(out / stage.name)

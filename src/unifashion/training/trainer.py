@@ -29,10 +29,42 @@ from unifashion.configuration import ConfigError
 from unifashion.training.checkpoint import load_checkpoint, save_checkpoint
 from unifashion.training.sampler import ResumableBatchSampler
 
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass
+class ParamGroupConfig:
+    """One module's own optimiser settings: ``parameter_groups`` names parts of the model
+    (UniFashion's :meth:`~unifashion.models.UniFashion.parameter_group` names: ``qformer``,
+    ``heads``, ``llm_adapter``, ``llm``, ``diffusion_adapter``, ``unet``, ``vae``); the rest is
+    AdamW's learning rate, weight decay and betas and the group's own schedule and warm-up
+    (``warmup_ratio`` of the stage's steps when set, else ``warmup_steps``)."""
+
+    parameter_groups: list[str] = field(default_factory=list)
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    warmup_ratio: float | None = None
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if not self.parameter_groups:
+            raise ConfigError("an optimiser group needs parameter_groups (the model parts it covers)")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optim group schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
 
 @dataclass
 class OptimConfig:
-    """AdamW with warm-up and a decay schedule. Defaults follow BLIP-2's Q-Former training."""
+    """AdamW with warm-up and a decay schedule. Defaults follow BLIP-2's Q-Former training.
+
+    ``groups``: per-module settings (:class:`ParamGroupConfig`), e.g. the paper's LLM (cosine 2e-5,
+    3% warm-up) beside its diffusion model (constant 1e-4) in one stage; every trainable
+    parameter no group names takes the settings above. ``warmup_ratio`` (a fraction of the
+    stage's steps) replaces ``warmup_steps`` when set."""
 
     lr: float = 1e-4
     weight_decay: float = 0.05
@@ -41,11 +73,17 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine | linear | constant
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+    warmup_ratio: float | None = None
+    groups: list[ParamGroupConfig] = field(default_factory=list)
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
-        if self.schedule not in ("cosine", "linear", "constant"):
+        if self.schedule not in SCHEDULES:
             raise ConfigError(f"optim.schedule must be cosine, linear or constant, got {self.schedule!r}")
+        named = [name for g in self.groups for name in g.parameter_groups]
+        repeated = sorted({n for n in named if named.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"optim.groups name {repeated} more than once")
 
 
 @dataclass
@@ -68,19 +106,47 @@ class LoopConfig:
         return configuration.from_dict(cls, data, where)
 
 
-def lr_lambda(optim: OptimConfig, total_steps: int) -> Callable[[int], float]:
+def lr_lambda(optim: OptimConfig | ParamGroupConfig, total_steps: int) -> Callable[[int], float]:
+    warmup = optim.warmup_steps if optim.warmup_ratio is None else int(round(optim.warmup_ratio * total_steps))
+
     def factor(step: int) -> float:
-        if step < optim.warmup_steps:
-            return (step + 1) / max(1, optim.warmup_steps)
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
         if optim.schedule == "constant":
             return 1.0
-        progress = min(1.0, (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps))
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         if optim.schedule == "linear":
             shape = 1.0 - progress
         else:
             shape = 0.5 * (1.0 + math.cos(math.pi * progress))
         return optim.min_lr_ratio + (1.0 - optim.min_lr_ratio) * shape
     return factor
+
+
+def build_optimizer(objective: torch.nn.Module, trainable: list[tuple[str, torch.nn.Parameter]], optim: OptimConfig,
+                    total_steps: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``trainable`` with one torch parameter group per (settings, decay or not) and a
+    schedule per group. Matrices decay, vectors (biases, norms) do not. ``optim.groups`` need an
+    objective with ``parameter_group(name)`` (the UniFashion objectives have it)."""
+    claimed: dict[int, ParamGroupConfig] = {}
+    for spec in optim.groups:
+        if not hasattr(objective, "parameter_group"):
+            raise ConfigError("optim.groups need a model with named parameter groups (UniFashion)")
+        for name in spec.parameter_groups:
+            for parameter in objective.parameter_group(name):
+                claimed[id(parameter)] = spec
+    torch_groups, lambdas = [], []
+    for spec in [*optim.groups, optim]:
+        members = [p for _, p in trainable if claimed.get(id(p)) is spec or (spec is optim and id(p) not in claimed)]
+        for decays in (True, False):
+            params = [p for p in members if (p.ndim >= 2) == decays]
+            if not params and spec is not optim:
+                continue
+            torch_groups.append({"params": params, "lr": spec.lr, "betas": spec.betas,
+                                 "weight_decay": spec.weight_decay if decays else 0.0})
+            lambdas.append(lr_lambda(spec, total_steps))
+    optimizer = torch.optim.AdamW(torch_groups, lr=optim.lr, betas=optim.betas)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
 class _ShardedBatches:
@@ -139,12 +205,7 @@ def train(objective: torch.nn.Module, dataset, collate: Callable, config: LoopCo
     trainable = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("nothing to train: every parameter of the objective is frozen")
-    decay = [p for n, p in trainable if p.ndim >= 2]
-    no_decay = [p for n, p in trainable if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.optim.lr, betas=config.optim.betas)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.optim, config.steps))
+    optimizer, scheduler = build_optimizer(objective, trainable, config.optim, config.steps)
 
     start_step = 0
     resume = config.resume
