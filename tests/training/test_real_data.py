@@ -44,7 +44,15 @@ def test_each_format_trains_and_evaluates_from_the_cli(kind, model_dir, tmp_path
     recipe = _recipe(tmp_path / "recipe.json", model_dir, phase2=kind in TRIPLET_KINDS,
                      generators=kind == "fashiongen")
     run = tmp_path / "run"
-    assert main(["train", "--recipe", recipe, "--data", spec, "--output-dir", str(run), "--device", "cpu"]) == 0
+    # FashionGen also runs the generators stage (pixels read lazily from the h5 rows) with the scale flags.
+    extra = ["--grad-accum", "2", "--activation-checkpointing", "--precision", "bf16"] if kind == "fashiongen" else []
+    assert main(["train", "--recipe", recipe, "--data", spec, "--output-dir", str(run), "--device", "cpu",
+                 *extra]) == 0
+    if extra:
+        stage = json.loads((run / "p1-generators" / "run_config.json").read_text())["stage"]["loop"]
+        assert (stage["gradient_accumulation"], stage["activation_checkpointing"], stage["mixed_precision"]) == (
+            2, True, "bf16")
+        assert set(json.loads((run / "timings.json").read_text())["p1-generators"]["last_losses"]) >= {"itg", "q2i"}
     data = json.loads((run / "data.json").read_text())
     assert data["pairs"] > 0 and data["sources"][0].startswith(spec_kind)
     final = run / ("p2" if kind in TRIPLET_KINDS else "p1-qformer") / "final"
@@ -118,7 +126,7 @@ def test_phase_2_without_triplets_and_without_captions_are_named(model_dir, tmp_
     assert "Fashion-IQ-cap" in capsys.readouterr().err
 
 
-def test_eval_on_cuda_without_a_gpu_says_so(tmp_path, capsys):
+def test_cuda_without_a_gpu_says_so(tmp_path, capsys):
     import torch
 
     if torch.cuda.is_available():
@@ -127,3 +135,6 @@ def test_eval_on_cuda_without_a_gpu_says_so(tmp_path, capsys):
     assert main(["eval", "--model", "none", "--data", f"imagefolder:{root}", "--device", "cuda", "--out",
                  str(tmp_path / "ev")]) == 2
     assert "no CUDA device is available" in capsys.readouterr().err
+    assert main(["train", "--data", f"imagefolder:{root}", "--device", "cuda", "--output-dir",
+                 str(tmp_path / "run")]) == 2
+    assert "no CUDA device is available" in capsys.readouterr().err and not (tmp_path / "run").exists()

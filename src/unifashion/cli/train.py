@@ -58,6 +58,11 @@ def apply_data_and_device_flags(recipe, args: argparse.Namespace) -> None:
     from unifashion.configuration import ConfigError
     from unifashion.data.spec import parse_data_spec
 
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
     if args.data:
         parse_data_spec(args.data)  # names the bad source now
         recipe.data.sources = args.data
