@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from unifashion.evaluation.retrieval import CMRResult, random_candidates, ranks_of_positives, recall_at_k
+from unifashion.evaluation.retrieval import CMRResult, random_candidates, recall_at_k
 
 #: Rows of a gallery's query embeddings: ``rows(indices) -> (len(indices), Q, D)``.
 RowReader = Callable[[np.ndarray], torch.Tensor]
@@ -85,17 +85,19 @@ class MaxSimScorer:
             return self._pairs(images, texts, chunk)
 
     def _pairs(self, images: np.ndarray, texts: np.ndarray, chunk: int) -> np.ndarray:
-        images, texts = np.asarray(images, dtype=np.int64), np.asarray(texts, dtype=np.int64)
+        images, texts = np.asarray(images), np.asarray(texts)
         out = np.empty(len(images), dtype=np.float32)
-        order = np.argsort(images, kind="stable")  # images in order: each row is read once per chunk
-        for start in range(0, len(order), chunk):
-            picks = order[start:start + chunk]
+        # Pairs in image order, so that a chunk reads each of its images' rows once.
+        in_order = len(images) < 2 or bool(np.all(images[1:] >= images[:-1]))
+        order = None if in_order else np.argsort(images, kind="stable")
+        for start in range(0, len(images), chunk):
+            picks = np.arange(start, min(start + chunk, len(images))) if order is None else order[start:start + chunk]
             wanted, inverse = np.unique(images[picks], return_inverse=True)
             z = self._z(wanted)[torch.as_tensor(inverse)]
-            t = self.texts[torch.as_tensor(texts[picks], device=self.device)]
+            t = self.texts[torch.as_tensor(texts[picks].astype(np.int64), device=self.device)]
             scores = torch.einsum("pqd,pd->pq", z, t).amax(dim=1)
             if self.captions is not None:
-                cap = self.captions[torch.as_tensor(images[picks], device=self.device)]
+                cap = self.captions[torch.as_tensor(images[picks].astype(np.int64), device=self.device)]
                 scores = scores + (cap * t).sum(-1)
             out[picks] = scores.cpu().numpy()
         return out
@@ -163,15 +165,22 @@ def cmr_full_gallery_tiled(scorer, ks: Sequence[int] = (1, 5, 10), tile: int = 1
     return CMRResult("full-gallery", recall_at_k(i2t, ks), recall_at_k(t2i, ks)), t2i
 
 
+def _rank_of_first_column(scores: np.ndarray) -> np.ndarray:
+    """Ranks of column 0 (the positive) in each row: 1 + the other entries scoring at least as
+    high, as :func:`~unifashion.evaluation.retrieval.ranks_of_positives` counts them."""
+    return 1 + np.count_nonzero(scores[:, 1:] >= scores[:, :1], axis=1)
+
+
 def cmr_random_tiled(scorer, categories: Sequence[str], ks: Sequence[int] = (1, 5, 10), seed: int = 0,
                      n_candidates: int = 100) -> CMRResult:
     """The random-N same-category protocol (the candidates of
-    :func:`~unifashion.evaluation.retrieval.random_candidates`), scoring only the pairs it ranks."""
-    cands = random_candidates(categories, n_candidates, seed)
-    rows = np.repeat(np.arange(len(cands)), n_candidates)
-    # image i against the texts of its candidates; text i against the images of its candidates
-    i2t = scorer.pairs(rows, cands.reshape(-1)).reshape(cands.shape)
-    t2i = scorer.pairs(cands.reshape(-1), rows).reshape(cands.shape)
-    positives = [[0]] * len(cands)
-    return CMRResult(f"random-{n_candidates}", recall_at_k(ranks_of_positives(i2t, positives), ks),
-                     recall_at_k(ranks_of_positives(t2i, positives), ks), seed=seed)
+    :func:`~unifashion.evaluation.retrieval.random_candidates`), scoring only the pairs it ranks.
+    Memory: a few N x 100 index and score arrays (int32 / float32), nothing of N x N."""
+    cands = random_candidates(categories, n_candidates, seed).astype(np.int32)
+    n = len(cands)
+    rows = np.repeat(np.arange(n, dtype=np.int32), n_candidates)
+    flat = cands.reshape(-1)
+    # image i against the texts of its candidates; then text i against the images of its candidates
+    i2t = _rank_of_first_column(scorer.pairs(rows, flat).reshape(n, n_candidates))
+    t2i = _rank_of_first_column(scorer.pairs(flat, rows).reshape(n, n_candidates))
+    return CMRResult(f"random-{n_candidates}", recall_at_k(i2t, ks), recall_at_k(t2i, ks), seed=seed)
