@@ -135,7 +135,17 @@ def write_image_folder(root: Path, n: int = 12, seed: int = 0) -> Path:
     return root
 
 
+def write_embedded(root: Path, n: int = 40, seed: int = 2) -> Path:
+    """An embedded catalogue folder (catalogue.json, items.jsonl, triplets.jsonl, images/)."""
+    from unifashion.data.synthetic.catalogue import CatalogueConfig, build_catalogue_files
+
+    build_catalogue_files(root, CatalogueConfig(n_items=n, seed=seed, split_fractions=(0.6, 0.1, 0.3)),
+                          progress=False)
+    return root
+
+
 WRITERS = {"fashiongen": lambda root: write_fashiongen_h5(root / "fashiongen_256_256_train.h5") and
            write_fashiongen_h5(root / "fashiongen_256_256_validation.h5", seed=1) and root,
            "fashiongen-jsonl": write_fashiongen_jsonl, "fashioniq": write_fashion_iq,
-           "fashion200k": write_fashion200k, "viton": write_viton, "imagefolder": write_image_folder}
+           "fashion200k": write_fashion200k, "viton": write_viton, "imagefolder": write_image_folder,
+           "embedded": write_embedded}

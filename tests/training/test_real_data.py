@@ -11,7 +11,7 @@ from conftest import build_small_model
 from dataset_layouts import WRITERS
 from unifashion.cli import main
 
-TRIPLET_KINDS = {"fashioniq"}
+TRIPLET_KINDS = {"fashioniq", "embedded"}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def _recipe(path, model_dir, phase2: bool, generators: bool = False) -> str:
 
 
 @pytest.mark.parametrize("kind", ["fashiongen", "fashiongen-jsonl", "fashioniq", "fashion200k", "viton",
-                                  "imagefolder"])
+                                  "imagefolder", "embedded"])
 def test_each_format_trains_and_evaluates_from_the_cli(kind, model_dir, tmp_path, single_thread, capsys):
     root = WRITERS[kind](tmp_path / "data")
     spec_kind = "fashiongen" if kind == "fashiongen-jsonl" else kind
@@ -60,10 +60,11 @@ def test_each_format_trains_and_evaluates_from_the_cli(kind, model_dir, tmp_path
     # The frozen features were cached on disk, one shard folder for this data and encoder.
     caches = list((run / "feature-cache").iterdir())
     assert len(caches) == 1 and (caches[0] / "meta.json").is_file()
-    if kind == "fashioniq":
+    if kind in TRIPLET_KINDS:
         assert json.loads((run / "timings.json").read_text())["p2"]["steps"] == 2
         captions = json.loads((run / "generated_captions.json").read_text())
-        assert all(key.split("/")[0] in ("dress", "shirt") for key in captions)
+        if kind == "fashioniq":
+            assert all(key.split("/")[0] in ("dress", "shirt") for key in captions)
     capsys.readouterr()
     out = tmp_path / "eval"
     assert main(["eval", "--model", str(final), "--data", spec, "--tasks", "cmr", "cir", "--out", str(out),
@@ -75,7 +76,7 @@ def test_each_format_trains_and_evaluates_from_the_cli(kind, model_dir, tmp_path
     assert {r["method"] for r in rows} >= {"random", "UniFashion"} | (
         {"UniFashion (caption fusion)"} if kind in TRIPLET_KINDS else set())
     expected_split = {"fashiongen": "validation", "fashiongen-jsonl": "validation", "fashioniq": "val",
-                      "fashion200k": "test", "viton": "test", "imagefolder": "test"}[kind]
+                      "fashion200k": "test", "viton": "test", "imagefolder": "test", "embedded": "test"}[kind]
     assert {r["split"] for r in rows} == {expected_split}
     assert "Data: `" in (out / "results.md").read_text()
 
