@@ -135,7 +135,7 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "no"):
         raise ValueError("this GPU does not support bf16; use fp16")
     from accelerate.state import AcceleratorState, PartialState
 
-    state = AcceleratorState()  if AcceleratorState._shared_state else None  # noqa: SLF001
+    state = AcceleratorState() if AcceleratorState._shared_state else None  # noqa: SLF001
     if state is not None and state.initialized and PartialState().num_processes == 1 and (
             state.mixed_precision != mixed_precision or (on_cpu and state.device.type != "cpu")):
         # One process, another run's settings (e.g. an fp32 stage, then a bf16 one): start afresh.
