@@ -68,3 +68,16 @@ def test_recipe_errors_name_the_key(tmp_path):
         TrainRecipe.from_dict({"data": {"catalog": "x"}})
     with pytest.raises(FileNotFoundError, match="recipe not found"):
         TrainRecipe.load(tmp_path / "none.json")
+
+
+def test_a_stage_stopped_early_is_not_final_and_the_next_run_resumes_it(setup, tmp_path, single_thread, capsys):
+    recipe = _recipe(tmp_path, setup / "model", setup / "catalogue")
+    recipe.stages = recipe.stages[:1]
+    recipe.stages[0].loop.stop_after = 2
+    stopped = run_recipe(recipe, progress=False)
+    stage_dir = tmp_path / "run" / "p1-qformer"
+    assert stopped == stage_dir / "checkpoints" and not (stage_dir / "final").exists()
+    recipe.stages[0].loop.stop_after = None
+    final = run_recipe(recipe, progress=False)
+    assert final == stage_dir / "final" and "resumed from" in capsys.readouterr().out
+    assert len((stage_dir / "losses.jsonl").read_text().splitlines()) == 3

@@ -123,3 +123,14 @@ def configured(spec: ConfigSpec):
             return handler(args, config)
         return run
     return wrap
+
+
+def add_device_flags(parser: argparse.ArgumentParser, workers: bool = True) -> None:
+    """``--device``, ``--precision`` and ``--workers``, as ``train`` and ``eval`` take them."""
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                        help="where to run (default: auto, a GPU when there is one); several GPUs or nodes: run "
+                             "the same command under `accelerate launch`")
+    parser.add_argument("--precision", choices=["no", "bf16", "fp16"],
+                        help="mixed precision (autocast); fp16 needs a GPU (default: no)")
+    if workers:
+        parser.add_argument("--workers", type=int, help="data-loading processes (default: 0, in the main process)")

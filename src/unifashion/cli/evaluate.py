@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from unifashion.cli.common import ConfigSpec, add_config_option, configured
+from unifashion.cli.common import ConfigSpec, add_config_option, add_device_flags, configured
 from unifashion.evaluation.tasks import TASKS
 
 TASK_CHOICES = list(TASKS)
@@ -31,7 +31,8 @@ EVAL = ConfigSpec("unifashion.experiments.evaluate:EvalRunConfig", {
     "split": "eval.split", "same_product": "eval.same_product", "fashion_iq": "fashion_iq",
     "cir_gallery": "eval.cir_gallery", "cir_caption_join": "eval.cir_caption_join",
     "seed": "eval.seed", "tasks": "eval.tasks", "fig_items": "eval.fig_max_items", "fig_steps": "eval.fig_steps",
-    "fig_scheduler": "eval.fig_scheduler", "itm_rerank": "eval.itm_rerank_k", "cir_ks": "eval.cir_ks"},
+    "fig_scheduler": "eval.fig_scheduler", "itm_rerank": "eval.itm_rerank_k", "cir_ks": "eval.cir_ks",
+    "data": "data", "device": "device", "precision": "precision", "feature_cache": "eval.feature_cache"},
     extra=_ablations)
 
 
@@ -67,6 +68,13 @@ def register(sub) -> None:
     ev.add_argument("--model", help="a saved UniFashion model folder or trained tag; 'none' evaluates only the "
                                     "baselines")
     ev.add_argument("--catalogue")
+    ev.add_argument("--data", metavar="SPEC",
+                    help="evaluate on one real dataset instead of the catalogue: KIND:PATH[?split=S], KIND one of "
+                         "fashiongen, fashion200k, fashioniq, viton, imagefolder, embedded (default split: the "
+                         "kind's test split)")
+    ev.add_argument("--feature-cache", metavar="DIR",
+                    help="keep the split's frozen vision features here, for later runs (default: a temporary folder)")
+    add_device_flags(ev, workers=False)
     ev.add_argument("--out")
     ev.add_argument("--split")
     ev.add_argument("--seed", type=int)

@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from unifashion.cli.common import ConfigSpec, add_config_option, configured
+from unifashion.cli.common import ConfigSpec, add_config_option, add_device_flags, configured
 
 
 def _recipe(args: argparse.Namespace):
@@ -41,6 +41,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         recipe.data.catalogue = args.catalogue
     if args.fashion_mnist_pairs is not None:
         recipe.data.fashion_mnist_pairs = args.fashion_mnist_pairs
+    apply_data_and_device_flags(recipe, args)
     if args.print_recipe:
         print(json.dumps(recipe.to_dict(), indent=2))
         return 0
@@ -49,6 +50,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"trained model: {final} ({(time.perf_counter() - start) / 60:.1f} min)")
     install_model(final, args.install_as, args.package, args.dtype)
     return 0
+
+
+def apply_data_and_device_flags(recipe, args: argparse.Namespace) -> None:
+    """``--data``, ``--feature-cache`` and the device flags onto the recipe (the device flags onto
+    every stage's loop). A bad ``--data`` spec is an error here, before any model is built."""
+    from unifashion.configuration import ConfigError
+    from unifashion.data.spec import parse_data_spec
+
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    if args.data:
+        parse_data_spec(args.data)  # names the bad source now
+        recipe.data.sources = args.data
+    if args.feature_cache:
+        recipe.data.feature_cache = args.feature_cache
+    if args.workers is not None:
+        recipe.data.cache_workers = args.workers
+    for stage in recipe.stages:
+        loop = stage.loop
+        for flag, name in (("device", "device"), ("precision", "mixed_precision"),
+                           ("grad_accum", "gradient_accumulation"), ("workers", "num_workers")):
+            if getattr(args, flag) is not None:
+                setattr(loop, name, getattr(args, flag))
+        if args.activation_checkpointing:
+            loop.activation_checkpointing = True
+        try:
+            loop.__post_init__()  # the flags are checked as a config file's values are
+        except ConfigError as exc:
+            raise ConfigError(f"stage {stage.name!r}: {exc}") from exc
 
 
 def install_model(final, tag: str | None, package: bool, dtype: str = "float16") -> None:
@@ -87,6 +120,18 @@ def register(sub) -> None:
                          "given here override it; the recipe run is written to OUTPUT_DIR/recipe.json")
     tr.add_argument("--output-dir", help="run folder (default: runs/tiny); re-running resumes it")
     tr.add_argument("--catalogue", help="embedded catalogue folder (built if missing)")
+    tr.add_argument("--data", metavar="SPEC",
+                    help="train on real datasets instead of the embedded catalogue: KIND:PATH[?opt=v][@WEIGHT],... "
+                         "with KIND fashiongen, fashion200k, fashioniq, viton, imagefolder or embedded, e.g. "
+                         "'fashiongen:FG.h5@0.5,fashion200k:F200K@0.3,fashioniq:FIQ@0.2' (phase 1 on the captioned "
+                         "images, weighted; phase 2 on the triplets)")
+    tr.add_argument("--feature-cache", metavar="DIR",
+                    help="folder of the frozen vision-feature caches (default: OUTPUT_DIR/feature-cache)")
+    add_device_flags(tr)
+    tr.add_argument("--grad-accum", type=int, metavar="N",
+                    help="split each step's batch into N micro-batches whose gradients add up")
+    tr.add_argument("--activation-checkpointing", action="store_true",
+                    help="recompute activations in the backward pass (less memory, more compute)")
     tr.add_argument("--fashion-mnist-pairs", type=int, help="Fashion-MNIST pairs added to phase 1")
     tr.add_argument("--scale", type=float, help="multiply the default recipe's step counts (default: 1)")
     tr.add_argument("--seed", type=int, help="the recipe's seed and its stages' (default: 0)")

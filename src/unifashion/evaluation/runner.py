@@ -18,20 +18,37 @@ tasks of the config. The report (tables and pictures) is :mod:`unifashion.evalua
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from unifashion.data.fashion_iq import fashion_iq_protocol_name, protocol_gallery_ids, protocol_queries
-from unifashion.data.records import CAPTION_STYLES, ItemRecord, TripletRecord, product_of, sentence_prompt
+from unifashion.data.feature_cache import DeviceRows, build_feature_cache, encoder_key, records_key
+from unifashion.data.records import CAPTION_STYLES, product_of, sentence_prompt
 from unifashion.data.synthetic.catalogue import Catalogue
 from unifashion.evaluation.phrasing import evaluate_phrasing
 from unifashion.evaluation.results import ResultTable
-from unifashion.evaluation.retrieval import cir_fashioniq, cmr_full_gallery, cmr_random_100, ranks_of_positives
+from unifashion.evaluation.retrieval import (
+    cir_fashioniq,
+    cmr_full_gallery,
+    cmr_random_100,
+    draw_random_candidates,
+    ranks_of_positives,
+)
+from unifashion.evaluation.scoring import (
+    MatrixScorer,
+    MaxSimScorer,
+    RandomScorer,
+    cmr_full_gallery_tiled,
+    cmr_random_tiled,
+    tensor_rows,
+)
 from unifashion.evaluation.tasks import TASKS
 
 SAME_PRODUCT = ("dedup", "positives")
@@ -61,6 +78,9 @@ class EvalConfig:
     fig_scheduler: str = "pndm"
     fig_guidance: float = 3.0
     batch_size: int = 64
+    cmr_full_gallery: bool = True  # the full-gallery protocol (N^2 scores; random-100 alone is linear in N)
+    score_tile: int = 1024  # images x texts per scoring tile (memory ~ tile^2 x queries x 4 bytes)
+    feature_cache: str | None = None  # folder for the split's frozen-feature cache (default: a temporary one)
 
     def __post_init__(self):
         self.tasks, self.cir_ks, self.fic_styles = tuple(self.tasks), tuple(self.cir_ks), tuple(self.fic_styles)
@@ -83,18 +103,77 @@ class EvalArtifacts:
     fig_examples: list[dict] = field(default_factory=list)
 
 
-class SplitData:
-    """The split's items and triplets, with images loaded once."""
+class LazyImages:
+    """The split's images as a sequence, each read from its record when asked for (nothing kept)."""
 
-    def __init__(self, catalogue: Catalogue, split: str):
-        self._setup(catalogue.item_records(split), catalogue.triplet_records(split), split)
+    def __init__(self, items: Sequence):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return [r.load_image() for r in self.items[key]]
+        return self.items[key].load_image()
+
+    def __iter__(self):
+        return (r.load_image() for r in self.items)
+
+
+class SplitData:
+    """The split's items and triplets; images are read when a task needs them."""
+
+    def __init__(self, catalogue: Catalogue | None, split: str, items: Sequence | None = None,
+                 triplets: Sequence | None = None):
+        if catalogue is not None:
+            items, triplets = catalogue.item_records(split), catalogue.triplet_records(split)
+        self.items = list(items or [])
+        if not self.items:
+            raise ValueError(f"no items in split {split!r}")
+        self.triplets = list(triplets or [])
+        self.split = split
+        self.ids = [r.item_id for r in self.items]
+        self.index = {i: k for k, i in enumerate(self.ids)}
+        if len(self.index) != len(self.ids):
+            raise ValueError(f"split {split!r} lists an item id twice")
+        self.images = LazyImages(self.items)
+        self.categories = [r.category for r in self.items]
+        # An item's product (FashionGen has several photos per product; other items are their own).
+        self.products = [product_of(r) for r in self.items]
+        self.deduplicated_from: int | None = None  # images before first_image_per_product, if applied
+
+    def first_image_per_product(self) -> SplitData:
+        """The split with only the first image of each product (FashionGen's several photos of one
+        product; a split whose products are all distinct is returned as it is). Triplets that name a
+        dropped image are dropped too."""
+        if len(set(self.products)) == len(self.products):
+            return self
+        first: dict[str, int] = {}
+        for k, product in enumerate(self.products):
+            first.setdefault(product, k)
+        kept = [self.items[k] for k in sorted(first.values())]
+        ids = {r.item_id for r in kept}
+        triplets = [t for t in self.triplets if t.reference_id in ids and t.target_id in ids]
+        data = SplitData.from_records(kept, triplets, self.split)
+        data.deduplicated_from = len(self.items)
+        return data
+
+    def product_note(self) -> str:
+        """How several images of one product were treated, for the protocol names."""
+        n_products = len(set(self.products))
+        if self.deduplicated_from is not None:
+            return (f"de-duplicated by product id: first image of each of {n_products} products "
+                    f"({self.deduplicated_from} images)")
+        if n_products == len(self.products):
+            return "one image per product"
+        return (f"{len(self.products)} images of {n_products} products; the same product's other images "
+                "count as positives")
 
     @classmethod
-    def from_records(cls, items: Sequence[ItemRecord], triplets: Sequence[TripletRecord], split: str) -> SplitData:
-        """A split from any loader's records (item ids unique; triplets name item ids)."""
-        data = cls.__new__(cls)
-        data._setup(list(items), list(triplets), split)
-        return data
+    def from_records(cls, items: Sequence, triplets: Sequence, split: str) -> SplitData:
+        """A split of any source (see :mod:`unifashion.data.spec`)."""
+        return cls(None, split, items, triplets)
 
     @classmethod
     def from_fashion_iq(cls, root: str, split: str = "val", image_dir: str | None = None,
@@ -112,20 +191,6 @@ class SplitData:
             triplets += [with_fields(t, reference_id=f"{cat}/{t.reference_id}", target_id=f"{cat}/{t.target_id}")
                          for t in part.triplets]
         return cls.from_records(items, triplets, split)
-
-    def _setup(self, items: list[ItemRecord], triplets: list[TripletRecord], split: str) -> None:
-        self.items = items
-        if not self.items:
-            raise ValueError(f"the catalogue has no items in split {split!r}")
-        self.triplets = triplets
-        self.ids = [r.item_id for r in self.items]
-        self.index = {i: k for k, i in enumerate(self.ids)}
-        if len(self.index) != len(self.ids):
-            raise ValueError("item ids of a split must be unique")
-        self.images = [r.load_image() for r in tqdm(self.items, desc=f"loading {split} images", leave=False)]
-        self.categories = [r.category for r in self.items]
-        # An item's product (FashionGen has several photos per product; other items are their own).
-        self.products = [product_of(r) for r in self.items]
 
     def cir_groups(self, gallery: str = "split", caption_join: str = "and",
                    ) -> dict[str, tuple[list[int], list[int], list[str], list[int]]]:
@@ -157,39 +222,56 @@ def _batched(fn, items, batch_size):
 
 
 # ---------------------------------------------------------------------------------- protocols
-def record_cmr(similarity: np.ndarray, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
+def record_cmr(scorer, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
                method: str) -> None:
-    """The CMR protocols on one method's similarity matrix (images x texts, item k's text is
-    text k): the full gallery, and random-N same-category when the split has N items. Every
-    protocol name says what was run: which texts, how several images of one product were treated
-    (``cfg.same_product``), and how many random-N negatives came from other categories."""
+    """The CMR protocols on one method's scores (images x texts, item k's text is text k; a
+    scorer of :mod:`unifashion.evaluation.scoring`, or a whole matrix): the full gallery, and
+    random-N same-category when the split has N items. Every protocol name says what was run: which
+    texts, how several images of one product were treated (``cfg.same_product``; "dedup" is done on
+    the split itself, :meth:`SplitData.first_image_per_product`), and how many random-N negatives
+    came from other categories. Tile by tile, for any gallery size, except with "positives" on a
+    split whose products have several images: those protocols read the whole matrix."""
+    if isinstance(scorer, np.ndarray):
+        scorer = MatrixScorer(scorer)
     texts = f"{cfg.cmr_text_style} captions"
-    keep, product_note, products = _product_handling(data, cfg)
-    sim = similarity[np.ix_(keep, keep)] if keep is not None else similarity
-    categories = [data.categories[k] for k in keep] if keep is not None else data.categories
-    for metric, value in cmr_full_gallery(sim, np.arange(sim.shape[1]), products=products).rows():
-        table.add("cmr", f"full gallery ({texts}; {product_note})", method, metric, value, cfg.split, cfg.seed)
-    if len(categories) >= cfg.n_candidates:
-        r100 = cmr_random_100(sim, categories, seed=cfg.seed, n_candidates=cfg.n_candidates, products=products)
+    product_note, products = data.product_note(), None
+    if len(set(data.products)) < len(data.products):
+        products = data.products  # cfg.same_product == "positives" (a de-duplicated split has none)
+    if products is not None:
+        sim = _whole_matrix(scorer, cfg.score_tile)
+        if cfg.cmr_full_gallery:
+            full = cmr_full_gallery(sim, np.arange(sim.shape[1]), products=products)
+            for metric, value in full.rows():
+                table.add("cmr", f"full gallery ({texts}; {product_note})", method, metric, value, cfg.split,
+                          cfg.seed)
+            art.cmr_t2i_ranks[method] = ranks_of_positives(sim.T, [[i] for i in range(sim.shape[1])])
+        if len(data.items) >= cfg.n_candidates:
+            r100 = cmr_random_100(sim, data.categories, seed=cfg.seed, n_candidates=cfg.n_candidates,
+                                  products=products)
+            for metric, value in r100.rows():
+                table.add("cmr", f"{r100.protocol} ({texts}; {product_note})", method, metric, value, cfg.split,
+                          cfg.seed)
+        return
+    if cfg.cmr_full_gallery:
+        full, t2i_ranks = cmr_full_gallery_tiled(scorer, tile=cfg.score_tile)
+        for metric, value in full.rows():
+            table.add("cmr", f"full gallery ({texts}; {product_note})", method, metric, value, cfg.split, cfg.seed)
+        art.cmr_t2i_ranks[method] = t2i_ranks
+    if len(data.items) >= cfg.n_candidates:
+        r100 = cmr_random_tiled(scorer, data.categories, seed=cfg.seed, n_candidates=cfg.n_candidates)
+        label = draw_random_candidates(data.categories, cfg.n_candidates, cfg.seed).label(cfg.n_candidates)
         for metric, value in r100.rows():
-            table.add("cmr", f"{r100.protocol} ({texts}; {product_note})", method, metric, value, cfg.split,
-                      cfg.seed)
-    art.cmr_t2i_ranks[method] = ranks_of_positives(similarity.T, [[i] for i in range(similarity.shape[1])])
+            table.add("cmr", f"{label} ({texts}; {product_note})", method, metric, value, cfg.split, cfg.seed)
 
 
-def _product_handling(data: SplitData, cfg: EvalConfig) -> tuple[list[int] | None, str, list[str] | None]:
-    """(items kept or None for all, the protocol note, product ids for the metrics or None)."""
-    n_products = len(set(data.products))
-    if n_products == len(data.products):
-        return None, "one image per product", None
-    if cfg.same_product == "dedup":
-        first: dict[str, int] = {}
-        for k, p in enumerate(data.products):
-            first.setdefault(p, k)
-        keep = sorted(first.values())
-        return keep, f"de-duplicated by product id: first image of each of {len(keep)} products", None
-    return None, (f"{len(data.products)} images of {n_products} products; the same product's other images "
-                  "count as positives"), data.products
+def _whole_matrix(scorer, tile: int) -> np.ndarray:
+    """Every score of a scorer (images x texts), assembled from its tiles."""
+    out = np.empty((scorer.n_images, scorer.n_texts), dtype=np.float32)
+    for i0 in range(0, scorer.n_images, tile):
+        for t0 in range(0, scorer.n_texts, tile):
+            i1, t1 = min(i0 + tile, scorer.n_images), min(t0 + tile, scorer.n_texts)
+            out[i0:i1, t0:t1] = scorer.tile(i0, i1, t0, t1)
+    return out
 
 
 def cir_protocol(cfg: EvalConfig) -> str:
@@ -235,21 +317,42 @@ def cir_variants(model, text_only: bool = True) -> tuple[CIRVariant, ...]:
 
 # ---------------------------------------------------------------------------------- UniFashion
 class UniFashionFeatures:
-    """A UniFashion model's features of the split, computed once, when a task first needs them."""
+    """A UniFashion model's features of the split, computed once, when a task first needs them.
 
-    def __init__(self, model, data: SplitData, batch_size: int):
-        self.model, self.data, self.batch_size = model, data, batch_size
+    The frozen vision features and the image embeddings Z are kept on disk (sharded memory-mapped
+    caches, :mod:`unifashion.data.feature_cache`) and read in chunks onto the model's device, so
+    memory does not grow with the split; the vision cache lives under ``cache_dir`` (reused by a
+    later run on the same images and encoder) or in a temporary folder.
+    """
+
+    def __init__(self, model, data: SplitData, batch_size: int, cache_dir: str | None = None):
+        self.model, self.data, self.batch_size, self.cache_dir = model, data, batch_size, cache_dir
+        self._tmp = tempfile.TemporaryDirectory(prefix="unifashion-eval-", dir=cache_dir)
 
     @cached_property
-    def vision(self) -> torch.Tensor:
+    def vision(self) -> DeviceRows:
         model = self.model
-        return _batched(lambda ims: model.vision(model.processor.preprocess_images(ims).to(model.device)).features,
-                        self.data.images, self.batch_size)
+        key = records_key(self.data.items, encoder_key(model))
+        folder = Path(self.cache_dir) / key if self.cache_dir else Path(self._tmp.name) / "vision"
+
+        def encode(images):
+            return model.vision(model.processor.preprocess_images(images).to(model.device)).features
+
+        return build_feature_cache(self.data.items, encode, folder, key, batch_size=self.batch_size,
+                                   progress=False).on(model.device)
 
     @cached_property
-    def z(self) -> torch.Tensor:
-        return _batched(lambda f: self.model.get_image_features(vision_features=f).image_embeds, self.vision,
-                        self.batch_size)
+    def z(self) -> DeviceRows:
+        """Z of every image (N, Q, D), from the vision cache, into a cache of its own."""
+        vision = self.vision
+        rows = {r.item_id: k for k, r in enumerate(self.data.items)}
+
+        def encode(indices):
+            return self.model.get_image_features(vision_features=vision.rows(indices)).image_embeds
+
+        return build_feature_cache(self.data.items, encode, Path(self._tmp.name) / "z", "z", batch_size=self.batch_size,
+                                   progress=False, read=lambda r: rows[r.item_id],
+                                   description="image embeddings").on(self.model.device)
 
     @cached_property
     def fusion_captions(self) -> list[str]:
@@ -276,11 +379,12 @@ def evaluate_unifashion(model, data: SplitData, cfg: EvalConfig, table: ResultTa
                         method: str = "UniFashion", classifier=None, fid_features=None, clip_scorer=None) -> None:
     """Every task of ``cfg.tasks`` the model has the parts for (FIC needs a caption LM, FIG a diffusion model)."""
     model.eval()
-    features = UniFashionFeatures(model, data, cfg.batch_size)
+    features = UniFashionFeatures(model, data, cfg.batch_size, cfg.feature_cache)
     if "cmr" in cfg.tasks:
         evaluate_cmr(model, data, cfg, table, art, method, features)
     if "phrasing" in cfg.tasks:
-        evaluate_phrasing(lambda texts: model.score(features.encode_texts(texts), features.z).cpu().numpy(),
+        evaluate_phrasing(lambda texts: MaxSimScorer(features.z.rows, len(data.items), features.encode_texts(texts))
+                          .full(cfg.score_tile).T,
                           data.items, table, method, cfg.split, cfg.seed)
     if "cir" in cfg.tasks:
         evaluate_cir(model, data, cfg, table, art, method, features)
@@ -294,9 +398,9 @@ def evaluate_unifashion(model, data: SplitData, cfg: EvalConfig, table: ResultTa
 def evaluate_cmr(model, data: SplitData, cfg: EvalConfig, table: ResultTable, art: EvalArtifacts,
                  method: str = "UniFashion", features: UniFashionFeatures | None = None) -> None:
     """CMR: the items' captions in ``cfg.cmr_text_style`` against their images, ITC score."""
-    features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size)
+    features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size, cfg.feature_cache)
     texts = features.encode_texts([r.caption(cfg.cmr_text_style) for r in data.items])
-    record_cmr(model.score(texts, features.z).t().cpu().numpy(), data, cfg, table, art, method)
+    record_cmr(MaxSimScorer(features.z.rows, len(data.items), texts), data, cfg, table, art, method)
 
 
 @torch.no_grad()
@@ -305,7 +409,7 @@ def evaluate_cir(model, data: SplitData, cfg: EvalConfig, table: ResultTable, ar
                  variants: Sequence[CIRVariant] | None = None) -> None:
     """CIR per category, once per variant (default: :func:`cir_variants`), with the ITM re-rank
     of the top ``cfg.itm_rerank_k`` for the variants that ask for it."""
-    features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size)
+    features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size, cfg.feature_cache)
     groups = data.cir_groups(cfg.cir_gallery, cfg.cir_caption_join)
     for variant in cir_variants(model, cfg.cir_text_only) if variants is None else variants:
         fusion = features.fusion_embeds if variant.fusion else None
@@ -315,8 +419,10 @@ def evaluate_cir(model, data: SplitData, cfg: EvalConfig, table: ResultTable, ar
                 e = features.encode_texts(texts)
             else:
                 e = _composed(model, features.vision, refs, texts, cfg.batch_size)
-            g = torch.tensor(gallery)
-            scores[cat] = model.score(e, features.z[g], fusion[g] if fusion is not None else None).cpu().numpy()
+            g = np.asarray(gallery)
+            scorer = MaxSimScorer(lambda idx, g=g: features.z.rows(g[idx]), len(g), e,
+                                  fusion[torch.as_tensor(g)] if fusion is not None else None)
+            scores[cat] = scorer.full(cfg.score_tile).T  # queries x gallery, tile by tile
             targets[cat] = tpos
         name = method + variant.suffix
         record_cir(scores, targets, cfg, table, art, name)
@@ -334,7 +440,7 @@ def evaluate_fic(model, data: SplitData, cfg: EvalConfig, table: ResultTable, me
     """FIC: the model's captions in each of ``cfg.fic_styles`` against the catalogue's (needs a caption LM)."""
     from unifashion.evaluation.captioning import caption_metrics
 
-    features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size)
+    features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size, cfg.feature_cache)
     n = len(data.items) if cfg.fic_max_items is None else min(cfg.fic_max_items, len(data.items))
     for style in cfg.fic_styles:
         generated = features.captions(style)[:n]
@@ -380,7 +486,7 @@ def _itm_rerank(model, scores: np.ndarray, group, vision: torch.Tensor, k: int) 
         feats = vision[[gallery[c] for c in cand]].to(model.device)
         logits = model._itm_logits(tokens["input_ids"], tokens["attention_mask"], feats,
                                    torch.ones(feats.shape[:2], dtype=torch.long, device=feats.device))
-        prob = logits.softmax(-1)[:, 1].cpu().numpy()
+        prob = logits.float().softmax(-1)[:, 1].cpu().numpy()
         out[q, cand] = scores.max() + 1.0 + prob
     return out
 
@@ -460,7 +566,7 @@ def evaluate_random(data: SplitData, cfg: EvalConfig, table: ResultTable, art: E
     """Random ranking (CMR, CIR) with the run's seed: chance level on the same protocols."""
     rng = np.random.default_rng(cfg.seed)
     if "cmr" in cfg.tasks:
-        record_cmr(rng.random((len(data.items), len(data.items))), data, cfg, table, art, "random")
+        record_cmr(RandomScorer(len(data.items), len(data.items), cfg.seed), data, cfg, table, art, "random")
     if "phrasing" in cfg.tasks:
         evaluate_phrasing(lambda texts: rng.random((len(texts), len(data.items))), data.items, table, "random",
                           cfg.split, cfg.seed)
@@ -487,7 +593,7 @@ def evaluate_dual_encoder(model, data: SplitData, cfg: EvalConfig, table: Result
     if "cmr" in cfg.tasks:
         texts = [r.caption(cfg.cmr_text_style) for r in data.items]
         e_txt = _batched(lambda ts: model.encode_text(list(ts)), texts, bs)
-        record_cmr((e_img @ e_txt.t()).numpy(), data, cfg, table, art, method)
+        record_cmr(MaxSimScorer(tensor_rows(e_img), len(e_img), e_txt), data, cfg, table, art, method)
     if "phrasing" in cfg.tasks:
         def score_texts(texts):
             return (_batched(lambda ts: model.encode_text(list(ts)), texts, bs) @ e_img.t()).numpy()
@@ -503,5 +609,5 @@ def evaluate_dual_encoder(model, data: SplitData, cfg: EvalConfig, table: Result
                              for r, t in zip(refs, texts, strict=True)]
                 t = _batched(lambda ts: model.encode_text(list(ts)), texts, bs)
                 q = model.compose(e_img[refs], t, combiner=combiner)
-                scores[cat], targets[cat] = (q @ e_img[gallery].t()).numpy(), tpos
+                scores[cat], targets[cat] = (q @ e_img[gallery].t()).float().cpu().numpy(), tpos
             record_cir(scores, targets, cfg, table, art, f"{method}, {combiner} combiner")

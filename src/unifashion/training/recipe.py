@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unifashion import configuration
+from unifashion.data.records import ItemRecord, TripletRecord
 from unifashion.objectives.freezing import Learns, check_phase
 from unifashion.training.data import ImageBank, PairDataset, TripletTrainDataset
 from unifashion.training.phase_objective import PhaseObjective
@@ -39,7 +40,8 @@ from unifashion.training.trainer import LoopConfig, OptimConfig, latest_checkpoi
 
 @dataclass
 class DataSpec:
-    """The training data: the embedded catalogue (built if missing) and optional Fashion-MNIST pairs."""
+    """The training data: a ``--data`` spec of real datasets (:mod:`unifashion.data.spec`), or the
+    embedded catalogue (built if missing) with optional Fashion-MNIST pairs."""
 
     catalogue: str = "outputs/catalogue"
     n_items: int = 2000
@@ -47,6 +49,12 @@ class DataSpec:
     fashion_mnist_pairs: int = 0
     fashion_mnist_path: str | None = None
     target_caption_style: str = "detailed"
+    # A data spec, e.g. "fashiongen:FG.h5@0.5,fashion200k:F200K@0.3,fashioniq:FIQ@0.2"; when given it
+    # replaces the embedded catalogue: phase 1 trains on its sources' captioned images (weighted),
+    # phase 2 on its triplets.
+    sources: str | None = None
+    feature_cache: str | None = None  # folder of the frozen-feature caches (default: OUTPUT_DIR/feature-cache)
+    cache_workers: int = 0  # image-reading processes while the feature cache is built
 
 
 @dataclass
@@ -113,7 +121,7 @@ def calibrate_latent_scale(model, bank: ImageBank, n: int = 256) -> float:
     """Set the diffusion's latent scaling to 1 / std of the trained VAE's latents (as Stable
     Diffusion's 0.18215 was chosen for its own VAE), so the UNet sees unit-variance latents."""
     diffusion = model.diffusion
-    images = bank.generation_images[:n].float() / 255.0
+    images = bank.generation(bank.ids[:n])
     with torch.no_grad():
         latents = diffusion.vae.encode(images.to(model.device)).latent_dist.mode()
     scale = float(1.0 / latents.std().clamp_min(1e-3))
@@ -123,15 +131,18 @@ def calibrate_latent_scale(model, bank: ImageBank, n: int = 256) -> float:
 
 
 @torch.no_grad()
-def caption_bank(model, bank: ImageBank, batch_size: int = 64, progress: bool = True) -> dict[str, str]:
-    """The model's own caption of every image in the bank (Z_C of caption fusion), made by
-    :meth:`UniFashion.fusion_captions` as evaluation and the index make it."""
+def caption_bank(model, bank: ImageBank, batch_size: int = 64, progress: bool = True,
+                 ids: list[str] | None = None) -> dict[str, str]:
+    """The model's own caption of the images ``ids`` of the bank (default: all), Z_C of caption
+    fusion, made by :meth:`UniFashion.fusion_captions` as evaluation and the index make it."""
     model.eval()
+    ids = list(bank.ids if ids is None else ids)
     out: dict[str, str] = {}
     style = model.config.fusion_caption_style
-    for start in tqdm(range(0, len(bank.ids), batch_size), desc=f"captioning ({style})", disable=not progress):
-        ids = bank.ids[start:start + batch_size]
-        out.update(zip(ids, model.fusion_captions(vision_features=bank.features(ids)), strict=True))
+    for start in tqdm(range(0, len(ids), batch_size), desc=f"captioning ({style})", disable=not progress):
+        chunk = ids[start:start + batch_size]
+        feats = bank.features(chunk).to(model.device)
+        out.update(zip(chunk, model.fusion_captions(vision_features=feats), strict=True))
     return out
 
 
@@ -173,18 +184,84 @@ def with_caption_vocabulary(model: str, overrides: dict[str, Any] | None, record
     texts = [caption for record in records for caption in record.captions.values()]
     vocabulary = caption_vocabulary(tokenizer, texts + instruction_texts(lm_config), lm_config.vocabulary_size)
     return {**(overrides or {}), "caption_lm.vocabulary": vocabulary}
+@dataclass
+class TrainingData:
+    """What a recipe trains on: phase-1 pairs (with per-item sampling weights for a weighted
+    mixture, or None), phase-2 triplets, and every item either refers to, by id."""
+
+    pairs: list[ItemRecord]
+    pair_weights: list[float] | None
+    triplets: list[TripletRecord]
+    items: dict[str, ItemRecord]
+    description: list[str]
+    gallery_ids: list[str]  # the items of the sources with triplets (phase 2's static negatives)
+
+
+def training_data(spec: DataSpec) -> TrainingData:
+    """The recipe's data: the sources of ``spec.sources`` read for training, or the embedded
+    catalogue with its Fashion-MNIST pairs (:func:`load_training_data`)."""
+    if not spec.sources:
+        _, items, extra, triplets = load_training_data(spec)
+        pairs = items + list(extra)
+        return TrainingData(pairs, None, triplets, {r.item_id: r for r in pairs},
+                            [f"embedded:{spec.catalogue} ({len(items)} items, {len(triplets)} triplets)"
+                             + (f" + {len(extra)} Fashion-MNIST pairs" if extra else "")],
+                            [r.item_id for r in items])
+    from unifashion.data.spec import default_split, load_source, mixture_weights, parse_data_spec
+
+    loaded = []
+    for source in parse_data_spec(spec.sources):
+        loaded.append(load_source(source, source.options.get("split", default_split(source.kind, training=True))))
+    items: dict[str, ItemRecord] = {}
+    for part in loaded:
+        for record in part.items:
+            if record.item_id in items and items[record.item_id] is not record:
+                raise ValueError(f"the item id {record.item_id!r} appears in two sources; give each source "
+                                 "distinct ids")
+            items[record.item_id] = record
+    captioned = [part.captioned for part in loaded]
+    pairs = [r for part in captioned for r in part]
+    weights = mixture_weights(loaded, [len(c) for c in captioned])
+    triplets = [t for part in loaded for t in part.triplets]
+    description = [f"{part.spec.describe()} [{part.split}]: {len(part.items)} items, {len(c)} captioned "
+                   f"({part.spec.style}), {len(part.triplets)} triplets" for part, c in zip(loaded, captioned,
+                                                                                           strict=True)]
+    gallery = [r.item_id for part in loaded if part.triplets for r in part.items]
+    return TrainingData(pairs, weights, triplets, items, description, gallery)
+
+
+def _stage_terms(stage: StageSpec) -> tuple[str, ...]:
+    from unifashion.models.unifashion import PHASE_TERMS
+
+    if stage.terms:
+        return tuple(stage.terms)
+    return PHASE_TERMS.get((stage.phase, stage.stage), ("itc", "itm", "itg", "q2i", "vae", "cir"))
+
+
+def check_data_for_stages(data: TrainingData, stages: list[StageSpec]) -> None:
+    """Fail before any image is encoded when a stage has nothing to train on, naming what is missing."""
+    for stage in stages:
+        if stage.phase == 1 and set(_stage_terms(stage)) - {"vae"} and not data.pairs:
+            raise ValueError(f"stage {stage.name!r} (phase 1) trains on image-caption pairs, and no item of "
+                             f"{'; '.join(data.description)} has a caption (Fashion-IQ's come from its "
+                             "Fashion-IQ-cap file, captions/imgcap.CATEGORY.SPLIT.json)")
+        if stage.phase == 2 and not data.triplets:
+            raise ValueError(f"stage {stage.name!r} (phase 2) needs CIR triplets, and no data source has any: "
+                             "add one that does (fashioniq:PATH, or an embedded catalogue)")
 
 
 def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
-    """Carry out ``recipe``; return the folder of the final model."""
+    """Carry out ``recipe``; return the folder of the final model (or, when a stage's
+    ``loop.stop_after`` stops it before its last step, that stage's checkpoints folder)."""
     from unifashion.models import UniFashion
 
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True))
     torch.manual_seed(recipe.seed)
-    _, items, extra, triplets = load_training_data(recipe.data)
-    by_id = {r.item_id: r for r in items}
+    data = training_data(recipe.data)
+    (out / "data.json").write_text(json.dumps({"sources": data.description, "pairs": len(data.pairs),
+                                               "triplets": len(data.triplets)}, indent=2))
 
     # Start from the last finished stage, if any.
     model_source: str = recipe.model
@@ -193,49 +270,66 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
     for i, stage in enumerate(recipe.stages):
         if (out / stage.name / "final" / "config.json").is_file():
             model_source, overrides, first_todo = str(out / stage.name / "final"), None, i + 1
+    check_data_for_stages(data, recipe.stages[first_todo:])
     if first_todo == 0:
-        overrides = with_caption_vocabulary(model_source, overrides, items + list(extra))
+        overrides = with_caption_vocabulary(model_source, overrides, data.pairs)
     model = UniFashion.from_pretrained(model_source, overrides)
     if first_todo == len(recipe.stages):
         return out / recipe.stages[-1].name / "final"
 
-    bank = ImageBank(items + list(extra), model, progress=progress)
+    first = recipe.stages[first_todo].loop
+    if first.device == "cuda" or (first.device == "auto" and torch.cuda.is_available()):
+        model.to("cuda")  # the feature cache is built on the device the stages train on
+    bank = ImageBank(list(data.items.values()), model, progress=progress,
+                     cache_dir=recipe.data.feature_cache or out / "feature-cache", workers=recipe.data.cache_workers)
     timings_file = out / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     captions_file = out / "generated_captions.json"
     for stage in recipe.stages[first_todo:]:
         started = time.perf_counter()
         model.set_phase(stage.phase, stage.stage, stage.learns)
+        terms = _stage_terms(stage)
+        weights = None
         if stage.phase == 1:
-            dataset = PairDataset(items + list(extra), bank)
+            dataset = PairDataset(data.pairs, bank, seed=stage.loop.seed,
+                                  with_generation="q2i" in terms or "vae" in terms)
+            weights = data.pair_weights
         else:
             generated = None
-            terms = stage.terms or ["cir"]
             if recipe.caption_fusion and "cir" in terms and model.caption_lm is not None:
                 if captions_file.is_file():
                     generated = json.loads(captions_file.read_text())
                 else:
-                    generated = caption_bank(model, bank, progress=progress)
+                    targets = sorted({t.target_id for t in data.triplets})
+                    generated = caption_bank(model, bank, progress=progress, ids=targets)
                     captions_file.write_text(json.dumps(generated, indent=1, sort_keys=True))
                 model.set_phase(stage.phase, stage.stage, stage.learns)
-            dataset = TripletTrainDataset(triplets, by_id, bank, recipe.data.target_caption_style, generated)
+            dataset = TripletTrainDataset(data.triplets, data.items, bank, recipe.data.target_caption_style,
+                                          generated, with_generation="q2i" in terms,
+                                          need_target_captions="itg" in terms or ("cir" in terms and generated is None))
         loop = stage.loop
         loop.output_dir = str(out / stage.name)
         if latest_checkpoint(loop.output_dir) is not None:
             loop.resume = "latest"
         objective = PhaseObjective(model, stage.phase, stage.terms)
         if stage.phase == 2 and recipe.static_negatives_every:
-            negatives = unifashion_gallery_bank(model, bank, list(by_id), recipe.static_negatives_every)
+            negatives = unifashion_gallery_bank(model, bank, data.gallery_ids, recipe.static_negatives_every)
             resumed = latest_checkpoint(loop.output_dir)
             negatives.step = json.loads((resumed / "state.json").read_text())["step"] if resumed else 0
             objective = StaticNegativesObjective(model, stage.terms, negatives)
         result = train(objective, dataset, dataset.collate, loop, description=stage.name,
-                       run_config={"stage": configuration.to_dict(stage), "recipe": recipe.to_dict()})
+                       run_config={"stage": configuration.to_dict(stage), "recipe": recipe.to_dict()},
+                       sample_weights=weights)
+        if loop.stop_after is not None and loop.stop_after < loop.steps:
+            # Stopped on purpose before its end (as an interruption would): not final; the same
+            # command with stop_after removed resumes it from the checkpoint.
+            return Path(loop.output_dir) / "checkpoints"
         if stage.phase == 1 and stage.stage == "autoencoder":
             calibrate_latent_scale(model, bank)
         model.eval()
         model.save_pretrained(out / stage.name / "final")
         timings[stage.name] = {"seconds": round(time.perf_counter() - started, 1), "steps": result.steps_done,
+                               "seconds_per_step": round(result.seconds / max(1, result.steps_done), 4),
                                "last_losses": result.last_losses}
         timings_file.write_text(json.dumps(timings, indent=2))
     return out / recipe.stages[-1].name / "final"

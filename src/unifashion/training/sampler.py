@@ -35,3 +35,34 @@ class ResumableBatchSampler:
 
     def __len__(self) -> int:
         return max(0, self.num_steps - self.start_step)
+
+
+class WeightedBatchSampler:
+    """Yields index batches drawn with per-item ``weights`` (a weighted mixture of datasets): each
+    batch is ``batch_size`` distinct indices drawn without replacement with probabilities
+    proportional to ``weights``, from a generator seeded by ``(seed, step)``, so the batch at a
+    step never depends on the batches before it and a resumed run continues exactly."""
+
+    def __init__(self, weights, batch_size: int, num_steps: int, seed: int = 0, start_step: int = 0):
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.ndim != 1 or not len(weights) or (weights < 0).any() or not weights.sum() > 0:
+            raise ValueError("sampling weights must be a non-empty vector of non-negative numbers, not all zero")
+        if batch_size > np.count_nonzero(weights):
+            raise ValueError(f"batch size {batch_size} is larger than the items that can be drawn "
+                             f"({np.count_nonzero(weights)})")
+        self.p = weights / weights.sum()
+        self.batch_size = batch_size
+        self.num_steps = num_steps
+        self.seed = seed
+        self.start_step = start_step
+
+    def batch_at(self, step: int) -> list[int]:
+        rng = np.random.default_rng([self.seed, step, 1])
+        return rng.choice(len(self.p), size=self.batch_size, replace=False, p=self.p).tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start_step, self.num_steps):
+            yield self.batch_at(step)
+
+    def __len__(self) -> int:
+        return max(0, self.num_steps - self.start_step)

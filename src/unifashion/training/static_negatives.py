@@ -29,7 +29,7 @@ def unifashion_gallery_bank(model, image_bank: ImageBank, gallery_ids: Sequence[
         model.eval()  # no dropout in the negatives
         out = []
         for start in range(0, len(ids), batch_size):
-            feats = image_bank.features(ids[start:start + batch_size])
+            feats = image_bank.features(ids[start:start + batch_size]).to(model.device)
             out.append(model.get_image_features(vision_features=feats).image_embeds)
         model.train(was_training)
         return torch.cat(out)

@@ -12,6 +12,7 @@ same losses, to the bit, as a run that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from unifashion import configuration
 from unifashion.configuration import ConfigError
 from unifashion.training.checkpoint import load_checkpoint, save_checkpoint
-from unifashion.training.sampler import ResumableBatchSampler
+from unifashion.training.sampler import ResumableBatchSampler, WeightedBatchSampler
 
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -100,6 +101,25 @@ class LoopConfig:
     resume: str | None = None  # a checkpoint folder, or "latest" for output_dir's newest
     stop_after: int | None = None  # stop early at this step (checkpoint saved), as an interruption would
     optim: OptimConfig = field(default_factory=OptimConfig)
+    device: str = "auto"  # auto (a GPU when there is one) | cpu | cuda; under `accelerate launch`: its devices
+    mixed_precision: str = "no"  # no | bf16 | fp16 (autocast; fp16 with loss scaling)
+    # batch_size is the optimizer step's batch; it is split into this many micro-batches whose
+    # gradients add up (in-batch negatives of ITC/ITM then come from one micro-batch only).
+    gradient_accumulation: int = 1
+    num_workers: int = 0  # data-loading processes (pixels and cached features are read there)
+    activation_checkpointing: bool = False  # recompute the Q-Former's (and LM's, UNet's) activations
+
+    def __post_init__(self):
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"loop.device must be auto, cpu or cuda, got {self.device!r} (pick a GPU with "
+                              "CUDA_VISIBLE_DEVICES)")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ConfigError(f"loop.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.gradient_accumulation < 1 or self.batch_size % self.gradient_accumulation:
+            raise ConfigError(f"loop.gradient_accumulation ({self.gradient_accumulation}) must be a positive "
+                              f"divisor of loop.batch_size ({self.batch_size})")
+        if self.num_workers < 0:
+            raise ConfigError("loop.num_workers must be 0 or more")
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "loop") -> LoopConfig:
@@ -150,17 +170,43 @@ def build_optimizer(objective: torch.nn.Module, trainable: list[tuple[str, torch
 
 
 class _ShardedBatches:
-    """Each process's share of every global batch (all of it with one process)."""
+    """Each process's share of every global batch (all of it with one process), split into
+    ``micro`` micro-batches for gradient accumulation."""
 
-    def __init__(self, sampler: ResumableBatchSampler, rank: int, world: int):
-        self.sampler, self.rank, self.world = sampler, rank, world
+    def __init__(self, sampler, rank: int, world: int, micro: int = 1):
+        self.sampler, self.rank, self.world, self.micro = sampler, rank, world, micro
 
     def __iter__(self):
         for batch in self.sampler:
-            yield batch[self.rank::self.world]
+            share = batch[self.rank::self.world]
+            size = -(-len(share) // self.micro)
+            for start in range(0, size * self.micro, size):
+                yield share[start:start + size]
 
     def __len__(self):
-        return len(self.sampler)
+        return len(self.sampler) * self.micro
+
+
+def make_accelerator(device: str = "auto", mixed_precision: str = "no"):
+    """An ``accelerate.Accelerator`` for ``device`` ("auto", "cpu", "cuda") and precision; a clear
+    error when a GPU is asked for and there is none, or bf16 where the GPU lacks it."""
+    from accelerate import Accelerator
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if mixed_precision == "fp16" and on_cpu:
+        raise ValueError("fp16 mixed precision needs a GPU; on the CPU use bf16 or no")
+    if mixed_precision == "bf16" and not on_cpu and not torch.cuda.is_bf16_supported():
+        raise ValueError("this GPU does not support bf16; use fp16")
+    from accelerate.state import AcceleratorState, PartialState
+
+    state = AcceleratorState() if AcceleratorState._shared_state else None  # noqa: SLF001
+    if state is not None and state.initialized and PartialState().num_processes == 1 and (
+            state.mixed_precision != mixed_precision or (on_cpu and state.device.type != "cpu")):
+        # One process, another run's settings (e.g. an fp32 stage, then a bf16 one): start afresh.
+        AcceleratorState._reset_state(reset_partial_state=True)  # noqa: SLF001
+    return Accelerator(cpu=on_cpu, mixed_precision=mixed_precision)
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -190,15 +236,20 @@ class TrainResult:
 
 
 def train(objective: torch.nn.Module, dataset, collate: Callable, config: LoopConfig,
-          description: str = "training", run_config: dict | None = None) -> TrainResult:
+          description: str = "training", run_config: dict | None = None,
+          sample_weights=None) -> TrainResult:
     """Train the trainable parameters of ``objective`` on ``dataset``.
 
     ``objective(batch)`` returns a dict of scalar tensors with the total under ``"loss"``; every
     term is logged. Only parameters with ``requires_grad`` are optimised and checkpointed.
+    ``sample_weights`` (one per dataset item): draw batches with these probabilities (a weighted
+    mixture of datasets) instead of epochs of a shuffled order.
     """
-    from accelerate import Accelerator
+    accelerator = make_accelerator(config.device, config.mixed_precision)
+    if config.activation_checkpointing:
+        from unifashion.training.activation_checkpointing import enable_activation_checkpointing
 
-    accelerator = Accelerator()
+        enable_activation_checkpointing(objective)
     torch.manual_seed(config.seed)
     out_dir = Path(config.output_dir)
     ckpt_dir = out_dir / "checkpoints"
@@ -216,10 +267,14 @@ def train(objective: torch.nn.Module, dataset, collate: Callable, config: LoopCo
         start_step = int(meta["step"])
         accelerator.print(f"resumed from {resume} at step {start_step}")
 
-    sampler = ResumableBatchSampler(len(dataset), config.batch_size, config.steps, config.seed, start_step)
+    if sample_weights is not None:
+        sampler = WeightedBatchSampler(sample_weights, config.batch_size, config.steps, config.seed, start_step)
+    else:
+        sampler = ResumableBatchSampler(len(dataset), config.batch_size, config.steps, config.seed, start_step)
+    micro = config.gradient_accumulation
     loader = DataLoader(dataset, batch_sampler=_ShardedBatches(sampler, accelerator.process_index,
-                                                               accelerator.num_processes),
-                        collate_fn=collate, num_workers=0,
+                                                               accelerator.num_processes, micro),
+                        collate_fn=collate, num_workers=config.num_workers,
                         generator=torch.Generator().manual_seed(config.seed))
     model, optimizer = accelerator.prepare(objective, optimizer)
     names = [n for n, _ in trainable]
@@ -247,23 +302,29 @@ def train(objective: torch.nn.Module, dataset, collate: Callable, config: LoopCo
                disable=not accelerator.is_main_process)
     step = start_step
     model.train()
-    for batch in loader:
-        if step >= end_step:
-            break
-        batch = _to_device(batch, accelerator.device)
-        terms = model(batch)
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; terms: "
-                                     f"{ {k: float(v) for k, v in terms.items()} }")
-        accelerator.backward(loss)
+    micro_batches = iter(loader)
+    while step < end_step:
+        sums: dict[str, float] = {}
+        for m in range(micro):
+            batch = _to_device(next(micro_batches), accelerator.device)
+            # Gradients add up over the micro-batches; DDP synchronises only on the last.
+            sync = contextlib.nullcontext() if m == micro - 1 else accelerator.no_sync(model)
+            with sync:
+                terms = model(batch)
+                loss = terms["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at step {step}; terms: "
+                                             f"{ {k: float(v) for k, v in terms.items()} }")
+                accelerator.backward(loss / micro)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / micro
         if config.optim.grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        last = {k: float(v.detach()) for k, v in terms.items()}
+        last = sums
         bar.update()
         if accelerator.is_main_process:
             bar.set_postfix(loss=f"{last['loss']:.4f}")
