@@ -175,24 +175,30 @@ def test_itm_rerank_builds_every_tensor_on_the_model_device():
 
 
 def test_cmr_rows_record_how_several_images_of_one_product_were_treated():
-    from types import SimpleNamespace
-
     import numpy as np
 
-    from unifashion.evaluation.runner import record_cmr
+    from unifashion.data.records import ItemRecord
+    from unifashion.evaluation.runner import SplitData, record_cmr
 
     # 6 images of 3 products; text k is image k's description. Image 1 scores product-mate text 0 best.
     sim = np.eye(6)
     sim[1, 0], sim[0, 1] = 2.0, 2.0
-    data = SimpleNamespace(categories=["a"] * 6, products=["p", "p", "q", "q", "r", "r"], items=[None] * 6)
+    items = [ItemRecord(item_id=f"i{k}", image="unused.png", category="a", captions={"detailed": f"text {k}"},
+                        attributes={"product_id": product}) for k, product in enumerate("ppqqrr")]
+    data = SplitData.from_records(items, [], "test")
     rows = {}
-    for same_product in ("dedup", "positives"):
+    # "dedup" is applied to the split (run_evaluation does it): images 0, 2 and 4 remain.
+    deduplicated = data.first_image_per_product()
+    assert deduplicated.ids == ["i0", "i2", "i4"] and data.first_image_per_product() is not data
+    for same_product, split, scores in (("dedup", deduplicated, sim[np.ix_([0, 2, 4], [0, 2, 4])]),
+                                        ("positives", data, sim)):
         table, art = ResultTable(), EvalArtifacts()
-        record_cmr(sim, data, EvalConfig(tasks=("cmr",), same_product=same_product), table, art, "m")
+        record_cmr(scores, split, EvalConfig(tasks=("cmr",), same_product=same_product), table, art, "m")
         rows[same_product] = {(r.protocol, r.metric): r.value for r in table.rows}
     dedup = {m: v for (p, m), v in rows["dedup"].items()}
     assert {p for p, _ in rows["dedup"]} == {
-        "full gallery (detailed captions; de-duplicated by product id: first image of each of 3 products)"}
+        "full gallery (detailed captions; de-duplicated by product id: first image of each of 3 products "
+        "(6 images))"}
     assert dedup["i2t_R@1"] == 100.0  # images 0, 2, 4 only
     assert {p for p, _ in rows["positives"]} == {
         "full gallery (detailed captions; 6 images of 3 products; the same product's other images count as "
