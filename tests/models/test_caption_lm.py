@@ -256,13 +256,13 @@ def test_a_compact_tied_vocabulary_trains_and_writes_captions_in_tokenizer_words
     optimiser = torch.optim.Adam(lm.parameters(), lr=3e-2)
     query_embeds = queries(3)
     first = None
-    for _ in range(60):
+    for _ in range(150):
         loss = lm(query_embeds, CAPTIONS, STYLES).loss
         first = first if first is not None else loss.item()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    assert loss.item() < 0.2 * first
+    assert loss.item() < 0.05 * first
     lm.eval()
     assert lm.generate(query_embeds[:1], style="short", max_new_tokens=12)[0] == CAPTIONS[0]
 
