@@ -193,3 +193,23 @@ def test_caption_metrics_on_known_pairs():
     assert partial["BLEU-4"] < perfect["BLEU-4"]
     with pytest.raises(ValueError, match="same ids"):
         caption_metrics(refs, {"1": "x"})
+
+
+def test_detailed_captions_read_back_to_attributes_against_the_items():
+    from unifashion.data.synthetic.captions import detailed_caption
+    from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
+    from unifashion.evaluation.captioning import caption_attribute_accuracy
+
+    items = make_catalogue(CatalogueConfig(n_items=40)).items[:4]
+    truth = [it.attributes for it in items]
+    captions = [detailed_caption(a, seed=k) for k, a in enumerate(truth)]
+    assert caption_attribute_accuracy(captions, truth)["colour accuracy"] == 100.0
+    # One caption with another colour, one that does not parse: 2 of 4 colours right.
+    other = next(c for c in ("red", "green") if c != truth[0]["colour"])
+    wrong = dict(truth[0], colour=other)
+    captions = [detailed_caption(wrong, seed=0), "a lovely garment", *captions[2:]]
+    result = caption_attribute_accuracy(captions, truth)
+    assert result["colour accuracy"] == 50.0 and result["parsed"] == 75.0
+    assert result["category accuracy"] == 75.0
+    with pytest.raises(ValueError, match="captions for"):
+        caption_attribute_accuracy(captions[:2], truth)

@@ -48,3 +48,34 @@ def caption_metrics(references: Mapping[str, Sequence[str]] | Sequence[Sequence[
     out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     return out
+
+
+#: Attributes a detailed caption states, compared with the item's own when it has them.
+CAPTION_ATTRIBUTES = ("category", "colour", "lightness", "pattern", "sleeve", "length", "fit", "neckline")
+
+
+def caption_attribute_accuracy(captions: Sequence[str], attributes: Sequence[Mapping]) -> dict[str, float]:
+    """Detailed captions read back to attributes (:func:`unifashion.data.mining.parse_detailed_caption`,
+    as triplet mining reads them) against the items' own: the percentage right per attribute,
+    over the items that have it, and ``parsed``, the percentage that parse at all. A caption that
+    does not parse counts as wrong on every attribute."""
+    from unifashion.data.mining import CaptionParseError, parse_detailed_caption
+
+    if len(captions) != len(attributes):
+        raise ValueError(f"{len(captions)} captions for {len(attributes)} items")
+    right = {name: 0 for name in CAPTION_ATTRIBUTES}
+    total = {name: 0 for name in CAPTION_ATTRIBUTES}
+    parsed = 0
+    for caption, truth in zip(captions, attributes, strict=True):
+        try:
+            stated = parse_detailed_caption(caption)
+            parsed += 1
+        except CaptionParseError:
+            stated = {}
+        for name in CAPTION_ATTRIBUTES:
+            if name in truth:
+                total[name] += 1
+                right[name] += int(stated.get(name) == truth[name])
+    out = {f"{name} accuracy": 100.0 * right[name] / total[name] for name in CAPTION_ATTRIBUTES if total[name]}
+    out["parsed"] = 100.0 * parsed / max(1, len(captions))
+    return out

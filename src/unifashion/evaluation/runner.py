@@ -438,7 +438,7 @@ def evaluate_cir(model, data: SplitData, cfg: EvalConfig, table: ResultTable, ar
 def evaluate_fic(model, data: SplitData, cfg: EvalConfig, table: ResultTable, method: str = "UniFashion",
                  features: UniFashionFeatures | None = None) -> None:
     """FIC: the model's captions in each of ``cfg.fic_styles`` against the catalogue's (needs a caption LM)."""
-    from unifashion.evaluation.captioning import caption_metrics
+    from unifashion.evaluation.captioning import caption_attribute_accuracy, caption_metrics
 
     features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size, cfg.feature_cache)
     n = len(data.items) if cfg.fic_max_items is None else min(cfg.fic_max_items, len(data.items))
@@ -449,6 +449,12 @@ def evaluate_fic(model, data: SplitData, cfg: EvalConfig, table: ResultTable, me
         for metric, value in caption_metrics(refs, preds).items():
             if metric in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr"):
                 table.add("fic", f"{style} style", method, metric, 100 * value, cfg.split, cfg.seed)
+        if style == "detailed" and all(r.attributes.get("colour") for r in data.items[:n]):
+            # The embedded catalogue's attributes: is what the caption says true of the image?
+            accuracy = caption_attribute_accuracy(generated, [r.attributes for r in data.items[:n]])
+            for metric, value in accuracy.items():
+                table.add("fic", "detailed style read back to attributes (unparsable = wrong)", method, metric,
+                          value, cfg.split, cfg.seed)
 
 
 def _composed(model, vision: torch.Tensor, refs: list[int], texts: list[str], bs: int) -> torch.Tensor:
