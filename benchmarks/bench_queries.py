@@ -108,7 +108,7 @@ def embed_base(model, records, batch_size: int = 32):
 def build_index(path: Path, catalogue: ReplicatedCatalogue, size: int, num_queries: int) -> float:
     from unifashion.index import CatalogueIndex
 
-    index = CatalogueIndex.create(path, dim=catalogue.dim, num_queries=num_queries)
+    index = CatalogueIndex.create(path, dim=catalogue.dim, num_queries=num_queries, ann="flat")  # pooled, as documented
     start = time.perf_counter()
     for first in tqdm(range(0, size, BLOCK), desc=f"building {size:,}-item index", unit="block"):
         ids, multi, fusion, metadata = catalogue.block(first, min(first + BLOCK, size))

@@ -33,10 +33,13 @@ import numpy as np
 import torch
 
 
-def build_model():
+def build_model(seed: int = 0):
+    """The tiny preset with its pretrained parts; the fresh Q-Former is drawn from ``seed``, so
+    that a resumed run (a new process) embeds with the same model as the shards before it."""
     from unifashion.models import UniFashion
     from unifashion.models.config import UniFashionConfig
 
+    torch.manual_seed(seed)
     config = UniFashionConfig.from_preset("tiny", {"caption_lm": None, "diffusion": None})
     return UniFashion.from_config(config).eval()
 
@@ -60,7 +63,7 @@ def main() -> None:
     shards.mkdir(parents=True, exist_ok=True)
     catalogue = make_catalogue(CatalogueConfig(n_items=args.items, seed=args.seed))
     items = catalogue.items[: args.items]
-    model = build_model()
+    model = build_model(args.seed)
     started = time.perf_counter()
     spent = 0.0
     for first in range(0, len(items), args.shard):
