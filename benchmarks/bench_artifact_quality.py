@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--baseline", default="dual-encoder-default", help="a trained dual-encoder folder or tag")
     parser.add_argument("--catalogue", default="outputs/demo/catalogue")
     parser.add_argument("--classifier", default=None, help="attribute classifier folder (default: the cached one)")
-    parser.add_argument("--tasks", default="cmr,cir,fic,fig")
+    parser.add_argument("--tasks", default="cmr,cir,fic,fig,phrasing")
+    parser.add_argument("--fig-items", type=int, default=32, help="generated images per storage (FIG)")
     parser.add_argument("--out", default="benchmarks/results/artifact_quality.md")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -59,7 +60,8 @@ def main() -> None:
             started = time.perf_counter()
             result = run_evaluation(EvalRunConfig(
                 model=str(unifashion_dir), catalogue=args.catalogue, out=str(tmp / f"eval-{name}"),
-                dual_encoder=str(baseline_dir), classifier=classifier, eval=EvalConfig(tasks=tasks)))
+                dual_encoder=str(baseline_dir), classifier=classifier,
+                eval=EvalConfig(tasks=tasks, cir_ks=(1, 10, 50), fig_max_items=args.fig_items)))
             seconds[name] = time.perf_counter() - started
             for row in result.table.rows:
                 if row.method == "random":
