@@ -53,8 +53,10 @@ def main() -> None:
         variants = {"as trained": (model, baseline)}
         for dtype in STORAGE:
             root = tmp / dtype
-            variants[dtype] = (pretrained.package("tiny-default", model, dtype=dtype, root=root),
-                               pretrained.package("dual-encoder-default", baseline, dtype=dtype, root=root))
+            # Measured whatever their size (the 50 MB budget is checked when a model is packaged to ship).
+            variants[dtype] = (pretrained.package("tiny-default", model, dtype=dtype, root=root, max_bytes=10**12),
+                               pretrained.package("dual-encoder-default", baseline, dtype=dtype, root=root,
+                                                  max_bytes=10**12))
             sizes[dtype] = sum(pretrained.folder_bytes(folder) for folder in variants[dtype])
         for name, (unifashion_dir, baseline_dir) in variants.items():
             started = time.perf_counter()
