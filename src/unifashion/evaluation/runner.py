@@ -47,6 +47,7 @@ from unifashion.evaluation.scoring import (
     RandomScorer,
     cmr_full_gallery_tiled,
     cmr_random_tiled,
+    full_matrix,
     tensor_rows,
 )
 from unifashion.evaluation.tasks import TASKS
@@ -238,7 +239,7 @@ def record_cmr(scorer, data: SplitData, cfg: EvalConfig, table: ResultTable, art
     if len(set(data.products)) < len(data.products):
         products = data.products  # cfg.same_product == "positives" (a de-duplicated split has none)
     if products is not None:
-        sim = _whole_matrix(scorer, cfg.score_tile)
+        sim = full_matrix(scorer, cfg.score_tile)
         if cfg.cmr_full_gallery:
             full = cmr_full_gallery(sim, np.arange(sim.shape[1]), products=products)
             for metric, value in full.rows():
@@ -262,16 +263,6 @@ def record_cmr(scorer, data: SplitData, cfg: EvalConfig, table: ResultTable, art
         label = draw_random_candidates(data.categories, cfg.n_candidates, cfg.seed).label(cfg.n_candidates)
         for metric, value in r100.rows():
             table.add("cmr", f"{label} ({texts}; {product_note})", method, metric, value, cfg.split, cfg.seed)
-
-
-def _whole_matrix(scorer, tile: int) -> np.ndarray:
-    """Every score of a scorer (images x texts), assembled from its tiles."""
-    out = np.empty((scorer.n_images, scorer.n_texts), dtype=np.float32)
-    for i0 in range(0, scorer.n_images, tile):
-        for t0 in range(0, scorer.n_texts, tile):
-            i1, t1 = min(i0 + tile, scorer.n_images), min(t0 + tile, scorer.n_texts)
-            out[i0:i1, t0:t1] = scorer.tile(i0, i1, t0, t1)
-    return out
 
 
 def cir_protocol(cfg: EvalConfig) -> str:

@@ -104,12 +104,17 @@ class MaxSimScorer:
 
     def full(self, tile: int = 1024) -> np.ndarray:
         """The whole (images x texts) matrix, assembled from tiles (for galleries that fit)."""
-        out = np.empty((self.n_images, self.n_texts), dtype=np.float32)
-        for i0 in range(0, self.n_images, tile):
-            for t0 in range(0, self.n_texts, tile):
-                i1, t1 = min(i0 + tile, self.n_images), min(t0 + tile, self.n_texts)
-                out[i0:i1, t0:t1] = self.tile(i0, i1, t0, t1)
-        return out
+        return full_matrix(self, tile)
+
+
+def full_matrix(scorer, tile: int = 1024) -> np.ndarray:
+    """Every score of any scorer (images x texts), assembled from its tiles."""
+    out = np.empty((scorer.n_images, scorer.n_texts), dtype=np.float32)
+    for i0 in range(0, scorer.n_images, tile):
+        for t0 in range(0, scorer.n_texts, tile):
+            i1, t1 = min(i0 + tile, scorer.n_images), min(t0 + tile, scorer.n_texts)
+            out[i0:i1, t0:t1] = scorer.tile(i0, i1, t0, t1)
+    return out
 
 
 class MatrixScorer:
