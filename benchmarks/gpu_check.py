@@ -75,7 +75,7 @@ def write_components(root: Path) -> dict:
         "embed_dim": 16, "max_text_length": 24,
         "caption_lm.pretrained_path": str(root / "llama"), "caption_lm.lora_r": 4, "caption_lm.lora_alpha": 8,
         "caption_lm.max_caption_tokens": 12,
-        "diffusion.pretrained_path": str(sd), "diffusion.image_size": 32,
+        "diffusion.pretrained_path": str(sd), "diffusion.image_size": 32, "diffusion.image_width": 24,
     }
 
 

@@ -50,6 +50,18 @@ def test_recipe_holds_the_papers_settings(path):
     assert phase2.phase == 2 and phase2.loop.optim.betas == (0.9, 0.99) and phase2.loop.optim.weight_decay == 0.0
 
 
+def test_the_paper_preset_reads_the_paper_without_a_recipe():
+    """The bare preset holds the same reading as the recipes: Eq. 7's q2I on the image's queries,
+    Table 7's prompts with the queries inside the USER turn, 512 x 384 images, the null label."""
+    paper = UniFashionConfig.from_preset("paper")
+    assert paper.q2i_condition == "image"
+    assert paper.caption_lm.prompt_template == TABLE7_PROMPT_TEMPLATE
+    assert paper.caption_lm.instructions == TABLE7_INSTRUCTIONS
+    assert paper.caption_lm.prompt_template.index("USER:") < paper.caption_lm.prompt_template.index("{image}")
+    d = paper.diffusion
+    assert (d.image_size, d.image_width, d.null_condition) == (512, 384, "learned") and d.cond_dropout > 0
+
+
 def _tiny_diffusers(root: Path) -> tuple[Path, Path]:
     """A VAE + scheduler folder in Stable Diffusion's layout and a 9-channel Paint-by-Example UNet."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
