@@ -11,8 +11,9 @@ caption because the model used here has an untrained caption LM, whose captions 
 index treats Z_C as any vector. Also embeds query sets: text queries (short captions), composed
 queries (reference image + modifying text of triplets) and image queries.
 
-The model is ``UniFashion.from_config`` of the tiny preset: pretrained EfficientNet-Lite0 (vision)
-and MiniLM (text), Q-Former initialised fresh. Its embeddings are untrained for retrieval, but
+The model is a trained one (``--model``, e.g. the default the demo trains) or, without it,
+``UniFashion.from_config`` of the tiny preset: pretrained EfficientNet-Lite0 (vision) and MiniLM
+(text), Q-Former initialised fresh. Its embeddings are untrained for retrieval, but
 they have the neighbourhood structure of real encoders over real renders (items of one
 category and colour lie close), which is what an ANN benchmark needs; no trained model is
 required to measure recall *against exact max-sim*.
@@ -33,12 +34,15 @@ import numpy as np
 import torch
 
 
-def build_model(seed: int = 0):
-    """The tiny preset with its pretrained parts; the fresh Q-Former is drawn from ``seed``, so
-    that a resumed run (a new process) embeds with the same model as the shards before it."""
+def build_model(seed: int = 0, model: str | None = None):
+    """``model`` (a trained folder or installed tag) without its generators, or, when None, the tiny
+    preset with its pretrained parts and a fresh Q-Former drawn from ``seed``, so that a resumed run
+    (a new process) embeds with the same model as the shards before it."""
     from unifashion.models import UniFashion
     from unifashion.models.config import UniFashionConfig
 
+    if model is not None:
+        return UniFashion.from_pretrained(model, {"caption_lm": None, "diffusion": None}).eval()
     torch.manual_seed(seed)
     config = UniFashionConfig.from_preset("tiny", {"caption_lm": None, "diffusion": None})
     return UniFashion.from_config(config).eval()
@@ -52,6 +56,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="a trained model folder or installed tag (default: the tiny preset with a "
+                        "fresh Q-Former drawn from --seed)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,7 +69,15 @@ def main() -> None:
     shards.mkdir(parents=True, exist_ok=True)
     catalogue = make_catalogue(CatalogueConfig(n_items=args.items, seed=args.seed))
     items = catalogue.items[: args.items]
-    model = build_model(args.seed)
+    model = build_model(args.seed, args.model)
+    # Shards of one folder must come from one model: a resumed run checks what the first one used.
+    description = (f"{args.model} (trained; {model.weights_identity()})" if args.model else
+                   f"UniFashion.from_config(tiny preset, seed {args.seed}): pretrained EfficientNet-Lite0 + MiniLM, "
+                   "fresh Q-Former")
+    marker = out / "model.txt"
+    if marker.is_file() and marker.read_text() != description:
+        raise SystemExit(f"{out} holds shards of another model ({marker.read_text()}); use another --out")
+    marker.write_text(description)
     started = time.perf_counter()
     spent = 0.0
     for first in range(0, len(items), args.shard):
@@ -123,8 +137,8 @@ def main() -> None:
              composed_reference_ids=np.array(composed_ids))
     categories = np.array([item.category for item in items])
     np.save(out / "categories.npy", categories)
-    info = {"items": count, "model": "UniFashion.from_config(tiny preset): pretrained EfficientNet-Lite0 + MiniLM, "
-            "fresh Q-Former", "torch_threads": args.threads, "seconds_this_run": time.perf_counter() - started,
+    info = {"items": count, "model": description, "torch_threads": args.threads,
+            "seconds_this_run": time.perf_counter() - started,
             "embedding_seconds_this_run": spent, "queries": args.queries}
     previous = out / "info.json"
     if previous.is_file():
