@@ -16,9 +16,16 @@
 # 5. A held-out catalogue (10,000 items, seed 2: its test split is about 1,000 items), CMR and CIR
 #    (R@1/5/10/50) per seed, then one table with mean ± std: outputs/eval-large/results.md.
 # Threads: OMP_NUM_THREADS (default: all cores).
+# DEMO_RUNS=$UNIFASHION_HOME/runs reuses the runs `make demo` trained (tiny-default, dual-encoder-default)
+# as runs/default and runs/dual-encoder (seed 0) instead of training them again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
+if [ -n "${DEMO_RUNS:-}" ]; then
+  mkdir -p runs
+  [ -e runs/default ] || ln -s "$(realpath "$DEMO_RUNS/tiny-default")" runs/default
+  [ -e runs/dual-encoder ] || ln -s "$(realpath "$DEMO_RUNS/dual-encoder-default")" runs/dual-encoder
+fi
 DE0=runs/dual-encoder
 CAT=outputs/heldout-large
 OUT=outputs/eval-large
