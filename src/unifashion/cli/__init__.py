@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     # Nothing is ever downloaded; and the per-checkpoint "Loading weights" bars are noise here.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from unifashion.data.heap import bound_heap_growth
+
+    bound_heap_growth()  # long runs: resident memory must not grow with the number of batches
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -127,6 +127,7 @@ def load_split(config: EvalRunConfig) -> tuple[SplitData, EvalConfig, list[str]]
 
 def run_evaluation(config: EvalRunConfig) -> EvalRunResult:
     """Evaluate every method ``config`` names on one split and write the report to ``config.out``."""
+    from unifashion.data.heap import bound_heap_growth
     from unifashion.evaluation.report import write_report
     from unifashion.evaluation.runner import (
         EvalArtifacts,
@@ -136,6 +137,7 @@ def run_evaluation(config: EvalRunConfig) -> EvalRunResult:
     )
     from unifashion.models import UniFashion
 
+    bound_heap_growth()
     out = Path(config.out)
     write_run_config(config, out)
     if config.fashion_iq:

@@ -253,8 +253,10 @@ def check_data_for_stages(data: TrainingData, stages: list[StageSpec]) -> None:
 def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
     """Carry out ``recipe``; return the folder of the final model (or, when a stage's
     ``loop.stop_after`` stops it before its last step, that stage's checkpoints folder)."""
+    from unifashion.data.heap import bound_heap_growth
     from unifashion.models import UniFashion
 
+    bound_heap_growth()
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True))
