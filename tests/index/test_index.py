@@ -403,7 +403,10 @@ def test_kill_9_mid_commit_keeps_the_previous_generation(tmp_path, stage):
     reopened.add(extra_ids, extra_multi, extra_fusion)
     names = sorted(p.name for p in (path / "vectors").iterdir())
     assert names == committed_files + ["seg-000001.fusion.npy", "seg-000001.multi.npy", "seg-000001.pooled.npy"]
-    assert sorted(p.name for p in (path / "ann").iterdir()) == ["ann-g000002.faiss", "ann-g000002.fused.faiss"]
+    # The 3 items are a delta beside generation 1's base (and its templates).
+    assert sorted(p.name for p in (path / "ann").iterdir()) == [
+        "ann-g000001.empty.faiss", "ann-g000001.faiss", "ann-g000001.fused.empty.faiss", "ann-g000001.fused.faiss",
+        "delta-g000002.faiss", "delta-g000002.fused.faiss"]
     assert len(reopened) == 103
 
 

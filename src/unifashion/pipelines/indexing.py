@@ -40,8 +40,9 @@ from unifashion.data.folder import load_item_records
 from unifashion.data.records import ItemRecord, load_image
 from unifashion.index import CatalogueIndex, ModelMismatchError
 
-# Items embedded between two commits: each commit writes one vector segment and rewrites the
-# FAISS file, so this trades commit cost against the work a stopped build repeats.
+# Items embedded between two commits: each commit writes one vector segment and one FAISS delta
+# (both in proportion to the items it adds), so this trades the number of files against the work
+# a stopped build repeats.
 _COMMIT_EVERY = 1024
 
 
