@@ -288,3 +288,27 @@ def test_kill_9_between_a_delta_and_the_manifest_keeps_the_previous_generation(t
     reopened.close()
     with CatalogueIndex.open(path, read_only=True) as reader:
         assert len(reader) == 612 and reader._snapshot.ann.plain.ntotal == 612 * NUM_QUERIES
+
+
+@pytest.mark.parametrize("present", [0, 100, 128, 256])
+def test_merging_a_fast_scan_delta_equals_adding_its_vectors(present):
+    """Merging into a list whose length is a multiple of the block size (128 codes at 8
+    sub-quantisers) corrupted memory through FAISS's merge_from; merge_into equals adding."""
+    from unifashion.index.ann import merge_into
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((present + 40, DIM)).astype(np.float32)
+    index = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(DIM), DIM, 1, 8, 4, faiss.METRIC_INNER_PRODUCT)
+    index.train(rng.standard_normal((2000, DIM)).astype(np.float32))
+    template = faiss.clone_index(index)
+    fresh = faiss.clone_index(template)
+    fresh.add_with_ids(vectors, np.arange(len(vectors)))
+    index.add_with_ids(vectors[:present], np.arange(present))
+    delta = faiss.clone_index(template)
+    delta.add_with_ids(vectors[present:], np.arange(present, len(vectors)))
+    merge_into(index, delta)
+    assert index.ntotal == len(vectors) and delta.ntotal == 0
+    queries = rng.standard_normal((5, DIM)).astype(np.float32)
+    got, expected = index.search(queries, len(vectors)), fresh.search(queries, len(vectors))
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[0], expected[0])

@@ -96,7 +96,7 @@ def create(path: Path, backend: MilvusBackend | None = None, **create_args):
     return create_index(path, backend, **options)
 
 
-def build(path: Path, n: int = 300, backend: MilvusBackend | None = None, **create_args) -> tuple[CatalogueIndex, tuple]:
+def build(path: Path, n: int = 300, backend: MilvusBackend | None = None, **create_args) -> tuple:
     data = make_items(n)
     index = create(path, backend, **create_args)
     index.add(*data)

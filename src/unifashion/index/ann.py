@@ -224,7 +224,44 @@ def merge_into(ann: Any, delta: Any) -> None:
     Entries go to the end of each list, so the result equals adding them to ``ann`` directly."""
     targets = ann_parts(ann)
     for part, index in ann_parts(delta).items():
-        targets[part].merge_from(index, 0)
+        if isinstance(index, faiss.IndexIVFFastScan):
+            _merge_fast_scan(targets[part], index)
+        else:
+            targets[part].merge_from(index, 0)
+
+
+def _merge_fast_scan(target: Any, source: Any) -> None:
+    """``target.merge_from(source)`` for fast-scan IVF indexes, around a FAISS bug.
+
+    FAISS's BlockInvertedLists::add_entries (which merge_from calls) copies whole blocks when the
+    target list's length is a multiple of the block size in bytes, but to ``o * code_size`` with
+    code_size = INVALID_CODE_SIZE: for a non-empty list it writes outside the buffer (heap
+    corruption, measured here with FAISS 1.15.1). Empty and other lists take its correct paths; a
+    list of that length is block-aligned (the block size is a multiple of the 32 codes of a
+    block), so its merged codes are its blocks followed by the source's, which are written into
+    the list emptied first (the whole-block copy at offset 0 is correct).
+    """
+    target_lists = faiss.downcast_InvertedLists(target.invlists)
+    source_lists = faiss.downcast_InvertedLists(source.invlists)
+    block_size, per_block = target_lists.block_size, target_lists.n_per_block
+    for list_no in range(source_lists.nlist):
+        count = source_lists.list_size(list_no)
+        if count == 0:
+            continue
+        source_bytes = -(-count // per_block) * block_size
+        ids = faiss.rev_swig_ptr(source_lists.get_ids(list_no), count)
+        codes = faiss.rev_swig_ptr(source_lists.get_codes(list_no), source_bytes)
+        present = target_lists.list_size(list_no)
+        if present == 0 or present % block_size:
+            target_lists.add_entries(list_no, count, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+            continue
+        kept_bytes = present // per_block * block_size
+        all_ids = np.concatenate([faiss.rev_swig_ptr(target_lists.get_ids(list_no), present), ids])
+        all_codes = np.concatenate([faiss.rev_swig_ptr(target_lists.get_codes(list_no), kept_bytes), codes])
+        target_lists.resize(list_no, 0)
+        target_lists.add_entries(list_no, present + count, faiss.swig_ptr(all_ids), faiss.swig_ptr(all_codes))
+    target.ntotal += source.ntotal
+    source.reset()
 
 
 @contextmanager
