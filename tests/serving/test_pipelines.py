@@ -350,3 +350,21 @@ def test_cli_index_and_search_on_milvus_match_the_local_index(model, catalogue_d
     assert main(["search", "a red dress", "--index", str(tmp_path / "milvus"), "--milvus-collection", "other",
                  *common]) == 2
     assert "no collection other_meta" in capsys.readouterr().err
+
+
+def test_the_builder_embeds_as_the_model_does_with_one_vision_pass(model, catalogue_dir, monkeypatch):
+    """CatalogueBuilder.embed runs the vision encoder once per batch and gives what
+    encode_image and encode_captions of the images give."""
+    from unifashion.pipelines.indexing import CatalogueBuilder
+
+    images = [r.load_image() for r in load_catalogue(catalogue_dir).item_records()[:6]]
+    expected_z = model.encode_image(images).numpy()
+    expected_captions, expected_zc = model.encode_captions(images)
+    calls = []
+    vision_forward = model.vision.forward
+    monkeypatch.setattr(model.vision, "forward", lambda pixels: calls.append(len(pixels)) or vision_forward(pixels))
+    embedded = CatalogueBuilder(model, progress=False).embed(images)
+    assert calls == [6]
+    np.testing.assert_allclose(embedded.multi_vectors, expected_z, atol=1e-6)
+    assert embedded.fusion_captions == expected_captions
+    np.testing.assert_allclose(embedded.fusion_vectors, expected_zc.numpy(), atol=1e-6)

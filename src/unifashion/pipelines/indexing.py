@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from unifashion.data.folder import load_item_records
@@ -110,11 +111,16 @@ class CatalogueBuilder:
         return int(self.model.num_queries)
 
     def embed(self, images: Sequence[Any]) -> EmbeddedItems:
-        """Z, generated captions and their embeddings for one batch of (PIL) images."""
-        with self._lock:
-            multi = self.model.encode_image(list(images))
-            captions, fusion = self.model.encode_captions(list(images))
-        return EmbeddedItems(multi.float().cpu().numpy(), fusion.float().cpu().numpy(), list(captions))
+        """Z, generated captions and their embeddings for one batch of (PIL) images.
+
+        The vision encoder runs once per image: its features serve both Z and the captioning
+        (which ``encode_image`` followed by ``encode_captions`` of the images would compute twice).
+        The captions of a batch are decoded together (greedy, with the LM's KV cache)."""
+        with self._lock, torch.no_grad():
+            features = self.model.get_image_features(list(images))
+            captions, fusion = self.model.encode_captions(vision_features=features.vision_features)
+        return EmbeddedItems(features.image_embeds.float().cpu().numpy(), fusion.float().cpu().numpy(),
+                             list(captions))
 
     @property
     def model_identity(self) -> str | None:
