@@ -3,11 +3,17 @@ caption fusion, add/delete/upsert, persistence across processes, crash safety, b
 
 Most tests use small vectors (8 queries of dim 32) so that the whole file runs in seconds; one
 test uses the model's real shape (32 x 256). Tests of behaviour take the ``backend`` fixture
-(conftest.py) and run against the local index and the Milvus backend (milvus-lite).
+and run against the local index (None) and the Milvus backend (a :class:`MilvusBackend` on
+milvus-lite, FLAT: exact grouping search), which is skipped where milvus-lite is not installed
+(an optional extra: ``pip install 'unifashion[milvus]'``). The Milvus tests share one milvus-lite
+database per session (starting one costs seconds), each test in collections of its own. (The
+fixtures live here, not in a conftest.py: tests/conftest.py is imported as ``conftest``.)
 """
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import json
 import os
 import signal
@@ -35,6 +41,27 @@ from unifashion.index import kernels as index_module
 DIM = 32
 NUM_QUERIES = 8
 CATEGORIES = ("dress", "shirt", "toptee")
+MILVUS_MISSING = "the Milvus backend's tests need pymilvus and milvus-lite: pip install 'unifashion[milvus]'"
+_collections = itertools.count()
+
+
+def milvus_installed() -> bool:
+    return all(importlib.util.find_spec(m) for m in ("pymilvus", "milvus_lite"))
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("milvus") / "tests.db")
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def backend(request) -> MilvusBackend | None:
+    if request.param == "faiss":
+        return None
+    if not milvus_installed():
+        pytest.skip(MILVUS_MISSING)
+    uri = request.getfixturevalue("milvus_uri")
+    return MilvusBackend(uri=uri, collection=f"test_{next(_collections)}", index_type="FLAT")
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -5,7 +5,6 @@ tested in test_index.py through the ``backend`` fixture."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,19 +14,27 @@ import textwrap
 
 import numpy as np
 import pytest
-from test_index import DIM, NUM_QUERIES, brute_force, hit_ids, make_items, queries_near
+from test_index import (  # noqa: F401 - milvus_uri: the session's milvus-lite database, a fixture
+    DIM,
+    MILVUS_MISSING,
+    NUM_QUERIES,
+    brute_force,
+    hit_ids,
+    make_items,
+    milvus_installed,
+    milvus_uri,
+    queries_near,
+)
 
 from unifashion.index import IndexLockedError, MilvusBackend, MilvusCatalogueIndex, open_index
 
-pytestmark = pytest.mark.skipif(
-    not all(importlib.util.find_spec(m) for m in ("pymilvus", "milvus_lite")),
-    reason="the Milvus backend's tests need pymilvus and milvus-lite: pip install 'unifashion[milvus]'",
-)
+pytestmark = pytest.mark.skipif(not milvus_installed(), reason=MILVUS_MISSING)
 
 
 @pytest.fixture
-def milvus(milvus_uri, request) -> MilvusBackend:
-    return MilvusBackend(uri=milvus_uri, collection=f"m_{abs(hash(request.node.name)) % 10**9}", index_type="FLAT")
+def milvus(request) -> MilvusBackend:
+    return MilvusBackend(uri=request.getfixturevalue("milvus_uri"),
+                         collection=f"m_{abs(hash(request.node.name)) % 10**9}", index_type="FLAT")
 
 
 @pytest.mark.parametrize("fusion_weight", [0.0, 1.0, 0.5])
