@@ -33,10 +33,12 @@ def _milvus_backend(args: argparse.Namespace, creating: bool = False):
 
 
 def _add_milvus_options(parser: argparse.ArgumentParser, creating: bool = False) -> None:
-    where = "store a new index in" if creating else "the index lives in (default: what the index folder records)"
-    parser.add_argument("--milvus-uri", help=f"Milvus to {where}: a milvus-lite file (*.db) or a cluster's "
-                                             "http://host:19530 (token: $UNIFASHION_MILVUS_TOKEN); default with "
-                                             "--backend milvus: INDEX/milvus.db")
+    uri_kinds = "a milvus-lite file (*.db) or a cluster's http://host:19530 (token: $UNIFASHION_MILVUS_TOKEN)"
+    if creating:
+        uri_help = f"the Milvus to store a new index in: {uri_kinds}; default: INDEX/milvus.db (milvus-lite)"
+    else:
+        uri_help = f"the Milvus the index lives in, {uri_kinds} (default: what INDEX/backend.json records)"
+    parser.add_argument("--milvus-uri", help=uri_help)
     parser.add_argument("--milvus-collection", help="prefix of the index's Milvus collections (default unifashion)")
 
 
