@@ -312,3 +312,26 @@ def test_merging_a_fast_scan_delta_equals_adding_its_vectors(present):
     got, expected = index.search(queries, len(vectors)), fresh.search(queries, len(vectors))
     np.testing.assert_array_equal(got[1], expected[1])
     np.testing.assert_array_equal(got[0], expected[0])
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_pooled_kinds_append_deltas_too(tmp_path, kind):
+    """The pooled-vector kinds (one vector per item) take the same delta path; ivfpq's 8-bit
+    PQ needs 9,984 items to train, more than a unit test builds, and shares ivf's lists."""
+    ids, multi, fusion, meta = make_items(700)
+    path = tmp_path / "index"
+    index = CatalogueIndex.create(path, dim=DIM, num_queries=NUM_QUERIES, ann=kind, nlist=2, nprobe=2)
+    index.add(ids[:600], multi[:600], fusion[:600], meta[:600])
+    assert index.ann_kind == kind
+    for start in range(600, 700, 25):
+        index.add(ids[start:start + 25], multi[start:start + 25], fusion[start:start + 25], meta[start:start + 25])
+    index.delete(ids[:3] + ids[600:602])
+    assert len(manifest_deltas(path)) == 4
+    assert index._snapshot.ann.ntotal == 700 - 5
+    queries = queries_near(multi, 5)
+    exact = [hit_ids(r) for r in index.search(queries, top_k=10, exact=True)]
+    assert [hit_ids(r) for r in index.search(queries, top_k=10, candidates=695)] == exact
+    index.close()
+    with CatalogueIndex.open(path, read_only=True) as reader:
+        assert reader._snapshot.ann.ntotal == 695
+        assert [hit_ids(r) for r in reader.search(queries, top_k=10, candidates=695)] == exact
