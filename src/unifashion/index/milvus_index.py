@@ -189,7 +189,9 @@ class MilvusCatalogueIndex:
         try:
             return _pymilvus().MilvusClient(uri=uri, token=token)
         except Exception as exc:
-            raise CatalogueIndexError(f"cannot connect to Milvus at {uri}: {exc}") from exc
+            hint = ("; a milvus-lite file opens in one process at a time: stop the other one, or serve the "
+                    "index from a Milvus server") if uri.endswith(".db") else ""
+            raise CatalogueIndexError(f"cannot connect to Milvus at {uri}: {exc}{hint}") from exc
 
     @classmethod
     def create(
