@@ -26,7 +26,7 @@ from test_index import (  # noqa: F401 - milvus_uri: the session's milvus-lite d
     queries_near,
 )
 
-from unifashion.index import IndexLockedError, MilvusBackend, MilvusCatalogueIndex, open_index
+from unifashion.index import CatalogueIndexError, IndexLockedError, MilvusBackend, MilvusCatalogueIndex, open_index
 
 pytestmark = pytest.mark.skipif(not milvus_installed(), reason=MILVUS_MISSING)
 
@@ -162,3 +162,18 @@ def test_one_writer_record_and_bad_backend_descriptions(tmp_path, milvus):
     stored = json.loads((tmp_path / "index" / "backend.json").read_text())
     assert stored == {"backend": "milvus", "uri": milvus.uri, "collection": milvus.collection,
                       "index_type": "FLAT", "index_params": None}
+
+
+def test_a_milvus_lite_file_held_by_another_process_is_a_clear_error(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]); "
+                               "print('OPEN', flush=True); time.sleep(60)", str(tmp_path / "held.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "OPEN", holder.stderr.read()
+        with pytest.raises(CatalogueIndexError, match="one process at a time"):
+            MilvusCatalogueIndex.create(tmp_path / "index", MilvusBackend(uri=str(tmp_path / "held.db")),
+                                        dim=DIM, num_queries=NUM_QUERIES)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
