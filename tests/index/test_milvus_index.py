@@ -177,3 +177,39 @@ def test_a_milvus_lite_file_held_by_another_process_is_a_clear_error(tmp_path):
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+def test_a_failed_commit_is_undone_and_stays_staged_or_is_finished(tmp_path, milvus):
+    ids, multi, fusion, meta = make_items(30)
+    index = MilvusCatalogueIndex.create(tmp_path / "index", milvus, dim=DIM, num_queries=NUM_QUERIES)
+    index.add(ids[:20], multi[:20], fusion[:20], meta[:20])
+    client, real_insert, real_delete = index._client, index._client.insert, index._client.delete
+
+    def insert_failing_on_items(name, rows):
+        if name.endswith("_items"):
+            raise ConnectionError("the link went down")
+        return real_insert(name, rows)
+
+    client.insert = insert_failing_on_items  # vector rows in, item rows not: undone
+    with pytest.raises(ConnectionError, match="link went down"):
+        index.add(ids[20:], multi[20:], fusion[20:], meta[20:])
+    assert index.generation == 1 and len(index) == 20 and index.has_pending_changes
+    assert index.stats()["vector_rows"] == 20 * NUM_QUERIES  # the inserted vector rows were removed
+    client.insert = real_insert
+    assert index.commit() == 2 and len(index) == 30
+    assert index.stats()["vector_rows"] == 30 * NUM_QUERIES  # no duplicates from the retry
+
+    failures = iter([ConnectionError("once")])
+
+    def delete_failing_once(*args, **kwargs):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real_delete(*args, **kwargs)
+
+    client.delete = delete_failing_once  # every row in, the deletes failed once: finished
+    index.delete(["item-0"])
+    client.delete = real_delete
+    assert index.generation == 3 and len(index) == 29 and not index.has_pending_changes
+    assert index.stats()["vector_rows"] == 29 * NUM_QUERIES and index._meta("journal") is None
+    index.close()

@@ -566,22 +566,39 @@ class MilvusCatalogueIndex:
                 self._reset_pending()
 
     def commit(self) -> int:
-        """Apply staged changes (journaled, see the module docstring); returns the new generation."""
+        """Apply staged changes (journaled, see the module docstring); returns the new generation.
+        If it fails, the half-done commit is finished (when all its rows were inserted) or undone
+        at once; when undone, the changes stay staged and the error is raised."""
         with self._lock:
             self._check_writable()
-            state = self._state()
             if not self.has_pending_changes:
-                return int(state["generation"])
+                return self.generation
+            if self._meta("journal") is not None:  # an earlier failed commit whose clean-up failed too
+                self._recover()
+            state = self._state()
             first_key = int(state["next_key"])
             staged = list(self._pending_items.values())
             deleted = sorted(self._pending_deletes)
             journal = {"from_key": first_key, "to_key": first_key + len(staged), "deleted": deleted,
                        "generation": int(state["generation"]) + 1}
             self._set_meta("journal", journal)
-            self._insert(first_key, staged)
-            self._finish(journal)
+            try:
+                self._insert(first_key, staged)
+                self._finish(journal)
+            except BaseException:
+                if self._recover_quietly() != journal["generation"]:
+                    raise
             self._reset_pending()
             return journal["generation"]
+
+    def _recover_quietly(self) -> int | None:
+        """:meth:`_recover` after a failed commit; the generation then committed, or None if the
+        clean-up failed too (the next commit or writer retries it)."""
+        try:
+            self._recover()
+            return self.generation
+        except Exception:
+            return None
 
     def _insert(self, first_key: int, staged: list[tuple[Any, np.ndarray, np.ndarray]]) -> None:
         weight = np.float32(self.fused_weight)
