@@ -2,9 +2,13 @@
 # whenever pyproject.toml changes, so `make demo` and `make test` work on a fresh clone.
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 OUTPUT ?= outputs/demo
+# Optional dependencies installed with the package (CI adds milvus: the Milvus backend's tests).
+EXTRAS ?= dev
+comma := ,
+# One stamp per set of extras, so that asking for more extras installs them.
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: demo test fuzz lint experiments clean-venv
 
@@ -13,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU build on disk; anything else would pull a CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 demo: $(STAMP)

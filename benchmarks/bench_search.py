@@ -194,14 +194,26 @@ def bench_add(index_path: Path, catalogue: Catalogue, size: int, count: int, que
 
     index = CatalogueIndex.open(index_path)
     centroids = index._snapshot.ann.plain.quantizer.reconstruct_n(0, 4).copy()
+    before = {p.name: p.stat().st_mtime_ns for p in (index_path / "ann").iterdir()}
     t0 = time.perf_counter()
     index.add(*catalogue.block(size, size + count), progress=False)
     seconds = time.perf_counter() - t0
     retrained = not np.array_equal(centroids, index._snapshot.ann.plain.quantizer.reconstruct_n(0, 4))
+    # FAISS bytes the commit wrote: its delta files (or a whole new base, had it compacted).
+    written = sum(p.stat().st_size for p in (index_path / "ann").iterdir()
+                  if before.get(p.name) != p.stat().st_mtime_ns)
     truth = [[h.item_id for h in row] for row in index.search(queries, TOP_K, exact=True)]
     found = [[h.item_id for h in index.search(q, TOP_K)] for q in queries]
     index.close()
-    return {"items": count, "commit_s": seconds, "retrained": retrained, "recall_at_10_after": recall(found, truth)}
+    return {"items": count, "commit_s": seconds, "retrained": retrained, "ann_bytes_written": written,
+            "ann_deltas": len(index_deltas(index_path)), "recall_at_10_after": recall(found, truth)}
+
+
+def index_deltas(index_path: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(index_path / "catalogue.sqlite") as conn:
+        return json.loads(conn.execute("SELECT ann_deltas FROM manifest").fetchone()[0])
 
 
 def run_size(args) -> dict:
@@ -323,11 +335,12 @@ def markdown(results: dict) -> str:
     adds = [s for s in sizes if "add" in s]
     if adds:
         lines += ["", "Adding items to a built index (one commit; the trained quantisers are kept):", "",
-                  "| items | added | commit s | re-trained | recall@10 after |", "|---:|---:|---:|---|---:|"]
+                  "| items | added | commit s | re-trained | FAISS MiB written | recall@10 after |",
+                  "|---:|---:|---:|---|---:|---:|"]
         for s in adds:
             a = s["add"]
             lines.append(f"| {s['items']:,} | {a['items']:,} | {a['commit_s']:.1f} | {a['retrained']} | "
-                         f"{a['recall_at_10_after']:.3f} |")
+                         f"{a.get('ann_bytes_written', 0) / 2**20:,.1f} | {a['recall_at_10_after']:.3f} |")
     lines += ["", "Model encoding per single query (p50 / p99 ms):", ""]
     for kind, r in results["encode"].items():
         lines.append(f"- {kind}: {r['p50_ms']:.1f} / {r['p99_ms']:.1f}")

@@ -2,11 +2,18 @@
 caption fusion, add/delete/upsert, persistence across processes, crash safety, bad input.
 
 Most tests use small vectors (8 queries of dim 32) so that the whole file runs in seconds; one
-test uses the model's real shape (32 x 256).
+test uses the model's real shape (32 x 256). Tests of behaviour take the ``backend`` fixture
+and run against the local index (None) and the Milvus backend (a :class:`MilvusBackend` on
+milvus-lite, FLAT: exact grouping search), which is skipped where milvus-lite is not installed
+(an optional extra: ``pip install 'unifashion[milvus]'``). The Milvus tests share one milvus-lite
+database per session (starting one costs seconds), each test in collections of its own. (The
+fixtures live here, not in a conftest.py: tests/conftest.py is imported as ``conftest``.)
 """
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import json
 import os
 import signal
@@ -24,13 +31,37 @@ from unifashion.index import (
     DuplicateItemError,
     IndexLockedError,
     ItemMetadata,
+    MilvusBackend,
     UnknownItemError,
+    create_index,
+    open_index,
 )
 from unifashion.index import kernels as index_module
 
 DIM = 32
 NUM_QUERIES = 8
 CATEGORIES = ("dress", "shirt", "toptee")
+MILVUS_MISSING = "the Milvus backend's tests need pymilvus and milvus-lite: pip install 'unifashion[milvus]'"
+_collections = itertools.count()
+
+
+def milvus_installed() -> bool:
+    return all(importlib.util.find_spec(m) for m in ("pymilvus", "milvus_lite"))
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("milvus") / "tests.db")
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def backend(request) -> MilvusBackend | None:
+    if request.param == "faiss":
+        return None
+    if not milvus_installed():
+        pytest.skip(MILVUS_MISSING)
+    uri = request.getfixturevalue("milvus_uri")
+    return MilvusBackend(uri=uri, collection=f"test_{next(_collections)}", index_type="FLAT")
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -86,9 +117,15 @@ def brute_force(ids, multi, fusion, query, top_k, fusion_weight=0.0, allowed=Non
     return [item_id for _score, item_id in scored[:top_k]], [score for score, _id in scored[:top_k]]
 
 
-def build(path: Path, n: int = 300, **create_args) -> tuple[CatalogueIndex, tuple]:
+def create(path: Path, backend: MilvusBackend | None = None, **create_args):
+    """An empty index of the test shape: local (``backend`` None) or on Milvus."""
+    options = {"dim": DIM, "num_queries": NUM_QUERIES, **create_args}
+    return create_index(path, backend, **options)
+
+
+def build(path: Path, n: int = 300, backend: MilvusBackend | None = None, **create_args) -> tuple:
     data = make_items(n)
-    index = CatalogueIndex.create(path, dim=DIM, num_queries=NUM_QUERIES, **create_args)
+    index = create(path, backend, **create_args)
     index.add(*data)
     return index, data
 
@@ -108,8 +145,8 @@ def test_fp16_bit_conversion_is_exact_for_every_stored_value():
 
 
 @pytest.mark.parametrize("fusion_weight", [0.0, 1.0])
-def test_exact_search_matches_brute_force(tmp_path, fusion_weight):
-    index, (ids, multi, fusion, _meta) = build(tmp_path / "index", n=257)
+def test_exact_search_matches_brute_force(tmp_path, fusion_weight, backend):
+    index, (ids, multi, fusion, _meta) = build(tmp_path / "index", n=257, backend=backend)
     queries = queries_near(multi, 6)
     results = index.search(queries, top_k=7, exact=True, fusion_weight=fusion_weight)
     assert len(results) == 6
@@ -122,9 +159,9 @@ def test_exact_search_matches_brute_force(tmp_path, fusion_weight):
             assert h.score == pytest.approx(h.maxsim + fusion_weight * h.fusion, abs=1e-6)
 
 
-def test_exact_search_at_the_model_shape_with_an_unnormalised_query(tmp_path):
+def test_exact_search_at_the_model_shape_with_an_unnormalised_query(tmp_path, backend):
     ids, multi, fusion, meta = make_items(40, dim=256, num_queries=32)
-    index = CatalogueIndex.create(tmp_path / "index")  # defaults: 32 x 256
+    index = create(tmp_path / "index", backend, dim=256, num_queries=32)  # the model's shape
     index.add(ids, multi, fusion, meta)
     query = 3.0 * queries_near(multi, 1)[0]  # scores are plain inner products: scale carries through
     hits = index.search(query, top_k=5, exact=True, fusion_weight=1.0)
@@ -133,8 +170,8 @@ def test_exact_search_at_the_model_shape_with_an_unnormalised_query(tmp_path):
     np.testing.assert_allclose([h.score for h in hits], expected_scores, atol=1e-4)
 
 
-def test_ann_rerank_equals_exact_when_candidates_cover_the_catalogue(tmp_path):
-    index, (ids, multi, fusion, _meta) = build(tmp_path / "index", n=300)
+def test_ann_rerank_equals_exact_when_candidates_cover_the_catalogue(tmp_path, backend):
+    index, (ids, multi, fusion, _meta) = build(tmp_path / "index", n=300, backend=backend)
     queries = queries_near(multi, 8)
     for fusion_weight in (0.0, 1.0):
         ann = index.search(queries, top_k=10, candidates=300, fusion_weight=fusion_weight)
@@ -144,7 +181,7 @@ def test_ann_rerank_equals_exact_when_candidates_cover_the_catalogue(tmp_path):
             np.testing.assert_allclose([h.score for h in a], [h.score for h in e], atol=1e-6)
 
 
-def test_fusion_term_changes_the_ranking_as_expected(tmp_path):
+def test_fusion_term_changes_the_ranking_as_expected(tmp_path, backend):
     rng = np.random.default_rng(3)
     query = unit(rng.standard_normal(DIM))
     other = unit(rng.standard_normal(DIM) - np.dot(rng.standard_normal(DIM), query) * query)
@@ -152,7 +189,7 @@ def test_fusion_term_changes_the_ranking_as_expected(tmp_path):
     # "visual" matches the query better by max-sim, "described" by its caption embedding.
     visual = unit(np.tile(0.9 * query + 0.436 * other, (NUM_QUERIES, 1)))
     described = unit(np.tile(0.8 * query + 0.6 * other, (NUM_QUERIES, 1)))
-    index = CatalogueIndex.create(tmp_path / "index", dim=DIM, num_queries=NUM_QUERIES)
+    index = create(tmp_path / "index", backend)
     index.add(["visual", "described"], np.stack([visual, described]), np.stack([other, query]))
     plain = index.search(query, top_k=2)
     fused = index.search(query, top_k=2, fusion_weight=1.0)
@@ -163,8 +200,8 @@ def test_fusion_term_changes_the_ranking_as_expected(tmp_path):
     assert fused[0].score == pytest.approx(fused[0].maxsim + 1.0, abs=1e-3)
 
 
-def test_category_filter(tmp_path):
-    index, (ids, multi, fusion, meta) = build(tmp_path / "index", n=120)
+def test_category_filter(tmp_path, backend):
+    index, (ids, multi, fusion, meta) = build(tmp_path / "index", n=120, backend=backend)
     query = queries_near(multi, 1)[0]
     in_shirts = [i for i, m in enumerate(meta) if m["category"] == "shirt"]
     expected, _ = brute_force(ids, multi, fusion, query, 5, allowed=lambda i: i in in_shirts)
@@ -197,8 +234,8 @@ def test_ivf_is_trained_once_the_catalogue_is_big_enough(tmp_path):
 # -- changes -------------------------------------------------------------------------------
 
 
-def test_add_delete_upsert_get(tmp_path):
-    index, (ids, multi, fusion, meta) = build(tmp_path / "index", n=30)
+def test_add_delete_upsert_get(tmp_path, backend):
+    index, (ids, multi, fusion, meta) = build(tmp_path / "index", n=30, backend=backend)
     assert len(index) == 30 and index.ids() == ids
     assert index.get("item-4") == ItemMetadata(
         "item-4", "shirt", {"short": "item number 4"}, {"index": 4}, "images/item-4.png", "generated caption of item 4"
@@ -228,27 +265,32 @@ def test_add_delete_upsert_get(tmp_path):
     # Deleted rows and many small segments are merged away; results do not change.
     queries = queries_near(multi, 4)
     before = [hit_ids(h) for h in index.search(queries, top_k=8, exact=True, fusion_weight=1.0)]
-    assert index.stats()["dead_rows"] > 0
+    if backend is None:
+        assert index.stats()["dead_rows"] > 0
     index.compact()
-    assert index.stats()["dead_rows"] == 0 and index.stats()["segments"] == 1
     assert [hit_ids(h) for h in index.search(queries, top_k=8, exact=True, fusion_weight=1.0)] == before
     assert [hit_ids(h) for h in index.search(queries, top_k=8, candidates=29, fusion_weight=1.0)] == before
-    assert sorted(p.name for p in (tmp_path / "index" / "vectors").iterdir()) == [
-        "seg-000002.fusion.npy",
-        "seg-000002.multi.npy",
-        "seg-000002.pooled.npy",
-    ]
+    if backend is None:
+        assert index.stats()["dead_rows"] == 0 and index.stats()["segments"] == 1
+        assert sorted(p.name for p in (tmp_path / "index" / "vectors").iterdir()) == [
+            "seg-000002.fusion.npy",
+            "seg-000002.multi.npy",
+            "seg-000002.pooled.npy",
+        ]
+    else:  # every vector of a deleted or replaced item is gone: 29 items x 8 rows
+        assert index.stats()["vector_rows"] == 29 * NUM_QUERIES
 
 
-def test_staged_changes_are_invisible_until_commit(tmp_path):
-    index, (ids, multi, fusion, _meta) = build(tmp_path / "index", n=20)
+def test_staged_changes_are_invisible_until_commit(tmp_path, backend):
+    index, (ids, multi, fusion, _meta) = build(tmp_path / "index", n=20, backend=backend)
     extra_ids, extra_multi, extra_fusion, _ = make_items(5, seed=9, prefix="extra")
     index.add(extra_ids, extra_multi, extra_fusion, commit=False)
     index.delete(["item-0"], commit=False)
     assert len(index) == 20 and "extra-0" not in index and "item-0" in index
     index.rollback()
     assert index.commit() == 1  # nothing staged: still generation 1
-    assert len(list((tmp_path / "index" / "vectors").iterdir())) == 3  # the staged segment is gone
+    if backend is None:
+        assert len(list((tmp_path / "index" / "vectors").iterdir())) == 3  # the staged segment is gone
 
     index.add(extra_ids, extra_multi, extra_fusion, commit=False)
     index.delete(["item-0", "extra-1"], commit=False)
@@ -256,13 +298,13 @@ def test_staged_changes_are_invisible_until_commit(tmp_path):
     assert len(index) == 23 and "extra-0" in index and "extra-1" not in index and "item-0" not in index
 
 
-def test_item_records_as_metadata(tmp_path):
+def test_item_records_as_metadata(tmp_path, backend):
     ids, multi, fusion, _ = make_items(2)
     records = [
         ItemRecord(ids[0], "catalogue/a.png", "dress", {"short": "red dress"}, {"colour": "red"}),
         ItemRecord(ids[1], b"not a path", "shirt"),
     ]
-    index = CatalogueIndex.create(tmp_path / "index", dim=DIM, num_queries=NUM_QUERIES)
+    index = create(tmp_path / "index", backend)
     index.add(ids, multi, fusion, records, fusion_captions=["a red dress", "a shirt"])
     assert index.get(ids[0]) == ItemMetadata(
         ids[0], "dress", {"short": "red dress"}, {"colour": "red"}, "catalogue/a.png", "a red dress"
@@ -322,11 +364,11 @@ def test_reopen_in_another_process_gives_identical_results(tmp_path):
     assert other == {"results": json.loads(json.dumps(expected)), "size": 199}
 
 
-def test_one_writer_many_readers(tmp_path):
-    writer, (_ids, multi, fusion, _meta) = build(tmp_path / "index", n=50)
+def test_one_writer_many_readers(tmp_path, backend):
+    writer, (_ids, multi, fusion, _meta) = build(tmp_path / "index", n=50, backend=backend)
     with pytest.raises(IndexLockedError, match="read_only=True"):
-        CatalogueIndex.open(tmp_path / "index")
-    reader = CatalogueIndex.open(tmp_path / "index", read_only=True)
+        open_index(tmp_path / "index")
+    reader = open_index(tmp_path / "index", read_only=True)
     with pytest.raises(PermissionError):
         reader.delete(["item-1"])
     query = multi[7, 0]
@@ -336,7 +378,8 @@ def test_one_writer_many_readers(tmp_path):
     writer.compact()
     assert len(reader) == 49 and "item-7" not in hit_ids(reader.search(query, top_k=10))
     writer.close()
-    CatalogueIndex.open(tmp_path / "index").close()  # the lock is released on close
+    open_index(tmp_path / "index").close()  # the lock is released on close
+    reader.close()
 
 
 CRASH_SCRIPT = textwrap.dedent(
@@ -403,7 +446,10 @@ def test_kill_9_mid_commit_keeps_the_previous_generation(tmp_path, stage):
     reopened.add(extra_ids, extra_multi, extra_fusion)
     names = sorted(p.name for p in (path / "vectors").iterdir())
     assert names == committed_files + ["seg-000001.fusion.npy", "seg-000001.multi.npy", "seg-000001.pooled.npy"]
-    assert sorted(p.name for p in (path / "ann").iterdir()) == ["ann-g000002.faiss", "ann-g000002.fused.faiss"]
+    # The 3 items are a delta beside generation 1's base (and its templates).
+    assert sorted(p.name for p in (path / "ann").iterdir()) == [
+        "ann-g000001.empty.faiss", "ann-g000001.faiss", "ann-g000001.fused.empty.faiss", "ann-g000001.fused.faiss",
+        "delta-g000002.faiss", "delta-g000002.fused.faiss"]
     assert len(reopened) == 103
 
 
@@ -416,8 +462,8 @@ def test_multi_vectors_are_memory_mapped(tmp_path):
 # -- bad input -----------------------------------------------------------------------------
 
 
-def test_bad_input_raises_clear_errors(tmp_path):
-    index, (ids, multi, fusion, _meta) = build(tmp_path / "index", n=10)
+def test_bad_input_raises_clear_errors(tmp_path, backend):
+    index, (ids, multi, fusion, _meta) = build(tmp_path / "index", n=10, backend=backend)
     query = multi[0, 0]
     new = ["a", "b"]
     with pytest.raises(ValueError, match=r"multi_vectors must have shape .*\(2, 8, 32\)"):
@@ -438,7 +484,9 @@ def test_bad_input_raises_clear_errors(tmp_path):
         index.add(new, multi[:2], fusion[:2], [{"colour": "red"}, None])
     with pytest.raises(ValueError, match="floating-point"):
         index.add(new, multi[:2].astype(np.int64), fusion[:2])
-    assert len(index) == 10 and len(list((tmp_path / "index" / "vectors").iterdir())) == 3
+    assert len(index) == 10
+    if backend is None:
+        assert len(list((tmp_path / "index" / "vectors").iterdir())) == 3
 
     with pytest.raises(ValueError, match="top_k must be a positive integer, got 0"):
         index.search(query, top_k=0)
@@ -454,16 +502,16 @@ def test_bad_input_raises_clear_errors(tmp_path):
         index.search(query, fusion_weight=float("nan"))
     with pytest.raises(ValueError, match="unknown category 'hat'"):
         index.search(query, category="hat", exact=True)
-    with pytest.raises(ValueError, match="unknown ANN kind 'hnsw'"):
-        CatalogueIndex.create(tmp_path / "other", ann="hnsw")
+    with pytest.raises(ValueError, match="unknown ANN kind 'hnsw'" if backend is None else "ann='vectors'"):
+        create(tmp_path / "other", backend, ann="hnsw")
     with pytest.raises(FileExistsError, match="CatalogueIndex.open"):
-        CatalogueIndex.create(tmp_path / "index")
+        create(tmp_path / "index", backend)
     with pytest.raises(FileNotFoundError, match="no catalogue index"):
-        CatalogueIndex.open(tmp_path / "missing")
+        open_index(tmp_path / "missing")
 
 
-def test_empty_index_returns_no_hits(tmp_path):
-    index = CatalogueIndex.create(tmp_path / "index", dim=DIM, num_queries=NUM_QUERIES)
+def test_empty_index_returns_no_hits(tmp_path, backend):
+    index = create(tmp_path / "index", backend)
     query = np.ones(DIM, dtype=np.float32)
     assert index.search(query) == [] and index.search(query, exact=True) == []
     assert index.search(np.stack([query, query])) == [[], []]

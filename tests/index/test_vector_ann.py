@@ -69,7 +69,7 @@ def test_reopened_trained_index_gives_identical_results(tmp_path):
     queries = queries_near(multi, 4)
     expected = [[(h.item_id, h.score) for h in row] for row in index.search(queries, top_k=5, fusion_weight=0.5)]
     assert sorted(p.name for p in (tmp_path / "index" / "ann").iterdir()) == [
-        "ann-g000001.faiss", "ann-g000001.fused.faiss"]
+        "ann-g000001.empty.faiss", "ann-g000001.faiss", "ann-g000001.fused.empty.faiss", "ann-g000001.fused.faiss"]
     index.close()
     with CatalogueIndex.open(tmp_path / "index", read_only=True) as reader:
         assert reader.ann_kind == VECTORS
@@ -82,7 +82,8 @@ def test_no_fused_index_when_the_fused_weight_is_zero(tmp_path):
     ids, multi, fusion, meta = make_items(50)
     index = CatalogueIndex.create(tmp_path / "index", dim=DIM, num_queries=NUM_QUERIES, fused_weight=0.0)
     index.add(ids, multi, fusion, meta)
-    assert [p.name for p in (tmp_path / "index" / "ann").iterdir()] == ["ann-g000001.faiss"]
+    assert sorted(p.name for p in (tmp_path / "index" / "ann").iterdir()) == ["ann-g000001.empty.faiss",
+                                                                              "ann-g000001.faiss"]
     query = queries_near(multi, 1)[0]
     assert hit_ids(index.search(query, top_k=5, candidates=50, fusion_weight=1.0)) == hit_ids(
         index.search(query, top_k=5, exact=True, fusion_weight=1.0))

@@ -339,3 +339,43 @@ def test_settings_are_checked():
         ServiceSettings(max_top_k=0)
     with pytest.raises(ValueError, match="default_generation_steps"):
         ServiceSettings(max_generation_steps=2, default_generation_steps=3)
+
+
+def test_the_service_over_a_milvus_backed_index(tmp_path):
+    """The same API over an index in Milvus (milvus-lite in the index folder): health, search,
+    adding (the image kept in the folder), replacing and deleting an item."""
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("pymilvus", "milvus_lite")):
+        pytest.skip("needs pymilvus and milvus-lite: pip install 'unifashion[milvus]'")
+    from unifashion.index import MilvusBackend
+    from unifashion.pipelines import build_index
+
+    model = build_discriminative_model()
+    build_index(model, build_test_catalogue(tmp_path / "catalogue"), tmp_path / "index", batch_size=16,
+                progress=False, backend=MilvusBackend(index_type="FLAT"))
+    with SearchPipeline.open(model, tmp_path / "index") as pipeline, TestClient(
+            create_app(pipeline, ServiceSettings(**SETTINGS)), base_url="http://localhost") as client:
+        assert client.get("/health").json()["items"] == N_ITEMS
+        image = png_bytes(21, size=(48, 64))
+        added = client.post("/items", headers=AUTH, files={"image": image_part(image, "new.png")},
+                            data={"item_id": "milvus-item", "category": "dress", "caption": "a shiny new dress"})
+        assert added.status_code == 201, added.text
+        assert client.get(added.json()["image_url"]).status_code == 200
+        assert client.get("/health").json()["items"] == N_ITEMS + 1
+        composed = client.post("/search/composed", files={"image": image_part(image)},
+                               data={"text": "the same", "top_k": "20"})
+        assert composed.status_code == 200
+        expected = pipeline.composed(image, "the same", top_k=20)
+        assert [h["item_id"] for h in composed.json()["results"]] == [h.item_id for h in expected]
+        found = client.post("/search/text", json={"text": "a shiny new dress", "top_k": 20}).json()["results"]
+        assert len(found) == 20
+        everything = pipeline.text_to_images("a shiny new dress", top_k=N_ITEMS + 1)
+        assert "milvus-item" in [h.item_id for h in everything] and len(everything) == N_ITEMS + 1
+        replaced = client.post("/items", headers=AUTH, files={"image": image_part()},
+                               data={"item_id": "milvus-item", "category": "skirt", "replace": "true"})
+        assert replaced.status_code == 201 and replaced.json()["category"] == "skirt"
+        assert client.get("/health").json()["items"] == N_ITEMS + 1
+        assert client.delete("/items/milvus-item", headers=AUTH).status_code == 200
+        assert_error(client.get("/items/milvus-item"), 404)
+        assert client.get("/health").json()["items"] == N_ITEMS

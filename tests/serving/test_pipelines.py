@@ -309,3 +309,62 @@ def test_index_built_for_split_only(model, catalogue_dir, tmp_path):
     expected = {r.item_id for r in load_catalogue(catalogue_dir).item_records("test")}
     with CatalogueIndex.open(tmp_path / "index", read_only=True) as index:
         assert set(index.ids()) == expected and report.added == len(expected)
+
+
+def test_cli_index_and_search_on_milvus_match_the_local_index(model, catalogue_dir, tmp_path, capsys):
+    """`unifashion index --backend milvus` (milvus-lite in the folder) and `search` over it give
+    the local index's results: text -> images, composed with caption fusion, image -> texts."""
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("pymilvus", "milvus_lite")):
+        pytest.skip("needs pymilvus and milvus-lite: pip install 'unifashion[milvus]'")
+    from unifashion.cli import main
+
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    common = ["--model", str(model_dir)]
+    image = tmp_path / "query.png"
+    make_image(1).save(image)
+    results = {}
+    for name, extra in (("local", []), ("milvus", ["--backend", "milvus", "--milvus-index-type", "FLAT"])):
+        index_dir = tmp_path / name
+        assert main(["index", "--catalogue", str(catalogue_dir), "--split", "test", "--index", str(index_dir),
+                     "--no-progress", *extra, *common]) == 0
+        assert "indexed" in capsys.readouterr().out
+        found = []
+        for query in (["a red dress"], ["--image", str(image), "--text", "is darker"], ["--image", str(image)]):
+            assert main(["search", *query, "--index", str(index_dir), "--top-k", "5", "--json", *common]) == 0
+            hits = json.loads(capsys.readouterr().out)["results"]
+            found.append([(h.get("item_id", h.get("text")), h["score"]) for h in hits])
+        results[name] = found
+    assert (tmp_path / "milvus" / "backend.json").is_file() and (tmp_path / "milvus" / "milvus.db").exists()
+    assert not (tmp_path / "milvus" / "catalogue.sqlite").exists()
+    for local, milvus in zip(results["local"], results["milvus"], strict=True):
+        assert [i for i, _ in milvus] == [i for i, _ in local] and len(local) == 5
+        np.testing.assert_allclose([s for _, s in milvus], [s for _, s in local], atol=1e-5)
+    # Pointing at the same milvus-lite file explicitly works too; a collection that is not there is a clear error.
+    milvus_file = str(tmp_path / "milvus" / "milvus.db")
+    assert main(["search", "a red dress", "--index", str(tmp_path / "milvus"), "--milvus-uri", milvus_file,
+                 "--top-k", "1", *common]) == 0
+    capsys.readouterr()
+    assert main(["search", "a red dress", "--index", str(tmp_path / "milvus"), "--milvus-collection", "other",
+                 *common]) == 2
+    assert "no collection other_meta" in capsys.readouterr().err
+
+
+def test_the_builder_embeds_as_the_model_does_with_one_vision_pass(model, catalogue_dir, monkeypatch):
+    """CatalogueBuilder.embed runs the vision encoder once per batch and gives what
+    encode_image and encode_captions of the images give."""
+    from unifashion.pipelines.indexing import CatalogueBuilder
+
+    images = [r.load_image() for r in load_catalogue(catalogue_dir).item_records()[:6]]
+    expected_z = model.encode_image(images).numpy()
+    expected_captions, expected_zc = model.encode_captions(images)
+    calls = []
+    vision_forward = model.vision.forward
+    monkeypatch.setattr(model.vision, "forward", lambda pixels: calls.append(len(pixels)) or vision_forward(pixels))
+    embedded = CatalogueBuilder(model, progress=False).embed(images)
+    assert calls == [6]
+    np.testing.assert_allclose(embedded.multi_vectors, expected_z, atol=1e-6)
+    assert embedded.fusion_captions == expected_captions
+    np.testing.assert_allclose(embedded.fusion_vectors, expected_zc.numpy(), atol=1e-6)

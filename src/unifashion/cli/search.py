@@ -9,14 +9,54 @@ from pathlib import Path
 from unifashion.cli.common import MODEL_HELP, load_model, reports_errors
 
 
+def _milvus_backend(args: argparse.Namespace, creating: bool = False):
+    """The Milvus backend the options name, or None: the local index (``--backend faiss``), or,
+    when opening, whatever the index folder records."""
+    from unifashion.index import MilvusBackend
+
+    if creating:
+        if args.backend != "milvus":
+            if args.milvus_uri or args.milvus_collection:
+                raise ValueError("--milvus-uri / --milvus-collection need --backend milvus")
+            return None
+    elif not (args.milvus_uri or args.milvus_collection):
+        return None  # the folder's backend.json says where a Milvus-backed index lives
+    recorded = {}
+    if Path(args.index, "backend.json").is_file():
+        recorded = MilvusBackend.from_file(Path(args.index)).to_file()
+    options = {"uri": args.milvus_uri or recorded.get("uri"),
+               "collection": args.milvus_collection or recorded.get("collection") or "unifashion"}
+    index_type = getattr(args, "milvus_index_type", None) or recorded.get("index_type")
+    if index_type:
+        options["index_type"] = index_type
+    return MilvusBackend(**options)
+
+
+def _add_milvus_options(parser: argparse.ArgumentParser, creating: bool = False) -> None:
+    uri_kinds = "a milvus-lite file (*.db) or a cluster's http://host:19530 (token: $UNIFASHION_MILVUS_TOKEN)"
+    if creating:
+        uri_help = f"the Milvus to store a new index in: {uri_kinds}; default: INDEX/milvus.db (milvus-lite)"
+    else:
+        uri_help = f"the Milvus the index lives in, {uri_kinds} (default: what INDEX/backend.json records)"
+    parser.add_argument("--milvus-uri", help=uri_help)
+    parser.add_argument("--milvus-collection", help="prefix of the index's Milvus collections (default unifashion)")
+
+
 @reports_errors
 def _cmd_index(args: argparse.Namespace) -> int:
     from unifashion.pipelines import build_index
 
     report = build_index(load_model(args.model), args.catalogue, args.index, split=args.split,
-                         batch_size=args.batch_size, progress=not args.no_progress, ann=args.ann)
+                         batch_size=args.batch_size, progress=not args.no_progress, ann=args.ann,
+                         backend=_milvus_backend(args, creating=not _index_exists(args.index)))
     print(report)
     return 0
+
+
+def _index_exists(folder: str) -> bool:
+    from unifashion.index import index_exists
+
+    return index_exists(folder)
 
 
 @reports_errors
@@ -31,7 +71,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if text is None and args.image is None:
         raise ValueError("give a text (text -> images), --image (image -> texts) or both (composed search)")
     image = load_image(args.image) if args.image else None
-    with SearchPipeline.open(load_model(args.model), args.index, read_only=True) as pipeline:
+    with SearchPipeline.open(load_model(args.model), args.index, read_only=True,
+                             backend=_milvus_backend(args)) as pipeline:
         if image is None:
             hits = pipeline.text_to_images(text, args.top_k, category=args.category)
             query = {"task": "text_to_images", "text": text}
@@ -69,11 +110,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                max_waiting_images=args.max_waiting, queue_timeout_s=args.queue_timeout,
                                max_connections=args.max_connections, allowed_origins=tuple(args.allowed_origin),
                                **hosts)
-    if not Path(args.index, "catalogue.sqlite").is_file():
+    backend = _milvus_backend(args)
+    if backend is None and not _index_exists(args.index):
         raise FileNotFoundError(f"no catalogue index at {args.index}; build one with `unifashion index`")
     serve(args.index, args.model, host=args.host, port=args.port,
           api_key=args.api_key or os.environ.get("UNIFASHION_API_KEY") or None, threads=args.threads,
-          read_only=args.read_only, settings=settings)
+          read_only=args.read_only, settings=settings, backend=backend)
     return 0
 
 
@@ -89,6 +131,11 @@ def register(sub) -> None:
     ix.add_argument("--batch-size", type=int, default=32)
     ix.add_argument("--ann", default="vectors", choices=["vectors", "flat", "ivf", "ivfpq"],
                     help="candidate stage of a new index: vectors (every item vector, grouped by item) or pooled")
+    ix.add_argument("--backend", default="faiss", choices=["faiss", "milvus"],
+                    help="where a new index lives: faiss (files in the index folder) or milvus (grouping search "
+                         "in Milvus; the folder records where)")
+    _add_milvus_options(ix, creating=True)
+    ix.add_argument("--milvus-index-type", help="Milvus vector index of a new index (default HNSW; FLAT is exact)")
     ix.add_argument("--no-progress", action="store_true", help="no progress bar")
     ix.set_defaults(func=_cmd_index)
 
@@ -103,6 +150,7 @@ def register(sub) -> None:
     se.add_argument("--category", help="only items of this category")
     se.add_argument("--no-fusion", action="store_true", help="composed search without caption fusion")
     se.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_milvus_options(se)
     se.set_defaults(func=_cmd_search)
 
     sv = sub.add_parser("serve", help="HTTP service and web page over an index (FastAPI + uvicorn)")
@@ -126,4 +174,5 @@ def register(sub) -> None:
                          "plus the bound address when it is not loopback")
     sv.add_argument("--allowed-origin", action="append", default=[],
                     help="a site (scheme://host[:port]) whose pages may POST to the service (repeatable)")
+    _add_milvus_options(sv)
     sv.set_defaults(func=_cmd_serve)

@@ -4,10 +4,13 @@
 :class:`CatalogueIndex` answers max-sim queries: a pooled-vector FAISS stage proposes candidates,
 exact max-sim (+ caption fusion) re-ranks them. It takes numpy arrays and does not depend on the
 model, so pipelines and the service both build on it (serving -> pipelines -> index, models).
+:class:`MilvusCatalogueIndex` offers the same interface over Milvus; :func:`open_index` and
+:func:`create_index` (backends.py) pick the backend.
 """
 
 
 from unifashion.index.ann import ANN_KINDS
+from unifashion.index.backends import BACKENDS, create_index, index_exists, open_index
 from unifashion.index.catalogue_index import CatalogueIndex
 from unifashion.index.errors import (
     CatalogueIndexError,
@@ -16,12 +19,19 @@ from unifashion.index.errors import (
     ModelMismatchError,
     UnknownItemError,
 )
+from unifashion.index.milvus_index import MilvusBackend, MilvusCatalogueIndex
 from unifashion.index.snapshot_search import Hit
 from unifashion.index.store import ItemMetadata
 
 __all__ = [
     "ModelMismatchError",
     "ANN_KINDS",
+    "BACKENDS",
+    "MilvusBackend",
+    "MilvusCatalogueIndex",
+    "create_index",
+    "index_exists",
+    "open_index",
     "CatalogueIndex",
     "CatalogueIndexError",
     "DuplicateItemError",

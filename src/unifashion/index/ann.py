@@ -137,9 +137,10 @@ def add_pooled(
             ann.add_with_ids(pooled, keys[part])
 
 
-def build_ann(config: AnnConfig, dim: int, layout: Layout, segments: dict[int, Segment]) -> Any:
+def build_ann(config: AnnConfig, dim: int, layout: Layout, segments: dict[int, Segment]) -> tuple[Any, Any]:
     """A FAISS index of ``config``'s kind over every live item, trained on their pooled vectors
-    (the vector-level kind: on their vectors)."""
+    (the vector-level kind: on their vectors), and an empty copy of it as trained (the template
+    of later deltas, see :func:`empty_copy`)."""
     if config.kind == VECTORS:
         return build_vector_ann(config.nlist, config.nprobe, config.pq_m, config.fused_weight, dim, layout, segments)
     ann = new_ann(config, dim)
@@ -153,42 +154,114 @@ def build_ann(config: AnnConfig, dim: int, layout: Layout, segments: dict[int, S
         for sid, members in by_segment(layout.segments[sample], sample_rows):
             training[members] = segments[sid].pooled[sample_rows[members]]
         ann.train(training)
+    template = faiss.clone_index(ann)
     add_pooled(ann, layout.keys, layout.segments, layout.rows, segments)
-    return ann
+    return ann, template
 
 
-def next_ann(
-    current: Any,
-    current_kind: str,
-    config: AnnConfig,
-    dim: int,
-    layout: Layout,
-    kept: int,
-    deleted: np.ndarray,
-    segments: dict[int, Segment],
-) -> tuple[Any, str]:
-    """The FAISS index of the next generation and the kind it is.
+def built_kind(ann: Any, config: AnnConfig) -> str:
+    """The kind a manifest records for ``ann`` built from ``config``."""
+    return ann.kind if isinstance(ann, VectorAnn) else config.kind
 
-    ``current`` (of kind ``current_kind``) serves the committed generation; ``layout`` lists the
-    next one's live items, the first ``kept`` of them carried over, the rest new; ``deleted``
-    are the keys removed. An IVF kind still flat is trained now if the items suffice; otherwise
-    ``current`` is updated in place (so after a failure the caller must reload it from disk).
-    """
+
+def needs_training(current: Any, current_kind: str, config: AnnConfig, live_items: int, num_queries: int) -> bool:
+    """Whether the next commit should train the IVF that ``config`` asks for: the stage is still
+    flat and the catalogue has grown enough."""
     if isinstance(current, VectorAnn):
-        num_queries = next(iter(segments.values())).multi.shape[1] if segments else 1
-        if current.kind == VECTORS_FLAT and len(layout.keys) >= config.min_train_items(num_queries):
-            built = build_ann(config, dim, layout, segments)
-            return built, built.kind
-        if len(deleted):
-            current.remove(deleted)
-        current.add(layout.keys[kept:], layout.segments[kept:], layout.rows[kept:], segments)
-        return current, current.kind
-    if config.kind != "flat" and current_kind == "flat" and len(layout.keys) >= config.min_train_items():
-        return build_ann(config, dim, layout, segments), config.kind
-    if len(deleted):
-        current.remove_ids(deleted)
-    add_pooled(current, layout.keys[kept:], layout.segments[kept:], layout.rows[kept:], segments)
-    return current, current_kind
+        return current.kind == VECTORS_FLAT and live_items >= config.min_train_items(num_queries)
+    return config.kind != "flat" and current_kind == "flat" and live_items >= config.min_train_items()
+
+
+# -- an ANN as FAISS parts: the same operations for a pooled index and a VectorAnn --------------
+
+
+def ann_parts(ann: Any) -> dict[str, Any]:
+    """The FAISS indexes of an ANN by file suffix ("" for the main one)."""
+    return ann.parts() if isinstance(ann, VectorAnn) else {"": ann}
+
+
+def ann_from_parts(parts: dict[str, Any], like: Any) -> Any:
+    """An ANN of the same structure as ``like`` made of ``parts``."""
+    return VectorAnn.from_parts(parts, like.fused_weight) if isinstance(like, VectorAnn) else parts[""]
+
+
+def empty_copy(template: Any) -> Any:
+    """A new, empty ANN with ``template``'s trained quantisers (``template`` must be empty:
+    cloning copies its lists)."""
+    return ann_from_parts({part: faiss.clone_index(index) for part, index in ann_parts(template).items()}, template)
+
+
+def vectors_per_item(ann: Any, num_queries: int) -> int:
+    return num_queries if isinstance(ann, VectorAnn) else 1
+
+
+def stored_vectors(ann: Any) -> int:
+    """Vectors in an ANN's main index."""
+    return int(ann_parts(ann)[""].ntotal)
+
+
+def add_items(ann: Any, keys: np.ndarray, segment_ids: np.ndarray, rows: np.ndarray,
+              segments: dict[int, Segment]) -> None:
+    """Add the given items' vectors (every vector, or the pooled one) to ``ann``."""
+    if isinstance(ann, VectorAnn):
+        ann.add(keys, segment_ids, rows, segments)
+    else:
+        add_pooled(ann, keys, segment_ids, rows, segments)
+
+
+def remove_keys(ann: Any, keys: np.ndarray) -> None:
+    """Remove every vector of the items ``keys`` from ``ann``, in memory."""
+    if len(keys) == 0:
+        return
+    if isinstance(ann, VectorAnn):
+        ann.remove(keys)
+    else:
+        ann.remove_ids(faiss.IDSelectorBatch(np.asarray(keys, dtype=np.int64)))
+
+
+def merge_into(ann: Any, delta: Any) -> None:
+    """Move ``delta``'s vectors (same trained quantisers) into ``ann``; ``delta`` is left empty.
+    Entries go to the end of each list, so the result equals adding them to ``ann`` directly."""
+    targets = ann_parts(ann)
+    for part, index in ann_parts(delta).items():
+        if isinstance(index, faiss.IndexIVFFastScan):
+            _merge_fast_scan(targets[part], index)
+        else:
+            targets[part].merge_from(index, 0)
+
+
+def _merge_fast_scan(target: Any, source: Any) -> None:
+    """``target.merge_from(source)`` for fast-scan IVF indexes, around a FAISS bug.
+
+    FAISS's BlockInvertedLists::add_entries (which merge_from calls) copies whole blocks when the
+    target list's length is a multiple of the block size in bytes, but to ``o * code_size`` with
+    code_size = INVALID_CODE_SIZE: for a non-empty list it writes outside the buffer (heap
+    corruption, measured here with FAISS 1.15.1). Empty and other lists take its correct paths; a
+    list of that length is block-aligned (the block size is a multiple of the 32 codes of a
+    block), so its merged codes are its blocks followed by the source's, which are written into
+    the list emptied first (the whole-block copy at offset 0 is correct).
+    """
+    target_lists = faiss.downcast_InvertedLists(target.invlists)
+    source_lists = faiss.downcast_InvertedLists(source.invlists)
+    block_size, per_block = target_lists.block_size, target_lists.n_per_block
+    for list_no in range(source_lists.nlist):
+        count = source_lists.list_size(list_no)
+        if count == 0:
+            continue
+        source_bytes = -(-count // per_block) * block_size
+        ids = faiss.rev_swig_ptr(source_lists.get_ids(list_no), count)
+        codes = faiss.rev_swig_ptr(source_lists.get_codes(list_no), source_bytes)
+        present = target_lists.list_size(list_no)
+        if present == 0 or present % block_size:
+            target_lists.add_entries(list_no, count, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+            continue
+        kept_bytes = present // per_block * block_size
+        all_ids = np.concatenate([faiss.rev_swig_ptr(target_lists.get_ids(list_no), present), ids])
+        all_codes = np.concatenate([faiss.rev_swig_ptr(target_lists.get_codes(list_no), kept_bytes), codes])
+        target_lists.resize(list_no, 0)
+        target_lists.add_entries(list_no, present + count, faiss.swig_ptr(all_ids), faiss.swig_ptr(all_codes))
+    target.ntotal += source.ntotal
+    source.reset()
 
 
 @contextmanager

@@ -17,13 +17,15 @@ Layout of an index folder::
     vectors/seg-000007.multi.npy    (rows, num_queries, dim) float16, memory-mapped
     vectors/seg-000007.fusion.npy   (rows, dim) float16, memory-mapped
     vectors/seg-000007.pooled.npy   (rows, dim) float32, for (re)building the ANN index
-    ann/ann-g000012.faiss       the FAISS index of generation 12
+    ann/ann-g000012.faiss       the base FAISS index, written by generation 12
+    ann/delta-g000013.faiss     the vectors generation 13 added to it
 
 Vectors live in immutable *segments* (segments.py): each ``add`` writes one new segment, so
 committing never rewrites the (large) multi-vectors of earlier items. Deleted items leave dead
-rows behind, which :meth:`CatalogueIndex.compact` drops. The FAISS index (ann.py) is rewritten
-whole at each commit, under a new name. How a commit stays crash-safe is described, and
-implemented, in generations.py.
+rows behind, which :meth:`CatalogueIndex.compact` drops. The FAISS index (ann.py) is append-only
+too: a commit writes a delta file with the vectors it adds (encoded with the trained quantisers),
+and a new base file only when the deltas have grown past a fraction of the base. How a commit
+stays crash-safe is described, and implemented, in generations.py.
 
 Concurrency. One writer at a time (an flock on ``writer.lock``), any number of read-only openers
 in other processes; they notice a new generation at their next call and reload. Within one
@@ -54,7 +56,6 @@ from unifashion.index.ann import (
     build_ann,
     check_ann_config,
     is_vector_kind,
-    next_ann,
 )
 from unifashion.index.errors import CatalogueIndexError, DuplicateItemError, IndexLockedError, UnknownItemError
 from unifashion.index.generations import (
@@ -63,10 +64,11 @@ from unifashion.index.generations import (
     bytes_on_disk,
     load_snapshot,
     make_snapshot,
+    new_base,
+    next_ann_state,
     next_layout,
     remove_stale_files,
     switch_generation,
-    write_ann_file,
 )
 from unifashion.index.segments import (
     VECTORS_DIR,
@@ -98,7 +100,7 @@ class CatalogueIndex:
 
     Make one with :meth:`create`, reopen it with :meth:`open`. ``add`` / ``upsert`` / ``delete``
     stage changes and, by default, commit them at once; pass ``commit=False`` to group several
-    calls into one :meth:`commit` (cheaper: each commit rewrites the FAISS file). Uncommitted
+    calls into one :meth:`commit` (fewer, larger segment and FAISS delta files). Uncommitted
     changes are invisible to every reader, this instance's searches included.
     """
 
@@ -214,8 +216,8 @@ class CatalogueIndex:
 
     # -- loading committed state -------------------------------------------------------------
 
-    def _load_snapshot(self) -> Snapshot:
-        return load_snapshot(self.folder, self._store, self.num_queries, self.dim)
+    def _load_snapshot(self, previous: Snapshot | None = None) -> Snapshot:
+        return load_snapshot(self.folder, self._store, self.num_queries, self.dim, previous)
 
     def _refresh_if_stale(self) -> None:
         """Readers pick up generations that a writer committed since they last looked."""
@@ -223,7 +225,8 @@ class CatalogueIndex:
             raise CatalogueIndexError("the index is closed")
         # A writer holds the lock: nobody else can commit, so its snapshot is always current.
         if self.read_only and self._store.generation() != self._snapshot.manifest.generation:
-            self._snapshot = self._load_snapshot()
+            # Reads only the deltas appended since, when the base is the same.
+            self._snapshot = self._load_snapshot(previous=self._snapshot)
             # rebuild_ann may have changed the ANN settings
             self._ann_config = AnnConfig.from_config(self._store.config())
 
@@ -483,19 +486,23 @@ class CatalogueIndex:
                     if sid in live_segments:
                         segments[sid] = open_segment(self.folder, sid, rows, self.num_queries, self.dim)
 
-                # May update snap.ann in place; on failure it is reloaded from disk below.
-                ann, ann_kind = next_ann(
-                    snap.ann, snap.manifest.ann_kind, self._ann_config, self.dim, layout, kept, deleted, segments
+                # Writes a FAISS delta (or a new base) and updates snap.ann in place; on failure it
+                # is reloaded from disk below.
+                ann, files = next_ann_state(
+                    self.folder, snap, self._ann_config, self.dim, self.num_queries, layout, kept, deleted, segments,
+                    generation,
                 )
                 manifest = Manifest(
                     generation=generation,
                     segments=segment_list,
-                    ann_file=write_ann_file(self.folder, ann, generation),
-                    ann_kind=ann_kind,
+                    ann_file=files.ann_file,
+                    ann_kind=files.ann_kind,
                     next_key=self._next_key,
                     next_segment=self._next_segment,
+                    ann_deltas=files.ann_deltas,
                 )
-                switch_generation(self._store, manifest, deleted_keys=deleted.tolist(), new_rows=new_rows)
+                switch_generation(self._store, manifest, deleted_keys=deleted.tolist(), new_rows=new_rows,
+                                  ann_removed=files.removed)
             except BaseException:
                 # The in-memory FAISS index may hold half the changes: reload the committed state.
                 self._snapshot = self._load_snapshot()
@@ -512,17 +519,21 @@ class CatalogueIndex:
 
     def compact(self) -> int:
         """Rewrite all live vectors into one new segment, dropping deleted rows and merging the
-        segments of many small commits. Reads and writes every live item's vectors once."""
+        segments of many small commits, and write the FAISS index as one new base file (merging its
+        deltas, dropping deleted items' vectors). Reads and writes every live item's vectors once."""
         with self._lock:
             self._check_writable()
             if self.has_pending_changes:
                 raise CatalogueIndexError("commit() or rollback() the staged changes before compacting")
             snap = self._snapshot
             count = snap.size
-            if count == 0 or (len(snap.segments) == 1 and snap.size == next(iter(snap.segments.values())).rows):
+            ann_compact = bool(snap.manifest.ann_deltas or len(snap.ann_state.removed))
+            if count == 0 or (len(snap.segments) == 1 and snap.size == next(iter(snap.segments.values())).rows
+                              and not ann_compact):
                 return snap.manifest.generation
             segment_id = self._next_segment
             write_compacted_segment(self.folder, segment_id, snap.layout, snap.segments, self.num_queries, self.dim)
+            generation = snap.manifest.generation + 1
             try:
                 layout = Layout(
                     keys=snap.layout.keys,
@@ -531,20 +542,27 @@ class CatalogueIndex:
                     categories=snap.layout.categories,
                 )
                 segments = {segment_id: open_segment(self.folder, segment_id, count, self.num_queries, self.dim)}
+                # The FAISS index is keyed by item key, so moving rows leaves it valid: it is only
+                # rewritten, as one base, to merge its deltas and drop deleted vectors.
+                ann, files = snap.ann_state, None
+                if ann_compact:
+                    ann, files = new_base(self.folder, snap.ann, snap.ann_state.template, snap.manifest.ann_kind,
+                                          generation)
                 manifest = Manifest(
-                    generation=snap.manifest.generation + 1,
+                    generation=generation,
                     segments=((segment_id, count),),
-                    ann_file=snap.manifest.ann_file,  # the FAISS index is keyed by item key: unchanged
+                    ann_file=files.ann_file if files else snap.manifest.ann_file,
                     ann_kind=snap.manifest.ann_kind,
                     next_key=self._next_key,
                     next_segment=segment_id + 1,
+                    ann_deltas=files.ann_deltas if files else snap.manifest.ann_deltas,
                 )
                 moved = list(zip([segment_id] * count, range(count), snap.layout.keys.tolist(), strict=True))
-                switch_generation(self._store, manifest, moved_rows=moved)
+                switch_generation(self._store, manifest, moved_rows=moved, ann_removed=files.removed if files else ())
             except BaseException:
                 remove_segment_files(self.folder, segment_id)
                 raise
-            self._snapshot = make_snapshot(manifest, layout, segments, snap.ann)
+            self._snapshot = make_snapshot(manifest, layout, segments, ann)
             self._next_segment = segment_id + 1
             self._remove_stale_files()
             return manifest.generation
@@ -581,19 +599,21 @@ class CatalogueIndex:
                     f"an {config.kind} index with nlist={config.nlist} needs at least {config.min_train_items()} "
                     f"items to train, the index holds {snap.size}; use a smaller nlist or ann='flat'"
                 )
-            index = build_ann(config, self.dim, snap.layout, snap.segments)
+            index, template = build_ann(config, self.dim, snap.layout, snap.segments)
             generation = snap.manifest.generation + 1
+            kind = index.kind if isinstance(index, VectorAnn) else config.kind
+            ann, files = new_base(self.folder, index, template, kind, generation)
             manifest = Manifest(
                 generation=generation,
                 segments=snap.manifest.segments,
-                ann_file=write_ann_file(self.folder, index, generation),
-                ann_kind=index.kind if isinstance(index, VectorAnn) else config.kind,
+                ann_file=files.ann_file,
+                ann_kind=kind,
                 next_key=self._next_key,
                 next_segment=self._next_segment,
             )
-            switch_generation(self._store, manifest, config_updates=config.as_config())
+            switch_generation(self._store, manifest, config_updates=config.as_config(), ann_removed=None)
             self._ann_config = config
-            self._snapshot = make_snapshot(manifest, snap.layout, snap.segments, index)
+            self._snapshot = make_snapshot(manifest, snap.layout, snap.segments, ann)
             self._remove_stale_files()
             return generation
 

@@ -1,28 +1,43 @@
 """Committed generations: the snapshot a search reads, and the commit protocol that replaces it.
 
 A *generation* is what one commit made visible: the manifest (in ``catalogue.sqlite``, see
-store.py) names its vector segments (segments.py) and its FAISS file::
+store.py) names its vector segments (segments.py) and its FAISS files::
 
-    ann/ann-g000012.faiss       the FAISS index of generation 12
-    ann/ann-g000012.fused.faiss the vector-level kind's index of fused vectors (vector_ann.py)
+    ann/ann-g000012.faiss             the base FAISS index, written whole by generation 12
+    ann/ann-g000012.fused.faiss       the vector-level kind's index of fused vectors (vector_ann.py)
+    ann/ann-g000012.empty.faiss       the same indexes as trained, without vectors: the template
+    ann/ann-g000012.fused.empty.faiss of each later delta
+    ann/delta-g000013.faiss           the vectors that generation 13 added (and .fused.faiss)
 
-The FAISS files are rewritten whole at each commit, under new names (without retraining: new
-items are encoded with the trained quantisers). A :class:`Snapshot` is one generation opened in
-memory: its segments memory-mapped, its
-FAISS index loaded, and per-row lookups for the exact scan.
+Updates are append-only. A commit encodes the vectors of the items it adds with the trained
+quantisers into a *delta* (a copy of the template) and writes only that, so a commit's bytes grow
+with what it adds, not with the index. The manifest lists the deltas since the base; items deleted
+since the base are listed in the ``ann_removed`` table (their vectors stay in the files until the
+next base). Opening a generation reads the base, merges each delta into it
+(:func:`~unifashion.index.ann.merge_into`, which equals adding the vectors directly) and removes
+the vectors of ``ann_removed`` in memory, so the index searched is the same as one built over the
+live items. When the deltas (or the removed items' vectors) pass :data:`DELTA_FRACTION` of the
+base, the commit writes a new base instead (compaction), so the bytes written while an index grows
+stay proportional to its final size. Training the IVF (the first commit with enough items),
+``rebuild_ann`` and ``compact`` write a new base too.
+
+A :class:`Snapshot` is one generation opened in memory: its segments memory-mapped, its FAISS
+index loaded (base + deltas - removed), and per-row lookups for the exact scan.
 
 Crash safety. ``commit`` (1) writes and fsyncs the new segment files (``add`` already did) and the
-new FAISS file under names no committed manifest refers to, then (2) changes the item rows and
-the manifest in one SQLite transaction. The transaction is the switch: if the process dies before
-it, the previous generation is intact and the new files are orphans, which the next commit
-deletes; after it, the new generation is complete on disk. Readers open whatever the manifest
-names, and because the manifest and the item rows change together, metadata and vectors agree.
-Files are only ever deleted once no manifest names them; a reader in another process that still
-maps them keeps reading them (POSIX unlink semantics).
+new FAISS file(s) (a delta, or a base) under names no committed manifest refers to, then (2)
+changes the item rows, the removed keys and the manifest in one SQLite transaction. The
+transaction is the switch: if the process dies before it, the previous generation is intact and
+the new files are orphans, which the next commit deletes; after it, the new generation is
+complete on disk. Readers open whatever the manifest names, and because the manifest and the item
+rows change together, metadata and vectors agree. Files are only ever deleted once no manifest
+names them; a reader in another process that still maps them keeps reading them (POSIX unlink
+semantics).
 
-Here: step (1)'s FAISS file is :func:`write_ann_file`, step (2) is :func:`switch_generation`,
-the clean-up of orphans and superseded files is :func:`remove_stale_files`, and
-:func:`load_snapshot` opens whatever the manifest names.
+Here: step (1)'s FAISS files are written by :func:`next_ann_state` (:func:`write_ann_base`,
+:func:`write_ann_delta`), step (2) is :func:`switch_generation`, the clean-up of orphans and
+superseded files is :func:`remove_stale_files`, and :func:`load_snapshot` opens whatever the
+manifest names (a reader that already holds the previous generation reads only the new deltas).
 """
 
 from __future__ import annotations
@@ -35,7 +50,22 @@ from typing import Any
 import faiss
 import numpy as np
 
-from unifashion.index.ann import FLAT, AnnConfig, is_vector_kind, new_ann
+from unifashion.index.ann import (
+    FLAT,
+    AnnConfig,
+    add_items,
+    ann_from_parts,
+    ann_parts,
+    build_ann,
+    empty_copy,
+    is_vector_kind,
+    merge_into,
+    needs_training,
+    new_ann,
+    remove_keys,
+    stored_vectors,
+    vectors_per_item,
+)
 from unifashion.index.errors import CatalogueIndexError
 from unifashion.index.segments import (
     VECTORS_DIR,
@@ -50,6 +80,24 @@ from unifashion.index.store import DATABASE_NAME, ItemRow, Layout, Manifest, Met
 from unifashion.index.vector_ann import VECTORS, VectorAnn
 
 ANN_DIR = "ann"
+#: A commit writes a new base FAISS file instead of a delta once the deltas since the base (or the
+#: vectors of items deleted since) would exceed this fraction of the base's vectors. Each base
+#: write then follows growth by this fraction, so the bytes written over an index's growth are
+#: about (1 + 1 / DELTA_FRACTION) times its final ANN size.
+DELTA_FRACTION = 0.25
+# The part suffix of a base file's template (see the module docstring).
+_TEMPLATE = "empty"
+
+
+@dataclass
+class AnnState:
+    """The FAISS side of one generation, in memory."""
+
+    index: Any  # faiss.Index whose ids are item keys, or a VectorAnn: base + deltas - removed
+    template: Any  # the same, trained and empty: the start of every delta
+    removed: np.ndarray  # sorted keys in the ann_removed table
+    base_vectors: int  # vectors in the base file (main part)
+    delta_vectors: int  # vectors in the manifest's delta files (main part)
 
 
 @dataclass
@@ -60,7 +108,8 @@ class Snapshot:
     manifest: Manifest
     layout: Layout
     segments: dict[int, Segment]
-    ann: Any  # faiss.Index whose ids are item keys, or a VectorAnn
+    ann: Any  # faiss.Index whose ids are item keys, or a VectorAnn (ann_state.index)
+    ann_state: AnnState
     key_category: np.ndarray  # int32 code per live item, aligned with layout.keys
     category_names: list[str]
     category_codes: dict[str, int]
@@ -84,7 +133,7 @@ class Snapshot:
         return self.layout.segments[positions], self.layout.rows[positions]
 
 
-def make_snapshot(manifest: Manifest, layout: Layout, segments: dict[int, Segment], ann: Any) -> Snapshot:
+def make_snapshot(manifest: Manifest, layout: Layout, segments: dict[int, Segment], ann: AnnState) -> Snapshot:
     names, codes = np.unique(layout.categories.astype(str), return_inverse=True)
     codes = codes.astype(np.int32).reshape(-1)
     row_keys = {sid: np.full(seg.rows, -1, dtype=np.int64) for sid, seg in segments.items()}
@@ -97,7 +146,8 @@ def make_snapshot(manifest: Manifest, layout: Layout, segments: dict[int, Segmen
         manifest=manifest,
         layout=layout,
         segments=segments,
-        ann=ann,
+        ann=ann.index,
+        ann_state=ann,
         key_category=codes,
         category_names=names,
         category_codes={n: i for i, n in enumerate(names)},
@@ -106,31 +156,91 @@ def make_snapshot(manifest: Manifest, layout: Layout, segments: dict[int, Segmen
     )
 
 
-def load_snapshot(folder: Path, store: MetadataStore, num_queries: int, dim: int) -> Snapshot:
-    """Open the generation the manifest names: its segments and its FAISS index."""
+def load_snapshot(
+    folder: Path, store: MetadataStore, num_queries: int, dim: int, previous: Snapshot | None = None
+) -> Snapshot:
+    """Open the generation the manifest names: its segments and its FAISS index.
+
+    ``previous``: a snapshot this caller holds and will drop. When the new generation only
+    appended deltas to its base, the new deltas are merged into ``previous``'s FAISS index (which
+    is changed in place) instead of reading the whole base again."""
     # A writer may commit (and delete the previous generation's files) between our reading
     # the manifest and opening its files; then the files are gone but a newer manifest
     # exists, so read again.
     for _attempt in range(10):
-        manifest, layout = store.read_committed()
+        manifest, layout, removed = store.read_committed()
         try:
             segments = {sid: open_segment(folder, sid, rows, num_queries, dim) for sid, rows in manifest.segments}
-            if manifest.ann_file and is_vector_kind(manifest.ann_kind):
-                fused_weight = AnnConfig.from_config(store.config()).fused_weight
-                fused_path = ann_part_path(folder, manifest.ann_file, "fused")
-                fused = _read_faiss(fused_path) if fused_path.is_file() else None
-                ann = VectorAnn(_read_faiss(folder / ANN_DIR / manifest.ann_file), fused, fused_weight)
-            elif manifest.ann_file:
-                ann = _read_faiss(folder / ANN_DIR / manifest.ann_file)
-            else:  # nothing committed yet; pooled kinds stay flat until they can be trained
-                config = AnnConfig.from_config(store.config())
-                ann = new_ann(config if config.kind == VECTORS else FLAT, dim)
+            ann = _load_ann(folder, store, manifest, removed, num_queries, dim, previous)
         except FileNotFoundError:
+            previous = None  # untouched (files are read before anything is merged); read in full
             if store.generation() != manifest.generation:
                 continue
             raise
         return make_snapshot(manifest, layout, segments, ann)
     raise CatalogueIndexError(f"{folder} kept changing while being opened")
+
+
+def _extends(previous: Snapshot | None, manifest: Manifest) -> bool:
+    """Whether ``manifest`` is ``previous``'s generation plus deltas (same base, same kind)."""
+    if previous is None or not manifest.ann_file:
+        return False
+    old = previous.manifest
+    return (old.ann_file == manifest.ann_file and old.ann_kind == manifest.ann_kind
+            and manifest.ann_deltas[: len(old.ann_deltas)] == old.ann_deltas)
+
+
+def _load_ann(
+    folder: Path, store: MetadataStore, manifest: Manifest, removed: np.ndarray, num_queries: int, dim: int,
+    previous: Snapshot | None,
+) -> AnnState:
+    config = AnnConfig.from_config(store.config())
+    if not manifest.ann_file:  # nothing committed yet; pooled kinds stay flat until they can be trained
+        empty = new_ann(config if config.kind == VECTORS else FLAT, dim)
+        return AnnState(empty, empty_copy(empty), np.empty(0, dtype=np.int64), 0, 0)
+    if _extends(previous, manifest):
+        state = previous.ann_state
+        new_deltas = manifest.ann_deltas[len(previous.manifest.ann_deltas):]
+        parts = tuple(ann_parts(state.index))
+        deltas = [_read_ann(folder, name, parts, state.index) for name in new_deltas]  # may raise: nothing changed yet
+        base, template, base_vectors = state.index, state.template, state.base_vectors
+        delta_vectors = state.delta_vectors
+        newly_removed = np.setdiff1d(removed, state.removed)
+    else:
+        parts = ("", "fused") if is_vector_kind(manifest.ann_kind) else ("",)
+        parts = tuple(p for p in parts if p == "" or ann_part_path(folder, manifest.ann_file, p).is_file())
+        like = VectorAnn(None, None, config.fused_weight) if is_vector_kind(manifest.ann_kind) else None
+        base = _read_ann(folder, manifest.ann_file, parts, like)
+        template_parts = tuple(_template_part(p) for p in parts)
+        if all(ann_part_path(folder, manifest.ann_file, p).is_file() for p in template_parts):
+            template = ann_from_parts({p: _read_faiss(ann_part_path(folder, manifest.ann_file, t))
+                                       for p, t in zip(parts, template_parts, strict=True)}, base)
+        else:  # written before templates existed: an emptied copy
+            template = ann_from_parts({p: _emptied(i) for p, i in ann_parts(base).items()}, base)
+        deltas = [_read_ann(folder, name, parts, base) for name in manifest.ann_deltas]
+        base_vectors, delta_vectors = stored_vectors(base), 0
+        newly_removed = removed
+    for delta in deltas:
+        delta_vectors += stored_vectors(delta)
+        merge_into(base, delta)
+    remove_keys(base, newly_removed)
+    return AnnState(base, template, removed, base_vectors, delta_vectors)
+
+
+def _template_part(part: str) -> str:
+    return _TEMPLATE if not part else f"{part}.{_TEMPLATE}"
+
+
+def _emptied(index: Any) -> Any:
+    copy = faiss.clone_index(index)
+    copy.reset()
+    return copy
+
+
+def _read_ann(folder: Path, name: str, parts: Sequence[str], like: Any) -> Any:
+    """The FAISS files of one base or delta, as an ANN shaped like ``like``."""
+    read = {part: _read_faiss(ann_part_path(folder, name, part)) for part in parts}
+    return ann_from_parts(read, like) if like is not None else read[""]
 
 
 def _read_faiss(path: Path) -> Any:
@@ -167,18 +277,99 @@ def ann_file_name(generation: int) -> str:
     return f"ann-g{generation:06d}.faiss"
 
 
-def write_ann_file(folder: Path, ann: Any, generation: int) -> str:
-    """Step (1): write and fsync generation ``generation``'s FAISS file(s); returns the name of
-    the main one (a VectorAnn's fused index lies beside it, see :func:`ann_part_path`)."""
+def delta_file_name(generation: int) -> str:
+    return f"delta-g{generation:06d}.faiss"
+
+
+def _write_faiss(path: Path, index: Any) -> None:
+    path.unlink(missing_ok=True)  # an orphan of a crashed commit
+    faiss.write_index(index, str(path))
+    fsync_path(path)
+
+
+def write_ann_base(folder: Path, ann: Any, template: Any, generation: int) -> str:
+    """Step (1) for a new base: write and fsync generation ``generation``'s FAISS file(s) and
+    their template; returns the name of the main file (the others lie beside it, see
+    :func:`ann_part_path`)."""
     name = ann_file_name(generation)
-    parts = ann.parts() if isinstance(ann, VectorAnn) else {"": ann}
-    for part, index in parts.items():
-        path = ann_part_path(folder, name, part)
-        path.unlink(missing_ok=True)  # an orphan of a crashed commit
-        faiss.write_index(index, str(path))
-        fsync_path(path)
+    templates = ann_parts(template)
+    for part, index in ann_parts(ann).items():
+        _write_faiss(ann_part_path(folder, name, part), index)
+        _write_faiss(ann_part_path(folder, name, _template_part(part)), templates[part])
     fsync_path(folder / ANN_DIR)
+    crash_test_point("ann_base_written")
     return name
+
+
+def write_ann_delta(folder: Path, delta: Any, generation: int) -> str:
+    """Step (1) for a delta: write and fsync the FAISS file(s) of the vectors a commit adds."""
+    name = delta_file_name(generation)
+    for part, index in ann_parts(delta).items():
+        _write_faiss(ann_part_path(folder, name, part), index)
+    fsync_path(folder / ANN_DIR)
+    crash_test_point("ann_delta_written")
+    return name
+
+
+@dataclass(frozen=True)
+class AnnFiles:
+    """What the manifest of a new generation records about its FAISS side."""
+
+    ann_file: str
+    ann_kind: str
+    ann_deltas: tuple[str, ...]
+    #: keys to add to the ann_removed table, or None to empty it (a new base was written)
+    removed: list[int] | None
+
+
+def new_base(folder: Path, ann: Any, template: Any, kind: str, generation: int) -> tuple[AnnState, AnnFiles]:
+    """Write ``ann`` as the base of generation ``generation`` (no deltas, nothing removed)."""
+    name = write_ann_base(folder, ann, template, generation)
+    state = AnnState(ann, template, np.empty(0, dtype=np.int64), stored_vectors(ann), 0)
+    return state, AnnFiles(name, kind, (), None)
+
+
+def next_ann_state(
+    folder: Path,
+    snap: Snapshot,
+    config: AnnConfig,
+    dim: int,
+    num_queries: int,
+    layout: Layout,
+    kept: int,
+    deleted: np.ndarray,
+    segments: dict[int, Segment],
+    generation: int,
+) -> tuple[AnnState, AnnFiles]:
+    """Step (1) of a commit for the FAISS side: the next generation's index in memory and the
+    files that hold it, written (a delta, or a new base; see the module docstring).
+
+    ``layout`` lists the next generation's live items, the first ``kept`` of them carried over,
+    the rest new; ``deleted`` are the keys removed. ``snap``'s index is updated in place, so after
+    a failure the caller must reload the committed state from disk.
+    """
+    state, kind = snap.ann_state, snap.manifest.ann_kind
+    if needs_training(state.index, kind, config, len(layout.keys), num_queries):
+        index, template = build_ann(config, dim, layout, segments)
+        return new_base(folder, index, template, index.kind if isinstance(index, VectorAnn) else config.kind,
+                        generation)
+    if isinstance(state.index, VectorAnn):
+        kind = state.index.kind  # an empty index's manifest says "flat"
+    delta = empty_copy(state.template)
+    add_items(delta, layout.keys[kept:], layout.segments[kept:], layout.rows[kept:], segments)
+    remove_keys(state.index, deleted)
+    removed = np.union1d(state.removed, deleted).astype(np.int64)
+    added = stored_vectors(delta)
+    limit = DELTA_FRACTION * state.base_vectors
+    if state.delta_vectors + added > limit or len(removed) * vectors_per_item(state.index, num_queries) > limit:
+        merge_into(state.index, delta)
+        return new_base(folder, state.index, state.template, kind, generation)
+    deltas = snap.manifest.ann_deltas
+    if added:
+        deltas = (*deltas, write_ann_delta(folder, delta, generation))
+        merge_into(state.index, delta)
+    next_state = AnnState(state.index, state.template, removed, state.base_vectors, state.delta_vectors + added)
+    return next_state, AnnFiles(snap.manifest.ann_file, kind, deltas, deleted.tolist())
 
 
 def switch_generation(store: MetadataStore, manifest: Manifest, **changes: Any) -> None:
@@ -189,12 +380,22 @@ def switch_generation(store: MetadataStore, manifest: Manifest, **changes: Any) 
     store.apply(manifest, **changes)
 
 
+def ann_paths(folder: Path, manifest: Manifest) -> list[Path]:
+    """Every FAISS file a manifest may name (base, its fused part, their templates, the deltas),
+    whether or not it exists."""
+    if not manifest.ann_file:
+        return []
+    base_parts = ("", "fused", _template_part(""), _template_part("fused"))
+    paths = [ann_part_path(folder, manifest.ann_file, part) for part in base_parts]
+    for name in manifest.ann_deltas:
+        paths.extend(ann_part_path(folder, name, part) for part in ("", "fused"))
+    return paths
+
+
 def remove_stale_files(folder: Path, manifest: Manifest, pending_segments: Iterable[tuple[int, int]]) -> None:
     """Delete vector and FAISS files that neither the manifest nor staged changes name:
     superseded generations and the leftovers of crashed writers."""
-    wanted = set()
-    if manifest.ann_file:
-        wanted = {ann_part_path(folder, manifest.ann_file, part) for part in ("", "fused")}
+    wanted = set(ann_paths(folder, manifest))
     for sid, _rows in (*manifest.segments, *pending_segments):
         wanted.update(segment_paths(folder, sid).values())
     for sub in (VECTORS_DIR, ANN_DIR):
@@ -209,10 +410,7 @@ def bytes_on_disk(folder: Path, snap: Snapshot) -> dict[str, int]:
     for sid in snap.segments:
         for part, path in segment_paths(folder, sid).items():
             sizes[part] += path.stat().st_size
-    ann_bytes = 0
-    if snap.manifest.ann_file:
-        paths = [ann_part_path(folder, snap.manifest.ann_file, part) for part in ("", "fused")]
-        ann_bytes = sum(p.stat().st_size for p in paths if p.is_file())
+    ann_bytes = sum(p.stat().st_size for p in ann_paths(folder, snap.manifest) if p.is_file())
     database_bytes = sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith(DATABASE_NAME))
     return {
         "multi_vectors": sizes["multi"],

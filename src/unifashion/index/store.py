@@ -3,8 +3,10 @@
 Everything that must change atomically lives in one SQLite database (``catalogue.sqlite``):
 
 - ``items``: one row per live item: its metadata and where its vectors lie (segment id, row);
-- ``manifest``: one row naming the committed generation, the vector segments and the FAISS file
-  that belong to it;
+- ``manifest``: one row naming the committed generation, the vector segments and the FAISS files
+  that belong to it (a base file and the deltas appended since, see generations.py);
+- ``ann_removed``: the keys of items deleted since the base FAISS file was written, whose vectors
+  that file (or a delta) still holds; a loaded index removes them in memory;
 - ``config``: the index's fixed shape (dim, queries per item) and its ANN settings.
 
 A commit of the index writes its new vector and FAISS files first and then calls
@@ -26,8 +28,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-#: Bumped whenever the on-disk layout changes incompatibly.
-FORMAT_VERSION = 1
+#: Bumped whenever the on-disk layout changes incompatibly. Version 2 added FAISS deltas (the
+#: ``ann_deltas`` column and the ``ann_removed`` table); a version-1 index is read as one without
+#: deltas and upgraded when opened for writing.
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 DATABASE_NAME = "catalogue.sqlite"
 
@@ -46,7 +51,11 @@ CREATE TABLE manifest (
     ann_file TEXT NOT NULL,      -- FAISS file name under ann/, '' while the index is empty
     ann_kind TEXT NOT NULL,      -- the kind actually built: 'flat' until an IVF is trained
     next_key INTEGER NOT NULL,   -- item keys (FAISS ids) are never reused
-    next_segment INTEGER NOT NULL
+    next_segment INTEGER NOT NULL,
+    ann_deltas TEXT NOT NULL DEFAULT '[]' -- JSON list of FAISS delta file names under ann/, oldest first
+);
+CREATE TABLE ann_removed (
+    key INTEGER PRIMARY KEY      -- deleted since the base FAISS file was written
 );
 CREATE TABLE items (
     key INTEGER PRIMARY KEY,     -- the FAISS id of the item's pooled vector
@@ -96,6 +105,8 @@ class Manifest:
     ann_kind: str
     next_key: int
     next_segment: int
+    #: FAISS files of the items added since ``ann_file`` was written, oldest first.
+    ann_deltas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,8 +160,25 @@ class MetadataStore:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
         version = int(self.config().get("format_version", -1))
-        if version != FORMAT_VERSION:
-            raise ValueError(f"index at {folder} has format version {version}; this code reads {FORMAT_VERSION}")
+        if version not in _READABLE_VERSIONS:
+            raise ValueError(f"index at {folder} has format version {version}; this code reads "
+                             f"{', '.join(map(str, _READABLE_VERSIONS))}")
+        self._has_deltas = version >= 2
+        if not self._has_deltas and not read_only:
+            self._upgrade_to_deltas()
+
+    def _upgrade_to_deltas(self) -> None:
+        """Version 1 -> 2: the manifest's delta list and the removed-keys table, in one transaction."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("ALTER TABLE manifest ADD COLUMN ann_deltas TEXT NOT NULL DEFAULT '[]'")
+            self.conn.execute("CREATE TABLE ann_removed (key INTEGER PRIMARY KEY)")
+            self.conn.execute("UPDATE config SET value = ? WHERE key = 'format_version'", (json.dumps(FORMAT_VERSION),))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self._has_deltas = True
 
     @staticmethod
     def create(folder: Path, config: dict[str, Any]) -> None:
@@ -169,7 +197,7 @@ class MetadataStore:
                 [(key, json.dumps(value)) for key, value in full_config.items()],
             )
             conn.execute(
-                "INSERT INTO manifest VALUES (0, 0, '[]', '', 'flat', 0, 0)",
+                "INSERT INTO manifest VALUES (0, 0, '[]', '', 'flat', 0, 0, '[]')",
             )
             conn.execute("COMMIT")
         finally:
@@ -192,8 +220,9 @@ class MetadataStore:
         return int(self.conn.execute("SELECT generation FROM manifest").fetchone()[0])
 
     def _manifest(self) -> Manifest:
-        generation, segments, ann_file, ann_kind, next_key, next_segment = self.conn.execute(
-            "SELECT generation, segments, ann_file, ann_kind, next_key, next_segment FROM manifest"
+        deltas = "ann_deltas" if self._has_deltas else "'[]'"
+        generation, segments, ann_file, ann_kind, next_key, next_segment, ann_deltas = self.conn.execute(
+            f"SELECT generation, segments, ann_file, ann_kind, next_key, next_segment, {deltas} FROM manifest"
         ).fetchone()
         return Manifest(
             generation=generation,
@@ -202,14 +231,20 @@ class MetadataStore:
             ann_kind=ann_kind,
             next_key=next_key,
             next_segment=next_segment,
+            ann_deltas=tuple(json.loads(ann_deltas)),
         )
 
-    def read_committed(self) -> tuple[Manifest, Layout]:
-        """The manifest and the item layout, read in one transaction so that they agree."""
+    def read_committed(self) -> tuple[Manifest, Layout, np.ndarray]:
+        """The manifest, the item layout and the keys in ``ann_removed`` (sorted int64), read in
+        one transaction so that they agree."""
         self.conn.execute("BEGIN")
         try:
             manifest = self._manifest()
             records = self.conn.execute("SELECT key, segment, row, category FROM items ORDER BY key").fetchall()
+            removed = (
+                [r[0] for r in self.conn.execute("SELECT key FROM ann_removed ORDER BY key")]
+                if self._has_deltas else []
+            )
         finally:
             self.conn.execute("COMMIT")
         count = len(records)
@@ -219,7 +254,7 @@ class MetadataStore:
             rows=np.fromiter((r[2] for r in records), dtype=np.int64, count=count),
             categories=np.array([r[3] for r in records], dtype=object),
         )
-        return manifest, layout
+        return manifest, layout, np.array(removed, dtype=np.int64)
 
     def keys_of(self, item_ids: Sequence[str]) -> dict[str, int]:
         """The keys of those of ``item_ids`` that are committed."""
@@ -280,10 +315,13 @@ class MetadataStore:
         new_rows: Sequence[ItemRow] = (),
         moved_rows: Sequence[tuple[int, int, int]] = (),
         config_updates: dict[str, Any] | None = None,
+        ann_removed: Sequence[int] | None = (),
     ) -> None:
         """Commit one generation: delete, insert and move items, switch the manifest, atomically.
 
         ``moved_rows`` are (segment, row, key) for items whose vectors were rewritten (compaction).
+        ``ann_removed``: keys to add to the ``ann_removed`` table (the manifest's FAISS files still
+        hold their vectors), or None to empty it (the manifest names a new base file without them).
         If anything fails, the transaction rolls back and the previous generation stays current.
         """
         conn = self.conn
@@ -301,7 +339,7 @@ class MetadataStore:
             conn.executemany("UPDATE items SET segment = ?, row = ? WHERE key = ?", moved_rows)
             conn.execute(
                 "UPDATE manifest SET generation = ?, segments = ?, ann_file = ?, ann_kind = ?, next_key = ?, "
-                "next_segment = ?",
+                "next_segment = ?, ann_deltas = ?",
                 (
                     manifest.generation,
                     json.dumps([list(s) for s in manifest.segments]),
@@ -309,8 +347,13 @@ class MetadataStore:
                     manifest.ann_kind,
                     manifest.next_key,
                     manifest.next_segment,
+                    json.dumps(list(manifest.ann_deltas)),
                 ),
             )
+            if ann_removed is None:
+                conn.execute("DELETE FROM ann_removed")
+            else:
+                conn.executemany("INSERT OR IGNORE INTO ann_removed (key) VALUES (?)", [(int(k),) for k in ann_removed])
             for key, value in (config_updates or {}).items():
                 conn.execute("INSERT OR REPLACE INTO config (key, value) VALUES (?, ?)", (key, json.dumps(value)))
             conn.execute("COMMIT")

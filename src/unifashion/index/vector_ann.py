@@ -17,8 +17,9 @@ and ``remove_ids`` drops all of them. The codes only rank candidates; the index 
 best candidate items exactly from their stored fp16 vectors (snapshot_search.py). Until the
 catalogue holds enough vectors to train the IVF, both indexes are exact (flat over all vectors).
 
-Adding items encodes their vectors with the trained quantisers (no retraining); a catalogue whose
-distribution moved is re-trained with ``CatalogueIndex.rebuild_ann``.
+Adding items encodes their vectors with the trained quantisers (no retraining; each commit's
+additions are written as a delta file, generations.py); a catalogue whose distribution moved is
+re-trained with ``CatalogueIndex.rebuild_ann``.
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ class VectorAnn:
         """The FAISS indexes by file suffix ("" for the plain one)."""
         return {"": self.plain, **({"fused": self.fused} if self.fused is not None else {})}
 
+    @classmethod
+    def from_parts(cls, parts: dict[str, Any], fused_weight: float) -> VectorAnn:
+        """The inverse of :meth:`parts`."""
+        return cls(parts[""], parts.get("fused"), float(fused_weight))
+
     def _indexes(self) -> list[tuple[Any, float | None]]:
         out = [(self.plain, None)]
         if self.fused is not None:
@@ -160,9 +166,10 @@ def _training_sample(
 
 def build_vector_ann(
     nlist: int, nprobe: int, pq_m: int, fused_weight: float, dim: int, layout: Layout, segments: dict[int, Segment]
-) -> VectorAnn:
+) -> tuple[VectorAnn, VectorAnn]:
     """The vector-level indexes over every live item: IVF (trained on a sample of their vectors)
-    once there are enough items, exact flat ones before."""
+    once there are enough items, exact flat ones before; and an empty copy of them as trained
+    (the template that each commit's delta starts from)."""
     num_queries = next(iter(segments.values())).multi.shape[1] if segments else 1
     trained = len(layout.keys) >= min_train_items(nlist, num_queries)
     indexes = []
@@ -175,8 +182,9 @@ def build_vector_ann(
             index = _flat(dim)
         indexes.append(index)
     ann = VectorAnn(indexes[0], indexes[1] if len(indexes) > 1 else None, float(fused_weight))
+    template = VectorAnn.from_parts({part: faiss.clone_index(i) for part, i in ann.parts().items()}, fused_weight)
     ann.add(layout.keys, layout.segments, layout.rows, segments)
-    return ann
+    return ann, template
 
 
 def empty_vector_ann(dim: int, fused_weight: float) -> VectorAnn:

@@ -34,14 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from unifashion.data.folder import load_item_records
 from unifashion.data.records import ItemRecord, load_image
-from unifashion.index import CatalogueIndex, ModelMismatchError
+from unifashion.index import CatalogueIndex, MilvusBackend, ModelMismatchError, create_index, index_exists, open_index
 
-# Items embedded between two commits: each commit writes one vector segment and rewrites the
-# FAISS file, so this trades commit cost against the work a stopped build repeats.
+# Items embedded between two commits: each commit writes one vector segment and one FAISS delta
+# (both in proportion to the items it adds), so this trades the number of files against the work
+# a stopped build repeats.
 _COMMIT_EVERY = 1024
 
 
@@ -109,11 +111,16 @@ class CatalogueBuilder:
         return int(self.model.num_queries)
 
     def embed(self, images: Sequence[Any]) -> EmbeddedItems:
-        """Z, generated captions and their embeddings for one batch of (PIL) images."""
-        with self._lock:
-            multi = self.model.encode_image(list(images))
-            captions, fusion = self.model.encode_captions(list(images))
-        return EmbeddedItems(multi.float().cpu().numpy(), fusion.float().cpu().numpy(), list(captions))
+        """Z, generated captions and their embeddings for one batch of (PIL) images.
+
+        The vision encoder runs once per image: its features serve both Z and the captioning
+        (which ``encode_image`` followed by ``encode_captions`` of the images would compute twice).
+        The captions of a batch are decoded together (greedy, with the LM's KV cache)."""
+        with self._lock, torch.no_grad():
+            features = self.model.get_image_features(list(images))
+            captions, fusion = self.model.encode_captions(vision_features=features.vision_features)
+        return EmbeddedItems(features.image_embeds.float().cpu().numpy(), fusion.float().cpu().numpy(),
+                             list(captions))
 
     @property
     def model_identity(self) -> str | None:
@@ -195,12 +202,14 @@ class CatalogueBuilder:
         return len(records)
 
     def build(self, source: str | os.PathLike | Sequence[ItemRecord], index_dir: str | os.PathLike, *,
-              split: str | None = None, ann: str = "vectors", resume: bool = True, **ann_options) -> BuildReport:
+              split: str | None = None, ann: str = "vectors", resume: bool = True,
+              backend: MilvusBackend | None = None, **ann_options) -> BuildReport:
         """Index every item of ``source`` into ``index_dir`` (created if needed).
 
         With ``resume`` (the default) an existing index is opened and items it already holds are
         skipped; without, an existing index is an error. ``ann`` and ``ann_options`` (nlist,
-        nprobe, pq_m) configure a new index (see :meth:`CatalogueIndex.create`).
+        nprobe, pq_m) configure a new index (see :meth:`CatalogueIndex.create`). ``backend``: a
+        :class:`MilvusBackend` stores the index in Milvus (the folder then records where).
         """
         started = time.perf_counter()
         records = load_item_records(source, split)
@@ -210,13 +219,13 @@ class CatalogueBuilder:
                 raise ValueError(f"the source lists the id {record.item_id!r} more than once")
             seen.add(record.item_id)
         folder = Path(index_dir)
-        if (folder / "catalogue.sqlite").is_file():
+        if index_exists(folder):
             if not resume:
                 raise FileExistsError(f"{folder} already holds an index; pass resume=True to add to it")
-            index = CatalogueIndex.open(folder)
+            index = open_index(folder, backend=backend)
         else:
-            index = CatalogueIndex.create(folder, dim=self.embed_dim, num_queries=self.num_queries, ann=ann,
-                                          **ann_options)
+            index = create_index(folder, backend, dim=self.embed_dim, num_queries=self.num_queries, ann=ann,
+                                 **ann_options)
         with index:
             self.check_index(index)
             todo = [r for r in records if r.item_id not in index]
@@ -228,11 +237,11 @@ class CatalogueBuilder:
 
 def build_index(model, source: str | os.PathLike | Sequence[ItemRecord], index_dir: str | os.PathLike, *,
                 split: str | None = None, batch_size: int = 32, progress: bool = True, ann: str = "vectors",
-                resume: bool = True, **ann_options) -> BuildReport:
+                resume: bool = True, backend: MilvusBackend | None = None, **ann_options) -> BuildReport:
     """Embed every item of ``source`` with ``model`` into the index at ``index_dir``.
 
     ``source``: item records, an embedded catalogue folder (with ``split``), an image folder with
     ``metadata.jsonl`` / ``metadata.csv``, or such a file. See :class:`CatalogueBuilder`.
     """
     builder = CatalogueBuilder(model, batch_size=batch_size, progress=progress)
-    return builder.build(source, index_dir, split=split, ann=ann, resume=resume, **ann_options)
+    return builder.build(source, index_dir, split=split, ann=ann, resume=resume, backend=backend, **ann_options)

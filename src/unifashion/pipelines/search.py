@@ -46,7 +46,15 @@ from PIL import Image
 
 from unifashion import configuration
 from unifashion.data.records import CAPTION_STYLES, ImageSource, ItemRecord, load_image
-from unifashion.index import CatalogueIndex, DuplicateItemError, Hit, ItemMetadata, UnknownItemError
+from unifashion.index import (
+    CatalogueIndex,
+    DuplicateItemError,
+    Hit,
+    ItemMetadata,
+    MilvusBackend,
+    UnknownItemError,
+    open_index,
+)
 from unifashion.index.text_ann import TextIndex, rank_exact
 from unifashion.pipelines.indexing import CatalogueBuilder, index_metadata
 from unifashion.pipelines.tryon import generate_on_person
@@ -175,8 +183,11 @@ class SearchPipeline:
             self.builder.check_index(index)
 
     @classmethod
-    def open(cls, model, index_dir: str | os.PathLike, read_only: bool = False, **kwargs) -> SearchPipeline:
-        index = CatalogueIndex.open(index_dir, read_only=read_only)
+    def open(cls, model, index_dir: str | os.PathLike, read_only: bool = False,
+             backend: MilvusBackend | None = None, **kwargs) -> SearchPipeline:
+        """Open the index in ``index_dir`` (either backend; ``backend`` overrides a Milvus-backed
+        folder's record) with ``model``."""
+        index = open_index(index_dir, read_only=read_only, backend=backend)
         try:
             return cls(model, index, **kwargs)
         except BaseException:  # e.g. a model that did not build the index: release it

@@ -415,8 +415,10 @@ def is_loopback(host: str) -> bool:
 
 def serve(index_dir: str, model: str = "tiny-default", host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, threads: int = 1, read_only: bool = False,
-          settings: ServiceSettings | None = None) -> None:
+          settings: ServiceSettings | None = None, backend: Any = None) -> None:
     """Load ``model`` (a trained tag or a saved folder), open the index and serve until stopped.
+    ``backend``: a :class:`~unifashion.index.MilvusBackend` overriding what a Milvus-backed index
+    folder records (e.g. a cluster's URI).
 
     Beyond loopback the API key is required (writes would be open to anyone who can reach the
     port), and the Host names to answer to default to the bound address (``0.0.0.0`` / ``::``:
@@ -433,17 +435,17 @@ def serve(index_dir: str, model: str = "tiny-default", host: str = "127.0.0.1", 
     import torch
     import uvicorn
 
-    from unifashion.index import CatalogueIndex, IndexLockedError
+    from unifashion.index import IndexLockedError, open_index
     from unifashion.models import UniFashion
 
     torch.set_num_threads(threads)
     settings.model_name = settings.model_name or str(model)
     loaded = UniFashion.from_pretrained(model)
     try:
-        index = CatalogueIndex.open(index_dir, read_only=read_only)
+        index = open_index(index_dir, read_only=read_only, backend=backend)
     except IndexLockedError:
         print(f"{index_dir} is open for writing elsewhere: serving it read-only (adding and deleting items is off)")
-        index = CatalogueIndex.open(index_dir, read_only=True)
+        index = open_index(index_dir, read_only=True, backend=backend)
     try:
         pipeline = SearchPipeline(loaded, index)
     except BaseException:

@@ -1,0 +1,93 @@
+"""Indexing throughput with the model, side by side in one run: the model's bare ``encode_image``,
+the embedding as the builder did it before (``encode_image`` then ``encode_captions`` of the same
+images: the vision encoder twice), the builder's ``embed`` now (one vision pass feeding Z and the
+captioning), and ``CatalogueBuilder.add`` end to end into a new index (embedding + store).
+
+    flock /tmp/unifashion-cpu.lock env OMP_NUM_THREADS=1 .venv/bin/python \
+        benchmarks/bench_indexing_throughput.py --catalogue outputs/demo/catalogue --items 320 \
+        --out benchmarks/results/indexing_throughput.json
+
+Every path embeds the same images (the first ``--items`` of the catalogue's records, decoded once
+beforehand) in batches of ``--batch-size``, after one untimed warm-up batch; captions are the
+model's greedy fusion captions (batched, with the LM's KV cache, as ``caption`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="tiny-default")
+    parser.add_argument("--catalogue", default="outputs/demo/catalogue")
+    parser.add_argument("--items", type=int, default=320)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="benchmarks/results/indexing_throughput.json")
+    args = parser.parse_args()
+
+    import torch
+
+    from unifashion.data.synthetic.catalogue import load_catalogue
+    from unifashion.index import CatalogueIndex
+    from unifashion.models import UniFashion
+    from unifashion.pipelines.indexing import CatalogueBuilder
+
+    torch.set_num_threads(args.threads)
+    model = UniFashion.from_pretrained(args.model).eval()
+    records = load_catalogue(args.catalogue).item_records()[: args.items + args.batch_size]
+    images = [r.load_image() for r in records]
+    warm, timed = images[: args.batch_size], images[args.batch_size :]
+    builder = CatalogueBuilder(model, batch_size=args.batch_size, progress=False)
+
+    def encode_only(batch):
+        with torch.no_grad():
+            model.encode_image(batch)
+
+    def embed_before(batch):
+        with torch.no_grad():
+            model.encode_image(batch)
+            model.encode_captions(batch)
+
+    paths = {"encode_image only": encode_only, "embed before (vision twice)": embed_before,
+             "embed now (vision once)": builder.embed}
+    results = {"model": args.model, "items": len(timed), "batch_size": args.batch_size, "threads": args.threads,
+               "load_average": os.getloadavg(), "items_per_s": {}}
+    for name, run in paths.items():
+        run(warm)
+        t0 = time.perf_counter()
+        for start in range(0, len(timed), args.batch_size):
+            run(timed[start : start + args.batch_size])
+        results["items_per_s"][name] = len(timed) / (time.perf_counter() - t0)
+        print(f"{name}: {results['items_per_s'][name]:.1f} items/s", flush=True)
+
+    with tempfile.TemporaryDirectory() as workdir:
+        index = CatalogueIndex.create(Path(workdir) / "index", dim=builder.embed_dim, num_queries=builder.num_queries)
+        builder.add(index, records[: args.batch_size])  # warm-up, not timed
+        t0 = time.perf_counter()
+        builder.add(index, records[args.batch_size :])
+        results["items_per_s"]["CatalogueBuilder.add (embed now + store)"] = len(timed) / (time.perf_counter() - t0)
+        index.close()
+    bare = results["items_per_s"]["encode_image only"]
+    results["fraction_of_encode_image"] = {k: v / bare for k, v in results["items_per_s"].items()}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    lines = [f"# Indexing throughput ({results['items']} items, batch {args.batch_size}, {args.threads} thread(s), "
+             f"model {args.model})", "",
+             f"Load average at the start: {', '.join(f'{x:.1f}' for x in results['load_average'])}.", "",
+             "| path | items/s | fraction of encode_image |", "|---|---:|---:|"]
+    for name, rate in results["items_per_s"].items():
+        lines.append(f"| {name} | {rate:.1f} | {results['fraction_of_encode_image'][name]:.2f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
