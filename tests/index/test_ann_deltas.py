@@ -17,7 +17,7 @@ import textwrap
 import faiss
 import numpy as np
 import pytest
-from test_index import DIM, NUM_QUERIES, hit_ids, make_items, queries_near
+from test_index import CRASH_CHILD_PREAMBLE, DIM, NUM_QUERIES, hit_ids, make_items, queries_near
 
 from unifashion.index import CatalogueIndex
 from unifashion.index.generations import DELTA_FRACTION
@@ -222,21 +222,8 @@ def test_a_version_1_index_opens_and_is_upgraded_by_a_writer(tmp_path):
         assert len(reader) == 610 and results(reader, queries) == results(CatalogueIndex.open(path), queries)
 
 
-DELTA_CRASH_SCRIPT = textwrap.dedent(
+DELTA_CRASH_SCRIPT = CRASH_CHILD_PREAMBLE + textwrap.dedent(
     """
-    import sys, time
-    import numpy as np
-    from unifashion.index import CatalogueIndex
-    from unifashion.index import segments
-
-    path, stage, num_queries, dim = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-
-    def pause(name):
-        if name == stage:
-            print("PAUSED", flush=True)
-            time.sleep(120)
-
-    segments._crash_test_pause = pause
     index = CatalogueIndex.open(path)
     rng = np.random.default_rng(5)
     multi = rng.standard_normal((10, num_queries, dim)).astype(np.float32)

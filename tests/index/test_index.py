@@ -382,7 +382,9 @@ def test_one_writer_many_readers(tmp_path, backend):
     reader.close()
 
 
-CRASH_SCRIPT = textwrap.dedent(
+# The head of every kill -9 child: its arguments, and a pause at the named stage of a commit
+# (the parent kills it there).
+CRASH_CHILD_PREAMBLE = textwrap.dedent(
     """
     import sys, time
     import numpy as np
@@ -397,6 +399,11 @@ CRASH_SCRIPT = textwrap.dedent(
             time.sleep(120)
 
     index_module._crash_test_pause = pause
+    """
+)
+
+CRASH_SCRIPT = CRASH_CHILD_PREAMBLE + textwrap.dedent(
+    """
     index_module._WRITE_CHUNK = 1000  # several chunks, so that the kill lands mid-file
     index = CatalogueIndex.open(path)
     rng = np.random.default_rng(5)
