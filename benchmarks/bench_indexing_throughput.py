@@ -1,7 +1,9 @@
 """Indexing throughput with the model, side by side in one run: the model's bare ``encode_image``,
 the embedding as the builder did it before (``encode_image`` then ``encode_captions`` of the same
 images: the vision encoder twice), the builder's ``embed`` now (one vision pass feeding Z and the
-captioning), and ``CatalogueBuilder.add`` end to end into a new index (embedding + store).
+captioning), the builder without captions (``captions=False``: Z only, for an index without caption
+fusion), and ``CatalogueBuilder.add`` end to end into a new index (embedding + store), with and
+without captions.
 
     flock /tmp/unifashion-cpu.lock env OMP_NUM_THREADS=1 .venv/bin/python \
         benchmarks/bench_indexing_throughput.py --catalogue outputs/demo/catalogue --items 320 \
@@ -45,6 +47,7 @@ def main() -> None:
     images = [r.load_image() for r in records]
     warm, timed = images[: args.batch_size], images[args.batch_size :]
     builder = CatalogueBuilder(model, batch_size=args.batch_size, progress=False)
+    bare_builder = CatalogueBuilder(model, batch_size=args.batch_size, progress=False, captions=False)
 
     def encode_only(batch):
         with torch.no_grad():
@@ -56,7 +59,7 @@ def main() -> None:
             model.encode_captions(batch)
 
     paths = {"encode_image only": encode_only, "embed before (vision twice)": embed_before,
-             "embed now (vision once)": builder.embed}
+             "embed now (vision once)": builder.embed, "embed without captions": bare_builder.embed}
     results = {"model": args.model, "items": len(timed), "batch_size": args.batch_size, "threads": args.threads,
                "load_average": os.getloadavg(), "items_per_s": {}}
     for name, run in paths.items():
@@ -67,13 +70,17 @@ def main() -> None:
         results["items_per_s"][name] = len(timed) / (time.perf_counter() - t0)
         print(f"{name}: {results['items_per_s'][name]:.1f} items/s", flush=True)
 
-    with tempfile.TemporaryDirectory() as workdir:
-        index = CatalogueIndex.create(Path(workdir) / "index", dim=builder.embed_dim, num_queries=builder.num_queries)
-        builder.add(index, records[: args.batch_size])  # warm-up, not timed
-        t0 = time.perf_counter()
-        builder.add(index, records[args.batch_size :])
-        results["items_per_s"]["CatalogueBuilder.add (embed now + store)"] = len(timed) / (time.perf_counter() - t0)
-        index.close()
+    for name, adder in (("CatalogueBuilder.add (embed now + store)", builder),
+                        ("CatalogueBuilder.add without captions (embed + store)", bare_builder)):
+        with tempfile.TemporaryDirectory() as workdir:
+            index = CatalogueIndex.create(Path(workdir) / "index", dim=adder.embed_dim, num_queries=adder.num_queries,
+                                          captions=adder.captions)
+            adder.add(index, records[: args.batch_size])  # warm-up, not timed
+            t0 = time.perf_counter()
+            adder.add(index, records[args.batch_size :])
+            results["items_per_s"][name] = len(timed) / (time.perf_counter() - t0)
+            print(f"{name}: {results['items_per_s'][name]:.1f} items/s", flush=True)
+            index.close()
     bare = results["items_per_s"]["encode_image only"]
     results["fraction_of_encode_image"] = {k: v / bare for k, v in results["items_per_s"].items()}
     out = Path(args.out)

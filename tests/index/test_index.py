@@ -12,6 +12,7 @@ fixtures live here, not in a conftest.py: tests/conftest.py is imported as ``con
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -523,3 +524,34 @@ def test_empty_index_returns_no_hits(tmp_path, backend):
     assert index.search(query) == [] and index.search(query, exact=True) == []
     assert index.search(np.stack([query, query])) == [[], []]
     assert len(index) == 0 and index.ids() == []
+
+
+def test_an_index_without_captions_scores_max_sim_alone_and_refuses_fusion(tmp_path, backend):
+    """captions=False: items are added without caption vectors, searches at fusion weight 0 match
+    the brute-force max-sim, and asking for fusion (or giving caption vectors) is a clear error.
+    The setting survives reopening, and a captioned index still requires its caption vectors."""
+    ids, multi, fusion, metadata = make_items(120)
+    index = create(tmp_path / "bare", backend, captions=False)
+    assert index.captions is False
+    with pytest.raises(ValueError, match="built without captions: pass fusion_vectors=None"):
+        index.add(ids, multi, fusion, metadata)
+    index.add(ids, multi, None, metadata)
+    query = queries_near(multi, 1)[0]
+    expected_ids, expected_scores = brute_force(ids, multi, fusion, query, 10)
+    hits = index.search(query, 10, exact=True)
+    assert [h.item_id for h in hits] == expected_ids
+    np.testing.assert_allclose([h.score for h in hits], expected_scores, atol=2e-3)
+    assert all(h.fusion == 0.0 for h in hits)
+    with pytest.raises(ValueError, match="built without captions .*fusion_weight=0"):
+        index.search(query, 10, fusion_weight=1.0)
+    index.close()
+    with open_index(tmp_path / "bare", read_only=True, backend=backend) as reopened:
+        assert reopened.captions is False
+        assert [h.item_id for h in reopened.search(query, 10, exact=True)] == expected_ids
+
+    other = None if backend is None else dataclasses.replace(backend, collection=f"{backend.collection}_captioned")
+    captioned = create(tmp_path / "captioned", other)
+    assert captioned.captions is True
+    with pytest.raises(ValueError, match="fusion_vectors are required"):
+        captioned.add(ids, multi, None, metadata)
+    captioned.close()

@@ -368,3 +368,37 @@ def test_the_builder_embeds_as_the_model_does_with_one_vision_pass(model, catalo
     np.testing.assert_allclose(embedded.multi_vectors, expected_z, atol=1e-6)
     assert embedded.fusion_captions == expected_captions
     np.testing.assert_allclose(embedded.fusion_vectors, expected_zc.numpy(), atol=1e-6)
+
+
+def test_an_index_built_without_captions_holds_the_models_image_vectors_and_searches_without_fusion(
+        model, catalogue_dir, reference, tmp_path, monkeypatch):
+    """build_index(captions=False) never captions (the slow part), stores encode_image's vectors,
+    and composed search on it runs without caption fusion; the captioned builder refuses to add
+    to it (and the reverse), naming the mismatch."""
+    records = reference["records"]
+
+    def no_captioning(*args, **kwargs):
+        raise AssertionError("captioned while indexing without captions")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model, "encode_captions", no_captioning)
+        report = build_index(model, records, tmp_path / "bare", progress=False, captions=False)
+    assert report.added == N_ITEMS
+    index = CatalogueIndex.open(tmp_path / "bare", read_only=True)
+    assert index.captions is False and index.stats()["captions"] is False
+    stored, _fusion = index.vectors(records[3].item_id)
+    np.testing.assert_allclose(stored, reference["z"][3], atol=2e-3)
+    index.close()
+    with SearchPipeline.open(model, tmp_path / "bare", read_only=True) as search:
+        assert search.get(records[0].item_id).fusion_caption == ""
+        image, text = reference["images"][2], "is red with long sleeves"
+        query = model.encode_composed([image], [text])[0].numpy()
+        scores = (reference["z"] @ query).max(axis=1)  # max-sim alone: no fusion term
+        hits = search.composed(image, text, top_k=5, fusion=True)
+        assert_same_ranking(hits, reference["ids"], scores, 5)
+        assert search.uses_fusion(True) is False
+    with pytest.raises(ValueError, match="built without captions; this builder indexes with them"):
+        build_index(model, records, tmp_path / "bare", progress=False)
+    build_index(model, records[:3], tmp_path / "captioned", progress=False)
+    with pytest.raises(ValueError, match="built with captions; this builder indexes without them"):
+        build_index(model, records, tmp_path / "captioned", progress=False, captions=False)

@@ -48,6 +48,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     report = build_index(load_model(args.model), args.catalogue, args.index, split=args.split,
                          batch_size=args.batch_size, progress=not args.no_progress, ann=args.ann,
+                         captions=not args.no_captions,
                          backend=_milvus_backend(args, creating=not _index_exists(args.index)))
     print(report)
     return 0
@@ -88,7 +89,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
             return 0
         else:
             hits = pipeline.composed(image, text, args.top_k, fusion=not args.no_fusion, category=args.category)
-            query = {"task": "composed", "image": args.image, "text": text, "fusion": not args.no_fusion}
+            query = {"task": "composed", "image": args.image, "text": text,
+                     "fusion": pipeline.uses_fusion(not args.no_fusion)}
     if args.json:
         print(json.dumps({"query": query, "results": [h.to_dict() for h in hits]}, indent=2))
     else:
@@ -137,6 +139,8 @@ def register(sub) -> None:
     _add_milvus_options(ix, creating=True)
     ix.add_argument("--milvus-index-type", help="Milvus vector index of a new index (default HNSW; FLAT is exact)")
     ix.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ix.add_argument("--no-captions", action="store_true",
+                    help="index without generated captions (no caption fusion in composed search): much faster")
     ix.set_defaults(func=_cmd_index)
 
     se = sub.add_parser("search", help="search an index: TEXT -> images; --image -> catalogue texts; "

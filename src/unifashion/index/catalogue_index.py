@@ -82,17 +82,22 @@ from unifashion.index.store import DATABASE_NAME, ItemMetadata, ItemRow, Layout,
 from unifashion.index.validation import (
     MetadataInput,
     check_batch,
+    check_fusion_vectors_given,
     check_ids,
     check_positive_int,
     check_queries,
     check_search_options,
     item_row,
+    no_captions_error,
 )
 from unifashion.index.vector_ann import VectorAnn
 
 LOCK_NAME = "writer.lock"
 #: Config key under which the builder records the identity of the model that made the vectors.
 MODEL_IDENTITY_KEY = "model_identity"
+#: Config key: whether the items carry caption-fusion vectors (absent in older indexes: they do).
+CAPTIONS_KEY = "captions"
+
 
 
 class CatalogueIndex:
@@ -114,6 +119,7 @@ class CatalogueIndex:
         config = self._store.config()
         self.dim = int(config["dim"])
         self.num_queries = int(config["num_queries"])
+        self.captions = bool(config.get(CAPTIONS_KEY, True))
         self._ann_config = AnnConfig.from_config(config)
         self._snapshot = self._load_snapshot()
         self._reset_pending()
@@ -132,6 +138,7 @@ class CatalogueIndex:
         nprobe: int = 16,
         pq_m: int | None = None,
         fused_weight: float = 1.0,
+        captions: bool = True,
     ) -> CatalogueIndex:
         """Create an empty index in folder ``path`` (new or empty) and open it for writing.
 
@@ -146,7 +153,15 @@ class CatalogueIndex:
         ``"ivfpq"`` (IndexIVFPQ with ``pq_m`` 8-bit sub-quantisers, ~``pq_m`` B/item). An IVF kind
         is trained on the stored pooled vectors at the first commit where the index holds enough
         items (39 per list); until then the ANN stage is flat. See :meth:`rebuild_ann`.
+
+        ``captions=False``: the items carry no caption-fusion vectors (``add`` takes
+        ``fusion_vectors=None``; search only with ``fusion_weight=0``), so no fused index is built.
+        Indexing then skips captioning, the slowest part of embedding an item.
         """
+        if not isinstance(captions, bool):
+            raise ValueError(f"captions must be True or False, got {captions!r}")
+        if not captions:
+            fused_weight = 0.0
         folder = Path(path)
         for name, value in (("dim", dim), ("num_queries", num_queries)):
             check_positive_int(value, name)
@@ -163,7 +178,8 @@ class CatalogueIndex:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / VECTORS_DIR).mkdir()
         (folder / ANN_DIR).mkdir()
-        MetadataStore.create(folder, {"dim": int(dim), "num_queries": int(num_queries), **ann_config.as_config()})
+        MetadataStore.create(folder, {"dim": int(dim), "num_queries": int(num_queries), CAPTIONS_KEY: captions,
+                                      **ann_config.as_config()})
         return cls.open(folder)
 
     @classmethod
@@ -319,6 +335,7 @@ class CatalogueIndex:
                 "ann_config": self._ann_config.as_dict(),
                 "dim": self.dim,
                 "num_queries": self.num_queries,
+                "captions": self.captions,
                 "bytes": bytes_on_disk(self.folder, snap),
             }
 
@@ -358,7 +375,8 @@ class CatalogueIndex:
 
         multi_vectors: (N, num_queries, dim) floats, each vector L2-normalised (or pass
         ``normalize=True``); may be a memory-mapped array, read in chunks. fusion_vectors:
-        (N, dim), the embeddings of the items' generated captions, L2-normalised. metadata: per
+        (N, dim), the embeddings of the items' generated captions, L2-normalised (None, and only
+        None, for an index created with ``captions=False``). metadata: per
         item an :class:`ItemRecord`, an :class:`ItemMetadata`, a mapping with keys among
         category / captions / attributes / image_path / fusion_caption, or None.
         fusion_captions: the generated caption texts (else taken from the metadata).
@@ -388,6 +406,7 @@ class CatalogueIndex:
             self._check_writable()
             item_ids = check_ids(ids, "ids")
             count = len(item_ids)
+            check_fusion_vectors_given(self.captions, fusion_vectors, self.folder)
             multi_vectors, fusion_vectors = check_batch(
                 count, multi_vectors, fusion_vectors, metadata, fusion_captions, self.num_queries, self.dim
             )
@@ -584,6 +603,8 @@ class CatalogueIndex:
             if self.has_pending_changes:
                 raise CatalogueIndexError("commit() or rollback() the staged changes before rebuilding the ANN index")
             current = self._ann_config
+            if fused_weight and not self.captions:
+                raise no_captions_error(self.folder)
             config = check_ann_config(
                 ann if ann is not None else current.kind,
                 nlist if nlist is not None else current.nlist,
@@ -646,6 +667,8 @@ class CatalogueIndex:
         """
         queries, single = check_queries(query, self.dim)
         check_search_options(top_k, candidates, fusion_weight, nprobe, category)
+        if fusion_weight and not self.captions:
+            raise no_captions_error(self.folder)
         if candidates is None:
             vector_kind = is_vector_kind(self.ann_kind)
             candidates = max(DEFAULT_VECTOR_CANDIDATES if vector_kind else DEFAULT_CANDIDATES, 10 * int(top_k))

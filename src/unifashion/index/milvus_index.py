@@ -57,12 +57,14 @@ from unifashion.index.store import ItemMetadata, metadata_from_row
 from unifashion.index.validation import (
     MetadataInput,
     check_batch,
+    check_fusion_vectors_given,
     check_ids,
     check_positive_int,
     check_queries,
     check_search_options,
     check_vectors,
     item_row,
+    no_captions_error,
 )
 
 #: The file in an index folder that says the index lives in Milvus (and where).
@@ -173,6 +175,7 @@ class MilvusCatalogueIndex:
         self.dim = int(config["dim"])
         self.num_queries = int(config["num_queries"])
         self.fused_weight = float(config["fused_weight"])
+        self.captions = bool(config.get("captions", True))
         self.nprobe = int(config["nprobe"])
         self._config = config
         self._closed = False
@@ -206,10 +209,12 @@ class MilvusCatalogueIndex:
         nprobe: int = 16,
         pq_m: int | None = None,
         fused_weight: float = 1.0,
+        captions: bool = True,
     ) -> MilvusCatalogueIndex:
         """Create the index's collections and its folder (which holds ``backend.json``, and the
         milvus-lite file when ``backend.uri`` is None), and open it for writing. ``nlist`` /
-        ``nprobe`` configure IVF index types; ``pq_m`` is a FAISS setting, unused here."""
+        ``nprobe`` configure IVF index types; ``pq_m`` is a FAISS setting, unused here.
+        ``captions=False``: items without caption-fusion vectors (as :meth:`CatalogueIndex.create`)."""
         backend = backend or MilvusBackend()
         folder = Path(path)
         for name, value in (("dim", dim), ("num_queries", num_queries), ("nlist", nlist), ("nprobe", nprobe)):
@@ -219,6 +224,10 @@ class MilvusCatalogueIndex:
         if (isinstance(fused_weight, bool) or not isinstance(fused_weight, (int, float))
                 or not np.isfinite(fused_weight)):
             raise ValueError(f"fused_weight must be a finite number, got {fused_weight!r}")
+        if not isinstance(captions, bool):
+            raise ValueError(f"captions must be True or False, got {captions!r}")
+        if not captions:
+            fused_weight = 0.0
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise FileExistsError(f"{folder} exists and is not an empty folder; use MilvusCatalogueIndex.open "
                                   "(or unifashion.index.open_index) to reopen an index")
@@ -232,8 +241,8 @@ class MilvusCatalogueIndex:
         params = backend.index_params if backend.index_params is not None else _default_index_params(
             backend.index_type, nlist)
         config = {"format_version": _FORMAT_VERSION, "dim": int(dim), "num_queries": int(num_queries),
-                  "fused_weight": float(fused_weight), "nprobe": int(nprobe), "index_type": backend.index_type,
-                  "index_params": params}
+                  "fused_weight": float(fused_weight), "captions": captions, "nprobe": int(nprobe),
+                  "index_type": backend.index_type, "index_params": params}
         cls._create_collections(client, names, config)
         client.upsert(names["meta"], [_meta_row("config", config),
                                       _meta_row("state", {"generation": 0, "next_key": 0})])
@@ -511,6 +520,7 @@ class MilvusCatalogueIndex:
             count = len(item_ids)
             multi_vectors, fusion_vectors = check_batch(
                 count, multi_vectors, fusion_vectors, metadata, fusion_captions, self.num_queries, self.dim)
+            check_fusion_vectors_given(self.captions, fusion_vectors, self.folder)
             if count == 0:
                 return
             committed = self._committed_keys(item_ids)
@@ -521,12 +531,16 @@ class MilvusCatalogueIndex:
                 raise DuplicateItemError(
                     f"{len(existing)} of the ids are already in the index: {shown}; use upsert() to replace them")
             multi = np.array(multi_vectors, dtype=np.float32)
-            fusion = np.array(fusion_vectors, dtype=np.float32)
             check_vectors(multi, "multi_vectors", item_ids, 0, normalize)
-            check_vectors(fusion[:, None, :], "fusion_vectors", item_ids, 0, normalize)
             if normalize:
                 multi /= np.linalg.norm(multi, axis=-1, keepdims=True)
-                fusion /= np.linalg.norm(fusion, axis=-1, keepdims=True)
+            if fusion_vectors is None:  # an index without captions: a zero fusion term
+                fusion = np.zeros((count, self.dim), dtype=np.float32)
+            else:
+                fusion = np.array(fusion_vectors, dtype=np.float32)
+                check_vectors(fusion[:, None, :], "fusion_vectors", item_ids, 0, normalize)
+                if normalize:
+                    fusion /= np.linalg.norm(fusion, axis=-1, keepdims=True)
             # The values the local index stores (fp16), so that both backends score the same numbers.
             multi = to_fp16_storage(multi).astype(np.float32)
             fusion = to_fp16_storage(fusion).astype(np.float32)
@@ -667,6 +681,8 @@ class MilvusCatalogueIndex:
         ``nprobe`` is passed to IVF index types (HNSW searches with ef = max(candidates, 64))."""
         queries, single = check_queries(query, self.dim)
         check_search_options(top_k, candidates, fusion_weight, nprobe, category)
+        if fusion_weight and not self.captions:
+            raise no_captions_error(self.folder)
         if candidates is None:
             candidates = max(_DEFAULT_CANDIDATES, 10 * int(top_k))
         with self._lock:

@@ -167,8 +167,9 @@ def write_segment(
     """Validate and write one new segment's three files, chunk by chunk, and fsync them.
 
     Each chunk's vectors are checked (finite; unit norm unless ``normalize``), normalised if
-    asked, pooled (the mean of an item's vectors, re-normalised) and stored. On any failure the
-    files are deleted.
+    asked, pooled (the mean of an item's vectors, re-normalised) and stored. ``fusion_vectors``
+    None (items without captions) stores zero caption vectors: their fusion term is 0. On any
+    failure the files are deleted.
     """
     count = len(item_ids)
     show = count >= _PROGRESS_MIN_ITEMS if progress is None else progress
@@ -178,12 +179,16 @@ def write_segment(
             for start in range(0, count, _WRITE_CHUNK):
                 stop = min(start + _WRITE_CHUNK, count)
                 multi = np.array(multi_vectors[start:stop], dtype=np.float32)
-                fusion = np.array(fusion_vectors[start:stop], dtype=np.float32)
                 check_vectors(multi, "multi_vectors", item_ids, start, normalize)
-                check_vectors(fusion[:, None, :], "fusion_vectors", item_ids, start, normalize)
                 if normalize:
                     multi /= np.linalg.norm(multi, axis=-1, keepdims=True)
-                    fusion /= np.linalg.norm(fusion, axis=-1, keepdims=True)
+                if fusion_vectors is None:
+                    fusion = np.zeros((stop - start, dim), dtype=np.float32)
+                else:
+                    fusion = np.array(fusion_vectors[start:stop], dtype=np.float32)
+                    check_vectors(fusion[:, None, :], "fusion_vectors", item_ids, start, normalize)
+                    if normalize:
+                        fusion /= np.linalg.norm(fusion, axis=-1, keepdims=True)
                 pooled = multi.mean(axis=1)
                 norms = np.linalg.norm(pooled, axis=1, keepdims=True)
                 # 32 unit vectors averaging to ~0 is pathological; keep the raw mean then.

@@ -65,6 +65,21 @@ def as_float_array(values: Any, name: str) -> Any:
     return values
 
 
+def no_captions_error(folder: Any) -> ValueError:
+    """The error of a fusion search (or fused index) asked of an index built without captions."""
+    return ValueError(f"the index at {folder} was built without captions (no caption-fusion vectors): search it "
+                      f"with fusion_weight=0, or build an index with captions to use caption fusion")
+
+
+def check_fusion_vectors_given(captions: bool, fusion_vectors: Any, folder: Any) -> None:
+    """An index with captions needs every item's caption vector; one without takes none."""
+    if captions and fusion_vectors is None:
+        raise ValueError(f"fusion_vectors are required: the index at {folder} fuses captions "
+                         f"(create it with captions=False to index without them)")
+    if not captions and fusion_vectors is not None:
+        raise ValueError(f"the index at {folder} was built without captions: pass fusion_vectors=None")
+
+
 def check_batch(
     count: int,
     multi_vectors: Any,
@@ -75,16 +90,18 @@ def check_batch(
     dim: int,
 ) -> tuple[Any, Any]:
     """The shapes and lengths of one ``add`` of ``count`` items; returns the two vector arrays
-    (still unread: their values are checked chunk by chunk as they are written)."""
+    (still unread: their values are checked chunk by chunk as they are written).
+    ``fusion_vectors`` None: the items have no caption vectors (an index built without captions)."""
     multi_vectors = as_float_array(multi_vectors, "multi_vectors")
-    fusion_vectors = as_float_array(fusion_vectors, "fusion_vectors")
     expected_multi = (count, num_queries, dim)
     if tuple(multi_vectors.shape) != expected_multi:
         raise ValueError(
             f"multi_vectors must have shape (items, num_queries, dim) = {expected_multi}, "
             f"got {tuple(multi_vectors.shape)}"
         )
-    if tuple(fusion_vectors.shape) != (count, dim):
+    if fusion_vectors is not None:
+        fusion_vectors = as_float_array(fusion_vectors, "fusion_vectors")
+    if fusion_vectors is not None and tuple(fusion_vectors.shape) != (count, dim):
         raise ValueError(
             f"fusion_vectors must have shape (items, dim) = {(count, dim)}, got {tuple(fusion_vectors.shape)}"
         )

@@ -9,6 +9,10 @@ For every item the builder computes, in batches:
 - that caption's text embedding (``encode_text``), the item's caption-fusion vector Z_C, which
   composed retrieval adds to the score (``max_q <e, Z_q> + <e, Z_C>``, the paper's caption fusion).
 
+``captions=False`` skips the last two (an index without caption fusion): captioning costs most
+of an item's indexing time (benchmarks/bench_indexing_throughput.py), so a catalogue that needs
+speed more than fusion indexes at about the model's bare ``encode_image`` rate.
+
 Sources it reads (:func:`load_item_records`):
 
 - a list of :class:`~unifashion.data.records.ItemRecord`;
@@ -53,8 +57,8 @@ class EmbeddedItems:
     """What the builder computes for a batch of images."""
 
     multi_vectors: np.ndarray  # (B, num_queries, dim) float32, L2-normalised
-    fusion_vectors: np.ndarray  # (B, dim) float32, text embeddings of the generated captions
-    fusion_captions: list[str]  # the generated captions
+    fusion_vectors: np.ndarray | None  # (B, dim) float32, text embeddings of the generated captions
+    fusion_captions: list[str] | None  # the generated captions (both None: indexed without captions)
 
 
 @dataclass(frozen=True)
@@ -89,13 +93,17 @@ class CatalogueBuilder:
     """Embeds catalogue items with a UniFashion model and stores them in a :class:`CatalogueIndex`.
 
     ``lock``, when given, is held around every model call (the service shares one model between
-    request threads).
+    request threads). ``captions=False``: no generated captions, no caption-fusion vectors; it
+    builds (and adds to) indexes created without captions.
     """
 
     def __init__(self, model, batch_size: int = 32, progress: bool = True,
-                 lock: threading.Lock | threading.RLock | None = None):
+                 lock: threading.Lock | threading.RLock | None = None, captions: bool = True):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(captions, bool):
+            raise ValueError(f"captions must be True or False, got {captions!r}")
+        self.captions = captions
         self.model = model.eval()
         self.batch_size = batch_size
         self.progress = progress
@@ -115,7 +123,12 @@ class CatalogueBuilder:
 
         The vision encoder runs once per image: its features serve both Z and the captioning
         (which ``encode_image`` followed by ``encode_captions`` of the images would compute twice).
-        The captions of a batch are decoded together (greedy, with the LM's KV cache)."""
+        The captions of a batch are decoded together (greedy, with the LM's KV cache). Without
+        captions only Z is computed."""
+        if not self.captions:
+            with self._lock, torch.no_grad():
+                multi = self.model.encode_image(list(images))
+            return EmbeddedItems(multi.float().cpu().numpy(), None, None)
         with self._lock, torch.no_grad():
             features = self.model.get_image_features(list(images))
             captions, fusion = self.model.encode_captions(vision_features=features.vision_features)
@@ -137,6 +150,11 @@ class CatalogueBuilder:
         have the same shapes, and each other's vectors mean nothing to them). An empty writable
         index that records no identity gets this model's; an older index that holds items but
         records none cannot be checked and is taken as it is."""
+        if index.captions != self.captions:
+            made, want = ("with", "without") if index.captions else ("without", "with")
+            raise ValueError(f"the index at {index.folder} was built {made} captions; this builder indexes {want} "
+                             f"them: build {'with' if index.captions else 'without'} captions to add to it, or "
+                             f"build a new index")
         if (index.num_queries, index.dim) != (self.num_queries, self.embed_dim):
             raise ValueError(
                 f"the index at {index.folder} stores {index.num_queries} x {index.dim} vectors per item; this model "
@@ -179,11 +197,12 @@ class CatalogueBuilder:
             chunk = records[start:start + pending_count]
             chunk_meta = metadata[start:start + pending_count] if metadata is not None else [
                 index_metadata(r) for r in chunk]
+            captioned = self.captions
             store([r.item_id for r in chunk],
                   np.concatenate([e.multi_vectors for _, e in pending]),
-                  np.concatenate([e.fusion_vectors for _, e in pending]),
+                  np.concatenate([e.fusion_vectors for _, e in pending]) if captioned else None,
                   chunk_meta,
-                  fusion_captions=[c for _, e in pending for c in e.fusion_captions],
+                  fusion_captions=[c for _, e in pending for c in e.fusion_captions] if captioned else None,
                   commit=True, progress=False)
             pending, pending_count = [], 0
 
@@ -225,7 +244,7 @@ class CatalogueBuilder:
             index = open_index(folder, backend=backend)
         else:
             index = create_index(folder, backend, dim=self.embed_dim, num_queries=self.num_queries, ann=ann,
-                                 **ann_options)
+                                 captions=self.captions, **ann_options)
         with index:
             self.check_index(index)
             todo = [r for r in records if r.item_id not in index]
@@ -237,11 +256,13 @@ class CatalogueBuilder:
 
 def build_index(model, source: str | os.PathLike | Sequence[ItemRecord], index_dir: str | os.PathLike, *,
                 split: str | None = None, batch_size: int = 32, progress: bool = True, ann: str = "vectors",
-                resume: bool = True, backend: MilvusBackend | None = None, **ann_options) -> BuildReport:
-    """Embed every item of ``source`` with ``model`` into the index at ``index_dir``.
+                resume: bool = True, backend: MilvusBackend | None = None, captions: bool = True,
+                **ann_options) -> BuildReport:
+    """Embed every item of ``source`` with ``model`` into the index at ``index_dir``
+    (``captions=False``: without generated captions and caption fusion).
 
     ``source``: item records, an embedded catalogue folder (with ``split``), an image folder with
     ``metadata.jsonl`` / ``metadata.csv``, or such a file. See :class:`CatalogueBuilder`.
     """
-    builder = CatalogueBuilder(model, batch_size=batch_size, progress=progress)
+    builder = CatalogueBuilder(model, batch_size=batch_size, progress=progress, captions=captions)
     return builder.build(source, index_dir, split=split, ann=ann, resume=resume, backend=backend, **ann_options)

@@ -177,8 +177,9 @@ class SearchPipeline:
         self._write_lock = threading.Lock()  # one add/delete at a time (check, store image, index)
         self._bank_lock = threading.Lock()
         self._bank = _TextBank()
-        self.builder = CatalogueBuilder(model, batch_size=batch_size, progress=False,
-                                        lock=self.lock)
+        # Items added through the pipeline are embedded as the index's items are: with captions or without.
+        self.builder = CatalogueBuilder(model, batch_size=batch_size, progress=False, lock=self.lock,
+                                        captions=index.captions if index is not None else True)
         if index is not None:
             self.builder.check_index(index)
 
@@ -260,13 +261,19 @@ class SearchPipeline:
         """Items that look like ``image`` changed as ``text`` says (CIR), best first.
 
         With ``fusion`` (the paper's scoring) each item's score adds the inner product of the
-        query with the embedding of the item's generated caption (fusion_weight 1).
+        query with the embedding of the item's generated caption (fusion_weight 1); an index
+        built without captions has none to add, and is searched without (see :meth:`uses_fusion`).
         """
         text, top_k, index = _check_text(text), _check_top_k(top_k), self.index
         picture = load_image(image)
         with self.lock:
             query = self.model.encode_composed([picture], [text])[0].float().cpu().numpy()
-        return index.search(query, top_k, category=category, fusion_weight=1.0 if fusion else 0.0)
+        return index.search(query, top_k, category=category, fusion_weight=1.0 if self.uses_fusion(fusion) else 0.0)
+
+    def uses_fusion(self, fusion: bool) -> bool:
+        """Whether a composed search asked for ``fusion`` adds caption fusion: only where the
+        index's items have caption vectors."""
+        return bool(fusion) and self.index.captions
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         with self.lock:

@@ -282,7 +282,9 @@ def create_app(pipeline: SearchPipeline, settings: ServiceSettings | None = None
             picture = read_image(image, "image")
             with pipeline_errors(), model_turn():
                 hits = pipeline.composed(picture, text, top_k, fusion=fusion, category=category)
-        return SearchOut(query={"text": text, "top_k": top_k, "fusion": fusion, "category": category},
+        # The fusion actually applied: an index built without captions has none.
+        return SearchOut(query={"text": text, "top_k": top_k, "fusion": pipeline.uses_fusion(fusion),
+                                "category": category},
                          results=[hit_out(h) for h in hits])
 
     @app.post("/caption", response_model=CaptionOut, dependencies=[multipart],
