@@ -402,3 +402,83 @@ def test_an_index_built_without_captions_holds_the_models_image_vectors_and_sear
     build_index(model, records[:3], tmp_path / "captioned", progress=False)
     with pytest.raises(ValueError, match="built with captions; this builder indexes without them"):
         build_index(model, records, tmp_path / "captioned", progress=False, captions=False)
+
+
+def test_sharded_embedding_over_two_processes_then_indexing_stores_what_a_direct_build_stores(
+        model, catalogue_dir, built, tmp_path):
+    """embed_catalogue as process 0 and 1 of 2 splits the shards between them; the index built
+    from the shards holds the vectors and captions of a direct build, and searches alike; a
+    resumed process skips its written shards; missing shards, another list of items and another
+    run's folder are errors that say so."""
+    from unifashion.pipelines import CatalogueBuilder, embed_catalogue
+
+    records = load_catalogue(catalogue_dir).item_records()
+    folder = tmp_path / "embeddings"
+    builder = CatalogueBuilder(model, batch_size=4, progress=False)
+    first = embed_catalogue(builder, catalogue_dir, folder, shard_size=7, rank=0, world_size=2, progress=False)
+    assert (first.embedded, first.shards, first.skipped_shards) == (7 + 7 + 2, 5, 0)  # shards 0, 2, 4
+    with pytest.raises(FileNotFoundError, match=r"lack 2 of 5 shards \(shard-000001.npz, shard-000003.npz\)"):
+        build_index(model, catalogue_dir, tmp_path / "early", embeddings=folder, progress=False)
+    second = embed_catalogue(builder, catalogue_dir, folder, shard_size=7, rank=1, world_size=2, progress=False)
+    assert second.embedded == 14
+    (folder / "shard-000002.npz").unlink()
+    again = embed_catalogue(builder, catalogue_dir, folder, shard_size=7, rank=0, world_size=2, progress=False)
+    assert (again.embedded, again.skipped_shards) == (7, 2)  # only the lost shard is embedded again
+
+    report = build_index(model, catalogue_dir, tmp_path / "index", embeddings=folder, progress=False)
+    assert (report.added, report.total) == (N_ITEMS, N_ITEMS)
+    direct = CatalogueIndex.open(built[0], read_only=True)
+    with CatalogueIndex.open(tmp_path / "index", read_only=True) as index:
+        assert index.ids() == direct.ids()
+        for record in records[::5]:
+            for ours, theirs in zip(index.vectors(record.item_id), direct.vectors(record.item_id), strict=True):
+                np.testing.assert_allclose(ours, theirs, atol=2e-3)
+            assert index.get(record.item_id).fusion_caption == direct.get(record.item_id).fusion_caption
+        query = direct.vectors(records[4].item_id)[0][0]
+        assert ([h.item_id for h in index.search(query, 5, fusion_weight=1.0)]
+                == [h.item_id for h in direct.search(query, 5, fusion_weight=1.0)])
+    direct.close()
+
+    with pytest.raises(ValueError, match="another list of items"):
+        build_index(model, records[:10], tmp_path / "subset", embeddings=folder, progress=False)
+    with pytest.raises(ValueError, match="holds embeddings of another run .*shard_size"):
+        embed_catalogue(builder, catalogue_dir, folder, shard_size=8, progress=False)
+    with pytest.raises(ValueError, match="made with captions; this builder indexes without"):
+        build_index(model, catalogue_dir, tmp_path / "bare", embeddings=folder, captions=False, progress=False)
+
+
+def test_cli_embed_then_index_from_the_embeddings(model, catalogue_dir, tmp_path, capsys):
+    from unifashion.cli import main
+
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    common = ["--catalogue", str(catalogue_dir), "--split", "test", "--model", str(model_dir), "--no-progress"]
+    assert main(["embed", *common, "--out", str(tmp_path / "emb"), "--shard-size", "4", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "process 1/1: embedded" in out and "next: unifashion index" in out
+    assert main(["index", *common, "--index", str(tmp_path / "index"), "--embeddings", str(tmp_path / "emb")]) == 0
+    assert "indexed" in capsys.readouterr().out
+    with CatalogueIndex.open(tmp_path / "index", read_only=True) as index:
+        assert len(index) == len(load_catalogue(catalogue_dir).item_records("test"))
+    assert main(["index", "--catalogue", str(catalogue_dir), "--model", str(model_dir), "--no-progress",
+                 "--index", str(tmp_path / "other"), "--embeddings", str(tmp_path / "missing")]) == 2
+    assert "no catalogue embeddings at" in capsys.readouterr().err
+
+
+def test_embed_under_a_distributed_launcher_divides_the_shards_between_its_processes(model, catalogue_dir, tmp_path):
+    """Two CPU processes under torch's launcher (what `accelerate launch` runs on GPUs): each
+    embeds its own shards, and together they write every one."""
+    import os
+    import subprocess
+    import sys
+
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "unifashion.cli", "embed", "--catalogue", str(catalogue_dir), "--out", str(tmp_path / "emb"),
+               "--model", str(model_dir), "--shard-size", "4", "--no-progress", "--device", "cpu"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "process 1/2: embedded 16 items" in done.stdout and "process 2/2: embedded 14 items" in done.stdout
+    assert len(list((tmp_path / "emb").glob("shard-*.npz"))) == 8

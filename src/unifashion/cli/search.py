@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from unifashion.cli.common import MODEL_HELP, load_model, reports_errors
+from unifashion.cli.common import MODEL_HELP, add_device_flags, load_model, reports_errors
 
 
 def _milvus_backend(args: argparse.Namespace, creating: bool = False):
@@ -49,8 +49,31 @@ def _cmd_index(args: argparse.Namespace) -> int:
     report = build_index(load_model(args.model), args.catalogue, args.index, split=args.split,
                          batch_size=args.batch_size, progress=not args.no_progress, ann=args.ann,
                          captions=not args.no_captions,
+                         embeddings=args.embeddings,
                          backend=_milvus_backend(args, creating=not _index_exists(args.index)))
     print(report)
+    return 0
+
+
+@reports_errors
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from unifashion.pipelines import CatalogueBuilder, embed_catalogue
+    from unifashion.training.trainer import make_accelerator
+
+    # Under `accelerate launch` each process embeds its share of the shards, on its own device.
+    accelerator = make_accelerator(args.device or "auto", args.precision or "no")
+    model = load_model(args.model).to(accelerator.device)
+    builder = CatalogueBuilder(model, batch_size=args.batch_size, progress=not args.no_progress,
+                               captions=not args.no_captions)
+    with accelerator.autocast():
+        report = embed_catalogue(builder, args.catalogue, args.out, split=args.split, shard_size=args.shard_size,
+                                 rank=accelerator.process_index, world_size=accelerator.num_processes,
+                                 progress=not args.no_progress)
+    print(report)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        print(f"next: unifashion index --catalogue {args.catalogue} --embeddings {args.out} --index DIR"
+              + (f" --split {args.split}" if args.split else "") + (" --no-captions" if args.no_captions else ""))
     return 0
 
 
@@ -139,9 +162,24 @@ def register(sub) -> None:
     _add_milvus_options(ix, creating=True)
     ix.add_argument("--milvus-index-type", help="Milvus vector index of a new index (default HNSW; FLAT is exact)")
     ix.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ix.add_argument("--embeddings", help="store the vectors `unifashion embed` wrote to this folder for the same "
+                    "--catalogue (and --split, --no-captions) instead of running the model on the images")
     ix.add_argument("--no-captions", action="store_true",
                     help="index without generated captions (no caption fusion in composed search): much faster")
     ix.set_defaults(func=_cmd_index)
+
+    em = sub.add_parser("embed", help="embed a large catalogue ahead of `index`, in resumable shards; under "
+                                      "`accelerate launch` the processes share the shards")
+    em.add_argument("--catalogue", required=True, help="as `unifashion index --catalogue`")
+    em.add_argument("--split", help="only this split of an embedded catalogue (train, val, test)")
+    em.add_argument("--out", required=True, help="embeddings folder (created, or resumed)")
+    em.add_argument("--model", default="tiny-default", help=MODEL_HELP)
+    em.add_argument("--batch-size", type=int, default=32)
+    em.add_argument("--shard-size", type=int, default=2048, help="items per shard file (the unit of resuming)")
+    em.add_argument("--no-captions", action="store_true", help="Z only: for an index built with --no-captions")
+    em.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_flags(em, workers=False)
+    em.set_defaults(func=_cmd_embed)
 
     se = sub.add_parser("search", help="search an index: TEXT -> images; --image -> catalogue texts; "
                                        "--image with TEXT -> images (composed, with caption fusion)")

@@ -2,7 +2,9 @@
 
 - :class:`CatalogueBuilder` / :func:`build_index`: embed a catalogue (records, the embedded
   catalogue, or an image folder with a JSONL/CSV metadata file) into a :class:`CatalogueIndex`,
-  storing each item's generated caption and its embedding for caption fusion.
+  storing each item's generated caption and its embedding for caption fusion;
+  :func:`embed_catalogue` embeds a large one ahead of that, sharded over the processes of
+  ``accelerate launch`` and resumable.
 - :class:`SearchPipeline`: text -> images, image -> texts, composed (image + text) -> images,
   captioning, generation, and adding / deleting items.
 
@@ -12,6 +14,7 @@ Dependencies point one way: ``serving.app`` -> ``pipelines`` -> ``models`` (and 
 
 from unifashion.data.folder import load_item_records, read_metadata_file
 from unifashion.index import ModelMismatchError
+from unifashion.pipelines.embedding import EmbedReport, embed_catalogue
 from unifashion.pipelines.indexing import BuildReport, CatalogueBuilder, EmbeddedItems, build_index
 from unifashion.pipelines.search import GENERATED_STYLE, SCHEDULERS, SearchPipeline, TextHit, TextSource
 
@@ -20,12 +23,14 @@ __all__ = [
     "SCHEDULERS",
     "BuildReport",
     "CatalogueBuilder",
+    "EmbedReport",
     "EmbeddedItems",
     "ModelMismatchError",
     "SearchPipeline",
     "TextHit",
     "TextSource",
     "build_index",
+    "embed_catalogue",
     "load_item_records",
     "read_metadata_file",
 ]

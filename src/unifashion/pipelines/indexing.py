@@ -220,15 +220,53 @@ class CatalogueBuilder:
             bar.close()
         return len(records)
 
+    def add_embedded(self, index: CatalogueIndex, records: Sequence[ItemRecord], embeddings: str | os.PathLike) -> int:
+        """Add ``records`` to ``index`` from the vectors :func:`~unifashion.pipelines.embedding.embed_catalogue`
+        wrote to ``embeddings`` for them (their ids, in order, must be the embedded ones), without
+        running the model; items the index already holds are skipped. One commit per shard."""
+        from unifashion.pipelines.embedding import read_embeddings
+
+        self.check_index(index)
+        manifest, shards = read_embeddings(embeddings, [r.item_id for r in records])
+        if manifest.captions != self.captions:
+            made = "with" if manifest.captions else "without"
+            raise ValueError(f"the embeddings at {embeddings} were made {made} captions; this builder indexes "
+                             f"{'without' if manifest.captions else 'with'} them")
+        if (manifest.num_queries, manifest.dim) != (self.num_queries, self.embed_dim):
+            raise ValueError(f"the embeddings at {embeddings} are {manifest.num_queries} x {manifest.dim} per item; "
+                             f"this model makes {self.num_queries} x {self.embed_dim}")
+        identity = self.model_identity
+        if manifest.model_identity is not None and identity is not None and manifest.model_identity != identity:
+            raise ModelMismatchError(f"the embeddings at {embeddings} were made by a different model (weights "
+                                     f"{manifest.model_identity[:12]}...; this model's are {identity[:12]}...)")
+        by_id = {r.item_id: r for r in records}
+        added = 0
+        with tqdm(total=len(records), desc="storing embeddings", unit="item", disable=not self.progress) as bar:
+            for shard in shards:
+                keep = [i for i, item_id in enumerate(shard.ids) if item_id not in index]
+                if keep:
+                    rows = np.asarray(keep)
+                    index.add([shard.ids[i] for i in keep], shard.multi_vectors[rows],
+                              shard.fusion_vectors[rows] if shard.fusion_vectors is not None else None,
+                              [index_metadata(by_id[shard.ids[i]]) for i in keep],
+                              fusion_captions=[shard.fusion_captions[i] for i in keep] if self.captions else None,
+                              normalize=True, commit=True, progress=False)
+                    added += len(keep)
+                bar.update(len(shard.ids))
+        return added
+
     def build(self, source: str | os.PathLike | Sequence[ItemRecord], index_dir: str | os.PathLike, *,
               split: str | None = None, ann: str = "vectors", resume: bool = True,
-              backend: MilvusBackend | None = None, **ann_options) -> BuildReport:
+              backend: MilvusBackend | None = None, embeddings: str | os.PathLike | None = None,
+              **ann_options) -> BuildReport:
         """Index every item of ``source`` into ``index_dir`` (created if needed).
 
         With ``resume`` (the default) an existing index is opened and items it already holds are
         skipped; without, an existing index is an error. ``ann`` and ``ann_options`` (nlist,
         nprobe, pq_m) configure a new index (see :meth:`CatalogueIndex.create`). ``backend``: a
         :class:`MilvusBackend` stores the index in Milvus (the folder then records where).
+        ``embeddings``: a folder that ``unifashion embed`` wrote for ``source`` (pipelines/embedding.py):
+        its vectors are stored instead of embedding the items here.
         """
         started = time.perf_counter()
         records = load_item_records(source, split)
@@ -248,7 +286,10 @@ class CatalogueBuilder:
         with index:
             self.check_index(index)
             todo = [r for r in records if r.item_id not in index]
-            self.add(index, todo)
+            if embeddings is not None:
+                self.add_embedded(index, records, embeddings)
+            else:
+                self.add(index, todo)
             total = len(index)
         return BuildReport(folder, added=len(todo), skipped=len(records) - len(todo), total=total,
                            seconds=time.perf_counter() - started)
@@ -257,12 +298,14 @@ class CatalogueBuilder:
 def build_index(model, source: str | os.PathLike | Sequence[ItemRecord], index_dir: str | os.PathLike, *,
                 split: str | None = None, batch_size: int = 32, progress: bool = True, ann: str = "vectors",
                 resume: bool = True, backend: MilvusBackend | None = None, captions: bool = True,
-                **ann_options) -> BuildReport:
+                embeddings: str | os.PathLike | None = None, **ann_options) -> BuildReport:
     """Embed every item of ``source`` with ``model`` into the index at ``index_dir``
-    (``captions=False``: without generated captions and caption fusion).
+    (``captions=False``: without generated captions and caption fusion; ``embeddings``: from
+    the vectors ``unifashion embed`` wrote for it, without running the model).
 
     ``source``: item records, an embedded catalogue folder (with ``split``), an image folder with
     ``metadata.jsonl`` / ``metadata.csv``, or such a file. See :class:`CatalogueBuilder`.
     """
     builder = CatalogueBuilder(model, batch_size=batch_size, progress=progress, captions=captions)
-    return builder.build(source, index_dir, split=split, ann=ann, resume=resume, backend=backend, **ann_options)
+    return builder.build(source, index_dir, split=split, ann=ann, resume=resume, backend=backend,
+                         embeddings=embeddings, **ann_options)
