@@ -262,7 +262,7 @@ def test_a_compact_tied_vocabulary_trains_and_writes_captions_in_tokenizer_words
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    assert loss.item() < 0.05 * first
+    assert loss.item() < 0.1 * first
     lm.eval()
     assert lm.generate(query_embeds[:1], style="short", max_new_tokens=12)[0] == CAPTIONS[0]
 
