@@ -164,6 +164,45 @@ def test_one_writer_record_and_bad_backend_descriptions(tmp_path, milvus):
                       "index_type": "FLAT", "index_params": None}
 
 
+def test_a_writer_that_died_on_another_host_is_taken_over_only_when_asked(tmp_path, milvus, capsys):
+    """A writer record from another host cannot be checked for life: opening for writing is
+    refused with the way out named, open_index(break_lock=True) and `--milvus-break-lock` take over."""
+    from PIL import Image
+
+    from conftest import build_small_model
+    from unifashion.cli import main
+
+    model = build_small_model()
+    shape = {"dim": int(model.config.embed_dim), "num_queries": int(model.num_queries)}
+    index = MilvusCatalogueIndex.create(tmp_path / "index", milvus, **shape)
+    index._set_meta("writer", {"host": "another-host", "pid": 1, "id": "another-host:1:0"})
+    index.close()  # the record is not this writer's: it stays
+    with pytest.raises(IndexLockedError, match="pid 1 on another-host.*--milvus-break-lock"):
+        open_index(tmp_path / "index")
+    with open_index(tmp_path / "index", break_lock=True) as taken:
+        ids, multi, fusion, meta = make_items(5, **shape)
+        taken.add(ids, multi, fusion, meta)
+        assert len(taken) == 5
+    index = MilvusCatalogueIndex.open(tmp_path / "index")
+    index._set_meta("writer", {"host": "another-host", "pid": 1, "id": "another-host:1:0"})
+    index.close()
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.new("RGB", (24, 24), (60 * i, 90, 200)).save(photos / f"p{i}.png")
+    (photos / "metadata.jsonl").write_text("".join(
+        json.dumps({"id": f"p{i}", "path": f"p{i}.png", "category": "shirt", "caption": "a shirt"}) + "\n"
+        for i in range(2)))
+    command = ["index", "--catalogue", str(photos), "--index", str(tmp_path / "index"), "--model", str(model_dir),
+               "--no-progress"]
+    assert main(command) == 2
+    assert "--milvus-break-lock" in capsys.readouterr().err
+    assert main([*command, "--milvus-break-lock"]) == 0
+    assert "indexed 2 items" in capsys.readouterr().out
+
+
 def test_a_milvus_lite_file_held_by_another_process_is_a_clear_error(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]); "

@@ -32,7 +32,7 @@ def _milvus_backend(args: argparse.Namespace, creating: bool = False):
     return MilvusBackend(**options)
 
 
-def _add_milvus_options(parser: argparse.ArgumentParser, creating: bool = False) -> None:
+def _add_milvus_options(parser: argparse.ArgumentParser, creating: bool = False, writes: bool = True) -> None:
     uri_kinds = "a milvus-lite file (*.db) or a cluster's http://host:19530 (token: $UNIFASHION_MILVUS_TOKEN)"
     if creating:
         uri_help = f"the Milvus to store a new index in: {uri_kinds}; default: INDEX/milvus.db (milvus-lite)"
@@ -40,6 +40,9 @@ def _add_milvus_options(parser: argparse.ArgumentParser, creating: bool = False)
         uri_help = f"the Milvus the index lives in, {uri_kinds} (default: what INDEX/backend.json records)"
     parser.add_argument("--milvus-uri", help=uri_help)
     parser.add_argument("--milvus-collection", help="prefix of the index's Milvus collections (default unifashion)")
+    if writes:
+        parser.add_argument("--milvus-break-lock", action="store_true",
+                            help="take the Milvus index's write lock from a writer that died on another host")
 
 
 @reports_errors
@@ -49,7 +52,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     report = build_index(load_model(args.model), args.catalogue, args.index, split=args.split,
                          batch_size=args.batch_size, progress=not args.no_progress, ann=args.ann,
                          captions=not args.no_captions,
-                         embeddings=args.embeddings,
+                         embeddings=args.embeddings, break_lock=args.milvus_break_lock,
                          backend=_milvus_backend(args, creating=not _index_exists(args.index)))
     print(report)
     return 0
@@ -140,7 +143,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no catalogue index at {args.index}; build one with `unifashion index`")
     serve(args.index, args.model, host=args.host, port=args.port,
           api_key=args.api_key or os.environ.get("UNIFASHION_API_KEY") or None, threads=args.threads,
-          read_only=args.read_only, settings=settings, backend=backend)
+          read_only=args.read_only, settings=settings, backend=backend, break_lock=args.milvus_break_lock)
     return 0
 
 
@@ -192,7 +195,7 @@ def register(sub) -> None:
     se.add_argument("--category", help="only items of this category")
     se.add_argument("--no-fusion", action="store_true", help="composed search without caption fusion")
     se.add_argument("--json", action="store_true", help="print the results as JSON")
-    _add_milvus_options(se)
+    _add_milvus_options(se, writes=False)
     se.set_defaults(func=_cmd_search)
 
     sv = sub.add_parser("serve", help="HTTP service and web page over an index (FastAPI + uvicorn)")

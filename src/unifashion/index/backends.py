@@ -30,12 +30,16 @@ def index_exists(path: str | os.PathLike) -> bool:
     return (folder / DATABASE_NAME).is_file() or (folder / BACKEND_FILE).is_file()
 
 
-def open_index(path: str | os.PathLike, read_only: bool = False, backend: MilvusBackend | None = None) -> AnyIndex:
+def open_index(path: str | os.PathLike, read_only: bool = False, backend: MilvusBackend | None = None,
+               break_lock: bool = False) -> AnyIndex:
     """Open the index in folder ``path``, whichever backend holds it. ``backend`` overrides what a
-    Milvus-backed folder records (e.g. to add a token, or to point at a cluster)."""
+    Milvus-backed folder records (e.g. to add a token, or to point at a cluster). ``break_lock``:
+    take a Milvus index's write lock from a recorded writer that is gone (one on another host:
+    a dead writer on this host is detected); a local index needs none, the operating system
+    releases a dead writer's lock."""
     folder = Path(path)
     if backend is not None or (folder / BACKEND_FILE).is_file():
-        return MilvusCatalogueIndex.open(folder, read_only=read_only, backend=backend)
+        return MilvusCatalogueIndex.open(folder, read_only=read_only, backend=backend, break_lock=break_lock)
     return CatalogueIndex.open(folder, read_only=read_only)
 
 

@@ -326,8 +326,8 @@ class MilvusCatalogueIndex:
             if alive:
                 raise IndexLockedError(
                     f"the Milvus index {self.backend.collection} is open for writing by pid {writer.get('pid')} on "
-                    f"{writer.get('host')}; open it with read_only=True to search it (or break_lock=True if that "
-                    "writer is gone)")
+                    f"{writer.get('host')}; open it with read_only=True to search it (or, if that writer is gone, "
+                    "break_lock=True: --milvus-break-lock on the command line)")
         self._writer_id = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self._set_meta("writer", {"host": socket.gethostname(), "pid": os.getpid(), "id": self._writer_id})
 

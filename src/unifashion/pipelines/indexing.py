@@ -258,7 +258,7 @@ class CatalogueBuilder:
     def build(self, source: str | os.PathLike | Sequence[ItemRecord], index_dir: str | os.PathLike, *,
               split: str | None = None, ann: str = "vectors", resume: bool = True,
               backend: MilvusBackend | None = None, embeddings: str | os.PathLike | None = None,
-              **ann_options) -> BuildReport:
+              break_lock: bool = False, **ann_options) -> BuildReport:
         """Index every item of ``source`` into ``index_dir`` (created if needed).
 
         With ``resume`` (the default) an existing index is opened and items it already holds are
@@ -266,7 +266,8 @@ class CatalogueBuilder:
         nprobe, pq_m) configure a new index (see :meth:`CatalogueIndex.create`). ``backend``: a
         :class:`MilvusBackend` stores the index in Milvus (the folder then records where).
         ``embeddings``: a folder that ``unifashion embed`` wrote for ``source`` (pipelines/embedding.py):
-        its vectors are stored instead of embedding the items here.
+        its vectors are stored instead of embedding the items here. ``break_lock``: see
+        :func:`~unifashion.index.open_index`.
         """
         started = time.perf_counter()
         records = load_item_records(source, split)
@@ -279,7 +280,7 @@ class CatalogueBuilder:
         if index_exists(folder):
             if not resume:
                 raise FileExistsError(f"{folder} already holds an index; pass resume=True to add to it")
-            index = open_index(folder, backend=backend)
+            index = open_index(folder, backend=backend, break_lock=break_lock)
         else:
             index = create_index(folder, backend, dim=self.embed_dim, num_queries=self.num_queries, ann=ann,
                                  captions=self.captions, **ann_options)
@@ -298,7 +299,8 @@ class CatalogueBuilder:
 def build_index(model, source: str | os.PathLike | Sequence[ItemRecord], index_dir: str | os.PathLike, *,
                 split: str | None = None, batch_size: int = 32, progress: bool = True, ann: str = "vectors",
                 resume: bool = True, backend: MilvusBackend | None = None, captions: bool = True,
-                embeddings: str | os.PathLike | None = None, **ann_options) -> BuildReport:
+                embeddings: str | os.PathLike | None = None, break_lock: bool = False,
+                **ann_options) -> BuildReport:
     """Embed every item of ``source`` with ``model`` into the index at ``index_dir``
     (``captions=False``: without generated captions and caption fusion; ``embeddings``: from
     the vectors ``unifashion embed`` wrote for it, without running the model).
@@ -308,4 +310,4 @@ def build_index(model, source: str | os.PathLike | Sequence[ItemRecord], index_d
     """
     builder = CatalogueBuilder(model, batch_size=batch_size, progress=progress, captions=captions)
     return builder.build(source, index_dir, split=split, ann=ann, resume=resume, backend=backend,
-                         embeddings=embeddings, **ann_options)
+                         embeddings=embeddings, break_lock=break_lock, **ann_options)

@@ -185,10 +185,10 @@ class SearchPipeline:
 
     @classmethod
     def open(cls, model, index_dir: str | os.PathLike, read_only: bool = False,
-             backend: MilvusBackend | None = None, **kwargs) -> SearchPipeline:
+             backend: MilvusBackend | None = None, break_lock: bool = False, **kwargs) -> SearchPipeline:
         """Open the index in ``index_dir`` (either backend; ``backend`` overrides a Milvus-backed
-        folder's record) with ``model``."""
-        index = open_index(index_dir, read_only=read_only, backend=backend)
+        folder's record; ``break_lock``: see :func:`~unifashion.index.open_index`) with ``model``."""
+        index = open_index(index_dir, read_only=read_only, backend=backend, break_lock=break_lock)
         try:
             return cls(model, index, **kwargs)
         except BaseException:  # e.g. a model that did not build the index: release it

@@ -417,10 +417,11 @@ def is_loopback(host: str) -> bool:
 
 def serve(index_dir: str, model: str = "tiny-default", host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, threads: int = 1, read_only: bool = False,
-          settings: ServiceSettings | None = None, backend: Any = None) -> None:
+          settings: ServiceSettings | None = None, backend: Any = None, break_lock: bool = False) -> None:
     """Load ``model`` (a trained tag or a saved folder), open the index and serve until stopped.
     ``backend``: a :class:`~unifashion.index.MilvusBackend` overriding what a Milvus-backed index
-    folder records (e.g. a cluster's URI).
+    folder records (e.g. a cluster's URI); ``break_lock``: take a Milvus index's write lock from a
+    writer that is gone (see :func:`~unifashion.index.open_index`).
 
     Beyond loopback the API key is required (writes would be open to anyone who can reach the
     port), and the Host names to answer to default to the bound address (``0.0.0.0`` / ``::``:
@@ -444,7 +445,7 @@ def serve(index_dir: str, model: str = "tiny-default", host: str = "127.0.0.1", 
     settings.model_name = settings.model_name or str(model)
     loaded = UniFashion.from_pretrained(model)
     try:
-        index = open_index(index_dir, read_only=read_only, backend=backend)
+        index = open_index(index_dir, read_only=read_only, backend=backend, break_lock=break_lock)
     except IndexLockedError:
         print(f"{index_dir} is open for writing elsewhere: serving it read-only (adding and deleting items is off)")
         index = open_index(index_dir, read_only=True, backend=backend)
