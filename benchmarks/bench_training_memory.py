@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -95,6 +96,8 @@ def child_train(fixture: str, work: str, steps: int) -> dict:
     from unifashion.training.trainer import LoopConfig, OptimConfig
 
     out = Path(work) / "run"
+    # A fresh run every time (only the feature cache is reused): a finished run would resume as done.
+    shutil.rmtree(out, ignore_errors=True)
     recipe = TrainRecipe(model="tiny", output_dir=str(out),
                          data=DataSpec(sources=f"fashiongen:{fixture}", feature_cache=str(Path(work) / "features")),
                          stages=[StageSpec("phase1-qformer", 1, "qformer",

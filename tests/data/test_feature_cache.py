@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,7 +41,7 @@ def test_rows_round_trip_in_any_order_across_shards(tmp_path):
     assert torch.equal(rows, expected)
     assert torch.equal(cache[3:6][:, 0, 0], torch.tensor([3.0, 4.0, 5.0]))
     assert torch.equal(cache.features(["item4"])[0], cache[4])
-    # A pickled cache (a DataLoader worker's copy) maps its own files and reads the same rows.
+    # A pickled cache (a DataLoader worker's copy) opens its own files and reads the same rows.
     assert torch.equal(pickle.loads(pickle.dumps(cache)).rows([11, 2]), cache.rows([11, 2]))
 
 
@@ -80,3 +82,29 @@ def test_workers_read_the_images(tmp_path):
     cache = build_feature_cache(_records(9), _Encoder(), tmp_path / "c", "k", shard_size=4, batch_size=2,
                                 workers=2, progress=False)
     assert torch.equal(cache[:][:, 0, 0], torch.arange(9, dtype=torch.float32))
+
+
+def test_rows_with_repeats_and_runs_equal_the_shards_as_numpy_loads_them(tmp_path):
+    cache = build_feature_cache(_records(23), _Encoder(), tmp_path / "c", "k", shard_size=5)
+    reference = np.concatenate([np.load(p) for p in sorted((tmp_path / "c").glob("shard-*.npy"))]).astype(np.float32)
+    indices = np.array([3, 4, 5, 6, 6, 22, 0, 1, 2, 4, 21, 20, 3])  # runs across shard ends, repeats, any order
+    np.testing.assert_array_equal(cache.rows(indices).numpy(), reference[indices])
+    np.testing.assert_array_equal(cache.rows([]).numpy(), np.empty((0, 2, 3), np.float32))
+
+
+def test_reading_rows_maps_no_shard_into_the_process(tmp_path):
+    cache = build_feature_cache(_records(12), _Encoder(), tmp_path / "c", "k", shard_size=4)
+    cache.rows(np.arange(12)[::-1])
+    maps = Path("/proc/self/maps").read_text() if sys.platform.startswith("linux") else ""
+    mapped = [line for line in maps.splitlines() if str(tmp_path / "c") in line]
+    assert mapped == []  # read with pread: the pages stay in the page cache, not in this process
+
+
+def test_a_truncated_shard_is_an_error_naming_it(tmp_path):
+    build_feature_cache(_records(8), _Encoder(), tmp_path / "c", "k", shard_size=4)
+    shard = tmp_path / "c" / "shard-00001.npy"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    cache = FeatureCache(tmp_path / "c")
+    np.testing.assert_array_equal(cache.rows([0]).numpy()[0], _Encoder()([np.zeros((6, 6, 3), np.uint8)])[0])
+    with pytest.raises(ValueError, match="shard-00001.npy: truncated shard"):
+        cache.rows([5])

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from unifashion.evaluation.retrieval import cmr_full_gallery, cmr_random_100, ranks_of_positives
+from unifashion.evaluation.retrieval import (
+    cmr_full_gallery,
+    cmr_random_100,
+    draw_random_candidates,
+    ranks_of_positives,
+)
 from unifashion.evaluation.scoring import (
     MatrixScorer,
     MaxSimScorer,
@@ -48,13 +54,19 @@ def test_ties_count_against_the_model_as_in_the_whole_matrix():
     assert result.text_to_image[1] < 100.0
 
 
-def test_random_100_from_pairs_equals_the_matrix_protocol():
+@pytest.mark.parametrize("chunk", [4096, 7, 1])
+def test_random_100_from_pairs_equals_the_matrix_protocol(chunk):
     z, t = _embeddings(n_images=60, n_texts=60)
     whole = max_query_similarity(z, t).numpy()
     categories = [["a", "b", "c"][i % 3] for i in range(60)]
     expected = cmr_random_100(whole, categories, seed=3, n_candidates=10)
-    got = cmr_random_tiled(MaxSimScorer(tensor_rows(z), len(z), t), categories, seed=3, n_candidates=10)
+    got = cmr_random_tiled(MaxSimScorer(tensor_rows(z), len(z), t), categories, seed=3, n_candidates=10,
+                           chunk=chunk)
     assert got.image_to_text == expected.image_to_text and got.text_to_image == expected.text_to_image
+    # the same protocol on candidates drawn by the caller
+    drawn = draw_random_candidates(categories, 10, seed=3).indices
+    again = cmr_random_tiled(MatrixScorer(whole), categories, n_candidates=10, candidates=drawn, chunk=chunk)
+    assert again.image_to_text == expected.image_to_text and again.text_to_image == expected.text_to_image
 
 
 def test_caption_fusion_adds_the_caption_term():

@@ -1,12 +1,16 @@
-"""Frozen vision features of a whole dataset, on disk: sharded, memory-mapped, built once.
+"""Frozen vision features of a whole dataset, on disk: sharded, read row by row, built once.
 
 The vision encoder is frozen in every training phase and in evaluation, so the features of an
 image never change. At the real datasets' size they do not fit in RAM (FashionGen's 260k training
 images at ViT-g's 257 x 1408 are about 190 GB in float16), so a :class:`FeatureCache` keeps them
-in ``.npy`` shards of ``shard_size`` rows each, read through memory maps. Only the rows a batch
-asks for are copied out; the pages read are then released from the process (``MADV_DONTNEED``:
-the kernel's page cache keeps them, the process's resident memory does not grow with the
-dataset).
+in ``.npy`` shards of ``shard_size`` rows each. Only the rows a batch asks for are read, with
+positioned reads (``pread``) into the batch's own buffer, runs of consecutive rows in one call.
+The shards are never memory-mapped: a map's pages count in the process's resident memory, and the
+kernel maps the neighbours of every page faulted in (fault-around), so random row access over a
+map left a growing share of the cache resident (+127 MB at 25,000 images of 32 x 256, measured in
+``benchmarks/results/training_memory.md``'s run) even with each read row released. Read this way,
+the pages stay in the kernel's page cache (shared, reclaimable) and the process's resident memory
+does not grow with the dataset.
 
 Layout of a cache folder::
 
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,7 +38,6 @@ import torch
 
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
-_PAGE = mmap.PAGESIZE
 #: Default shard size in bytes: a shard is the unit a stopped build redoes.
 SHARD_BYTES = 256 * 2**20
 
@@ -91,42 +93,67 @@ def encoder_key(model) -> str:
 
 
 class _Shard:
-    """One ``.npy`` shard, mapped read-only on first use (per process: workers re-map after fork)."""
+    """One ``.npy`` shard, opened for positioned reads on first use (per process: DataLoader
+    workers open their own after fork)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._map: mmap.mmap | None = None
+        self._file: Any = None
         self._pid: int | None = None
-        self.array: np.ndarray | None = None
         self.offset = 0
+        self.rows = 0
+        self.dtype = np.dtype(np.float16)
+        self.row_shape: tuple[int, ...] = ()
         self.row_bytes = 0
 
-    def open(self) -> np.ndarray:
-        if self._map is None or self._pid != os.getpid():
-            with self.path.open("rb") as handle:
-                version = np.lib.format.read_magic(handle)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = read_header(handle)
-                self.offset = handle.tell()
-                self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-            if fortran:
-                raise ValueError(f"{self.path}: a Fortran-ordered shard is not a cache shard")
-            self._pid = os.getpid()
-            self.array = np.frombuffer(self._map, dtype=dtype, count=int(np.prod(shape)),
-                                       offset=self.offset).reshape(shape)
-            self.row_bytes = int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
-        return self.array
-
-    def release(self, rows: np.ndarray) -> None:
-        """Drop the pages of ``rows`` from this process's resident set (they stay in the page cache)."""
-        if self._map is None or not hasattr(self._map, "madvise"):
+    def open(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
             return
-        for row in np.unique(rows):
-            start = self.offset + int(row) * self.row_bytes
-            aligned = start - start % _PAGE
-            length = start + self.row_bytes - aligned
-            self._map.madvise(mmap.MADV_DONTNEED, aligned, length)
+        handle = self.path.open("rb", buffering=0)
+        try:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(handle)
+            offset = handle.tell()
+        except ValueError as exc:
+            handle.close()
+            raise ValueError(f"{self.path}: not a cache shard ({exc})") from exc
+        if fortran:
+            handle.close()
+            raise ValueError(f"{self.path}: a Fortran-ordered shard is not a cache shard")
+        self._file, self._pid, self.offset = handle, os.getpid(), offset
+        self.rows, self.dtype, self.row_shape = int(shape[0]), np.dtype(dtype), tuple(shape[1:])
+        self.row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
+        expected = offset + self.rows * self.row_bytes
+        size = os.fstat(handle.fileno()).st_size
+        if size < expected:
+            raise ValueError(f"{self.path}: truncated shard ({size} bytes, its header needs {expected})")
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """The ``rows`` (sorted, distinct row numbers within this shard) as (len(rows), *shape) in
+        the shard's dtype, one read per run of consecutive rows."""
+        self.open()
+        if len(rows) and rows[-1] >= self.rows:
+            raise ValueError(f"{self.path}: row {int(rows[-1])} asked for, the shard holds {self.rows}")
+        out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for first, last in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(rows)]]), strict=True):
+            self._read_into(flat[first:last].reshape(-1), self.offset + int(rows[first]) * self.row_bytes)
+        return out
+
+    def _read_into(self, buffer: np.ndarray, position: int) -> None:
+        view, done = memoryview(buffer), 0
+        while done < len(view):
+            if hasattr(os, "preadv"):
+                got = os.preadv(self._file.fileno(), [view[done:]], position + done)
+            else:  # no positioned reads (Windows): seek, then read
+                self._file.seek(position + done)
+                got = self._file.readinto(view[done:])
+            if not got:
+                raise ValueError(f"{self.path}: unexpected end of file at byte {position + done}")
+            done += got
 
     def __getstate__(self) -> dict:
         return {"path": self.path}
@@ -176,9 +203,13 @@ class FeatureCache:
         shard_of, within = np.divmod(indices, self.shard_size)
         for s in np.unique(shard_of):
             picks = np.flatnonzero(shard_of == s)
+            wanted, inverse = np.unique(within[picks], return_inverse=True)
             shard = self._shards[int(s)]
-            out[picks] = shard.open()[within[picks]]
-            shard.release(within[picks])
+            read = shard.read(wanted)
+            if read.shape[1:] != self.row_shape:
+                raise ValueError(f"{shard.path}: rows of shape {read.shape[1:]}, the cache's meta says "
+                                 f"{self.row_shape}")
+            out[picks] = read[inverse]
         return torch.from_numpy(out)
 
     def features(self, ids: Sequence[str]) -> torch.Tensor:

@@ -146,7 +146,8 @@ def draw_random_candidates(categories: Sequence[str], n_candidates: int = 100, s
         raise ValueError(f"{len(products)} product ids for {n} items")
     rng = np.random.default_rng(seed)
     by_cat = {c: np.flatnonzero(categories == c) for c in np.unique(categories)}
-    out = np.empty((n, n_candidates), dtype=np.int64)
+    # int32: an index array of N x 100 at FashionGen's size is half that in int64
+    out = np.empty((n, n_candidates), dtype=np.int32 if n < 2**31 else np.int64)
     other_negatives = topped_up = 0
     for i in range(n):
         same = by_cat[categories[i]]

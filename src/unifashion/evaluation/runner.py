@@ -259,8 +259,10 @@ def record_cmr(scorer, data: SplitData, cfg: EvalConfig, table: ResultTable, art
             table.add("cmr", f"full gallery ({texts}; {product_note})", method, metric, value, cfg.split, cfg.seed)
         art.cmr_t2i_ranks[method] = t2i_ranks
     if len(data.items) >= cfg.n_candidates:
-        r100 = cmr_random_tiled(scorer, data.categories, seed=cfg.seed, n_candidates=cfg.n_candidates)
-        label = draw_random_candidates(data.categories, cfg.n_candidates, cfg.seed).label(cfg.n_candidates)
+        draw = draw_random_candidates(data.categories, cfg.n_candidates, cfg.seed)
+        r100 = cmr_random_tiled(scorer, data.categories, seed=cfg.seed, n_candidates=cfg.n_candidates,
+                                candidates=draw.indices)
+        label = draw.label(cfg.n_candidates)
         for metric, value in r100.rows():
             table.add("cmr", f"{label} ({texts}; {product_note})", method, metric, value, cfg.split, cfg.seed)
 
@@ -310,7 +312,7 @@ def cir_variants(model, text_only: bool = True) -> tuple[CIRVariant, ...]:
 class UniFashionFeatures:
     """A UniFashion model's features of the split, computed once, when a task first needs them.
 
-    The frozen vision features and the image embeddings Z are kept on disk (sharded memory-mapped
+    The frozen vision features and the image embeddings Z are kept on disk (sharded
     caches, :mod:`unifashion.data.feature_cache`) and read in chunks onto the model's device, so
     memory does not grow with the split; the vision cache lives under ``cache_dir`` (reused by a
     later run on the same images and encoder) or in a temporary folder.

@@ -11,7 +11,7 @@ than a tile (full gallery) or the N x 100 candidate scores (random-100):
   text). A tile is always the same computation on the same inputs, so the numbers are exactly
   those of the whole matrix (tested);
 - random-100 (:func:`cmr_random_tiled`): only the N x 100 (image, text) pairs that the protocol
-  ranks are scored, image chunk by image chunk.
+  ranks are scored, a chunk of queries at a time.
 
 Scorers give ``tile(i0, i1, t0, t1)`` (images i0:i1 x texts t0:t1) and ``pairs(images, texts)``
 (the scores of the pairs (images[k], texts[k])). :class:`MaxSimScorer` reads the images' query
@@ -142,7 +142,8 @@ class RandomScorer:
         return np.random.default_rng([self.seed, i0, t0]).random((i1 - i0, t1 - t0))
 
     def pairs(self, images: np.ndarray, texts: np.ndarray) -> np.ndarray:
-        return np.random.default_rng([self.seed, len(images), 7]).random(len(images))
+        first = [int(images[0]), int(texts[0])] if len(images) else []
+        return np.random.default_rng([self.seed, len(images), 7, *first]).random(len(images))
 
 
 def cmr_full_gallery_tiled(scorer, ks: Sequence[int] = (1, 5, 10), tile: int = 1024
@@ -177,15 +178,21 @@ def _rank_of_first_column(scores: np.ndarray) -> np.ndarray:
 
 
 def cmr_random_tiled(scorer, categories: Sequence[str], ks: Sequence[int] = (1, 5, 10), seed: int = 0,
-                     n_candidates: int = 100) -> CMRResult:
+                     n_candidates: int = 100, candidates: np.ndarray | None = None,
+                     chunk: int = 4096) -> CMRResult:
     """The random-N same-category protocol (the candidates of
-    :func:`~unifashion.evaluation.retrieval.random_candidates`), scoring only the pairs it ranks.
-    Memory: a few N x 100 index and score arrays (int32 / float32), nothing of N x N."""
-    cands = random_candidates(categories, n_candidates, seed).astype(np.int32)
+    :func:`~unifashion.evaluation.retrieval.random_candidates`, or ``candidates`` when the caller
+    has drawn them), scoring only the pairs it ranks, ``chunk`` queries at a time. Memory: the
+    N x N-candidates index array (int32) and one chunk's pairs, nothing of N x N."""
+    cands = random_candidates(categories, n_candidates, seed) if candidates is None else candidates
+    cands = np.asarray(cands, dtype=np.int32)
     n = len(cands)
-    rows = np.repeat(np.arange(n, dtype=np.int32), n_candidates)
-    flat = cands.reshape(-1)
-    # image i against the texts of its candidates; then text i against the images of its candidates
-    i2t = _rank_of_first_column(scorer.pairs(rows, flat).reshape(n, n_candidates))
-    t2i = _rank_of_first_column(scorer.pairs(flat, rows).reshape(n, n_candidates))
+    i2t, t2i = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    for q0 in range(0, n, chunk):
+        block = cands[q0:q0 + chunk]
+        rows = np.repeat(np.arange(q0, q0 + len(block), dtype=np.int32), n_candidates)
+        flat = block.reshape(-1)
+        # image i against the texts of its candidates; then text i against the images of its candidates
+        i2t[q0:q0 + len(block)] = _rank_of_first_column(scorer.pairs(rows, flat).reshape(len(block), n_candidates))
+        t2i[q0:q0 + len(block)] = _rank_of_first_column(scorer.pairs(flat, rows).reshape(len(block), n_candidates))
     return CMRResult(f"random-{n_candidates}", recall_at_k(i2t, ks), recall_at_k(t2i, ks), seed=seed)

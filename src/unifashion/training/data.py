@@ -1,7 +1,7 @@
 """Training data for the two phases, prepared so that memory does not grow with the dataset.
 
 The vision encoder is frozen in both phases, so its output for an image never changes: a run
-computes the features of every image once, into a sharded memory-mapped cache on disk
+computes the features of every image once, into a sharded cache on disk
 (:class:`ImageBank` over :class:`~unifashion.data.feature_cache.FeatureCache`), and batches read
 the rows they need. Pixels at the diffusion resolution (for ``L_q2I`` and the VAE) are read from
 the records when a batch needs them, in the data loader's workers when there are any.
