@@ -438,6 +438,8 @@ def test_sharded_embedding_over_two_processes_then_indexing_stores_what_a_direct
         assert ([h.item_id for h in index.search(query, 5, fusion_weight=1.0)]
                 == [h.item_id for h in direct.search(query, 5, fusion_weight=1.0)])
     direct.close()
+    resumed = build_index(model, catalogue_dir, tmp_path / "index", embeddings=folder, progress=False)
+    assert (resumed.added, resumed.skipped, resumed.total) == (0, N_ITEMS, N_ITEMS)  # held items are skipped
 
     with pytest.raises(ValueError, match="another list of items"):
         build_index(model, records[:10], tmp_path / "subset", embeddings=folder, progress=False)

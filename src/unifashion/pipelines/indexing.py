@@ -220,10 +220,12 @@ class CatalogueBuilder:
             bar.close()
         return len(records)
 
-    def add_embedded(self, index: CatalogueIndex, records: Sequence[ItemRecord], embeddings: str | os.PathLike) -> int:
+    def add_embedded(self, index: CatalogueIndex, records: Sequence[ItemRecord], embeddings: str | os.PathLike,
+                     held: set[str] | None = None) -> int:
         """Add ``records`` to ``index`` from the vectors :func:`~unifashion.pipelines.embedding.embed_catalogue`
         wrote to ``embeddings`` for them (their ids, in order, must be the embedded ones), without
-        running the model; items the index already holds are skipped. One commit per shard."""
+        running the model; items the index already holds (``held``, else read from the index once)
+        are skipped. One commit per shard."""
         from unifashion.pipelines.embedding import read_embeddings
 
         self.check_index(index)
@@ -240,10 +242,11 @@ class CatalogueBuilder:
             raise ModelMismatchError(f"the embeddings at {embeddings} were made by a different model (weights "
                                      f"{manifest.model_identity[:12]}...; this model's are {identity[:12]}...)")
         by_id = {r.item_id: r for r in records}
+        held = set(index.ids()) if held is None else held  # one read, not a lookup per item (a query on Milvus)
         added = 0
         with tqdm(total=len(records), desc="storing embeddings", unit="item", disable=not self.progress) as bar:
             for shard in shards:
-                keep = [i for i, item_id in enumerate(shard.ids) if item_id not in index]
+                keep = [i for i, item_id in enumerate(shard.ids) if item_id not in held]
                 if keep:
                     rows = np.asarray(keep)
                     index.add([shard.ids[i] for i in keep], shard.multi_vectors[rows],
@@ -252,6 +255,7 @@ class CatalogueBuilder:
                               fusion_captions=[shard.fusion_captions[i] for i in keep] if self.captions else None,
                               normalize=True, commit=True, progress=False)
                     added += len(keep)
+                    held.update(shard.ids[i] for i in keep)
                 bar.update(len(shard.ids))
         return added
 
@@ -286,9 +290,10 @@ class CatalogueBuilder:
                                  captions=self.captions, **ann_options)
         with index:
             self.check_index(index)
-            todo = [r for r in records if r.item_id not in index]
+            held = set(index.ids())
+            todo = [r for r in records if r.item_id not in held]
             if embeddings is not None:
-                self.add_embedded(index, records, embeddings)
+                self.add_embedded(index, records, embeddings, held=held)
             else:
                 self.add(index, todo)
             total = len(index)
