@@ -242,7 +242,9 @@ class CatalogueBuilder:
             raise ModelMismatchError(f"the embeddings at {embeddings} were made by a different model (weights "
                                      f"{manifest.model_identity[:12]}...; this model's are {identity[:12]}...)")
         by_id = {r.item_id: r for r in records}
-        held = set(index.ids()) if held is None else held  # one read, not a lookup per item (a query on Milvus)
+        # One read of the index's ids, not a lookup per item (each a query on Milvus); a copy, as it
+        # grows with every shard added.
+        held = set(index.ids() if held is None else held)
         added = 0
         with tqdm(total=len(records), desc="storing embeddings", unit="item", disable=not self.progress) as bar:
             for shard in shards:
