@@ -250,6 +250,8 @@ def run_size(args) -> dict:
     image_rows = queries["image_rows"][:count]
     image_queries = catalogue.multi[np.sort(image_rows)].astype(np.float32)
     size = args.size
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)  # a --workdir not made yet failed every size
     workdir = Path(tempfile.mkdtemp(prefix="bench-search-", dir=args.workdir))
     out = {"items": size, "distinct_items": min(size, catalogue.distinct),
            "near_duplicates_per_item": max(0, -(-size // catalogue.distinct) - 1), "nlist": args.nlist}
