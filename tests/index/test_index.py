@@ -259,6 +259,9 @@ def test_add_delete_upsert_get(tmp_path, backend):
     index.upsert(["item-5", "fresh"], multi[[1, 0]], fusion[[1, 0]], [{"category": "coat"}, None])
     assert len(index) == 29
     assert index.get("item-5").category == "coat"
+    # One read of every item's metadata: what get() returns one by one, in insertion order.
+    assert index.all_metadata() == [index.get(item_id) for item_id in index.ids()]
+    assert [m.item_id for m in index.all_metadata()][-2:] == ["item-5", "fresh"]
     np.testing.assert_array_equal(index.vectors("item-5")[0], as_stored(multi[1]))
     assert index.search(multi[1, 0], top_k=1, exact=True)[0].item_id == "item-5"
     assert index.search(multi[0, 0], top_k=1)[0].item_id == "fresh"

@@ -291,6 +291,11 @@ class CatalogueIndex:
         with self._lock:
             return self._store.item_ids()
 
+    def all_metadata(self) -> list[ItemMetadata]:
+        """The metadata of every committed item, in insertion order (one read, not one per item)."""
+        with self._lock:
+            return self._store.all_metadata()
+
     def categories(self) -> dict[str, int]:
         """Number of committed items per category."""
         with self._lock:

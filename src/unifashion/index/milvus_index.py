@@ -432,6 +432,12 @@ class MilvusCatalogueIndex:
             rows = self._item_rows(self._visible(), ["key", "item_id"])
         return [r["item_id"] for r in sorted(rows, key=lambda r: r["key"])]
 
+    def all_metadata(self) -> list[ItemMetadata]:
+        """The metadata of every committed item, in insertion order (scanned in key windows)."""
+        with self._lock:
+            rows = self._item_rows(self._visible(), ["key", "item_id", "category", "metadata"])
+        return [_metadata(r) for r in sorted(rows, key=lambda r: r["key"])]
+
     def categories(self) -> dict[str, int]:
         with self._lock:
             generation = self.generation

@@ -306,6 +306,12 @@ class MetadataStore:
     def item_ids(self) -> list[str]:
         return [row[0] for row in self.conn.execute("SELECT item_id FROM items ORDER BY key")]
 
+    def all_metadata(self) -> list[ItemMetadata]:
+        """Every item's metadata in insertion order, read in one query (one transaction)."""
+        rows = self.conn.execute(
+            "SELECT item_id, category, captions, attributes, image_path, fusion_caption FROM items ORDER BY key")
+        return [metadata_from_row(*row) for row in rows]
+
     # -- the one write -----------------------------------------------------------------------
 
     def apply(

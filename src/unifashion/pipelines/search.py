@@ -17,8 +17,9 @@ Which texts image-to-text ranks. The catalogue's own texts: for every item in th
 its stored captions (one per style given at indexing, e.g. the embedded catalogue's "short",
 "professional" and "detailed") and the caption the model generated for it when it was indexed
 (style ``"generated"``). Identical texts are ranked once and list every (item, style) they came
-from. They are embedded on first use and kept in memory; after the index changes, only texts not
-seen before are embedded.
+from. They are embedded on first use, kept in memory and in a file of the index folder
+(pipelines/text_bank.py), so that a restarted service does not embed them again; after the index
+changes, only texts not seen before are embedded.
 
 The model is not thread-safe (and one CPU forward pass at a time is fastest on a small machine),
 so every model call runs under ``self.lock``; index searches run outside it (the index is
@@ -52,30 +53,17 @@ from unifashion.index import (
     Hit,
     ItemMetadata,
     MilvusBackend,
-    UnknownItemError,
     open_index,
 )
-from unifashion.index.text_ann import TextIndex, rank_exact
+from unifashion.index.text_ann import rank_exact
 from unifashion.pipelines.indexing import CatalogueBuilder, index_metadata
+from unifashion.pipelines.text_bank import TextBank, TextEmbeddingFile, TextSource
 from unifashion.pipelines.tryon import generate_on_person
-
-#: Style name under which image-to-text lists the model's own (fusion) caption of an item.
-GENERATED_STYLE = "generated"
 
 #: Folder (inside the index folder) where images of items added through the pipeline are kept.
 IMAGES_DIR = "images"
 
 SCHEDULERS = ("pndm", "dpmsolver++")
-
-# Texts embedded per model call when the image-to-text bank is (re)built.
-_TEXT_BATCH = 64
-
-
-@dataclass(frozen=True)
-class TextSource:
-    item_id: str
-    style: str
-
 
 @dataclass(frozen=True)
 class TextHit:
@@ -88,49 +76,6 @@ class TextHit:
 
     def to_dict(self) -> dict[str, Any]:
         return configuration.to_dict(self)
-
-
-class _TextBank:
-    """The catalogue texts that image-to-text ranks, with their embeddings, for one index
-    generation. Embeddings are cached per text across generations."""
-
-    def __init__(self) -> None:
-        self.generation = -1
-        self.texts: list[str] = []
-        self.sources: list[tuple[TextSource, ...]] = []
-        self.text_index = TextIndex(np.zeros((0, 0), dtype=np.float32))
-        self._embedding: dict[str, np.ndarray] = {}
-
-    def refresh(self, index: CatalogueIndex, embed) -> None:
-        generation = index.generation
-        if generation == self.generation:
-            return
-        by_text: dict[str, list[TextSource]] = {}
-        for item_id in index.ids():
-            try:
-                metadata = index.get(item_id)
-            except UnknownItemError:  # deleted by another process since ids() was read
-                continue
-            texts = list(metadata.captions.items())
-            if metadata.fusion_caption:
-                texts.append((GENERATED_STYLE, metadata.fusion_caption))
-            for style, text in texts:
-                if text.strip():
-                    by_text.setdefault(text, []).append(TextSource(item_id, style))
-        new = [t for t in by_text if t not in self._embedding]
-        for start in range(0, len(new), _TEXT_BATCH):
-            chunk = new[start:start + _TEXT_BATCH]
-            for text, vector in zip(chunk, embed(chunk), strict=True):
-                self._embedding[text] = vector
-        # Forget texts no item carries any more, so that the cache does not grow without bound.
-        self._embedding = {t: self._embedding[t] for t in by_text}
-        self.texts = list(by_text)
-        self.sources = [tuple(by_text[t]) for t in self.texts]
-        matrix = (np.stack([self._embedding[t] for t in self.texts]) if self.texts
-                  else np.zeros((0, index.dim), dtype=np.float32))
-        # Exhaustive below text_ann.BRUTE_FORCE_TEXTS texts; an IVF (re-trained here) above.
-        self.text_index = TextIndex(matrix)
-        self.generation = generation
 
 
 def _image_file_name(item_id: str, png: bytes) -> str:
@@ -176,12 +121,15 @@ class SearchPipeline:
         self._generation_model = self.model
         self._write_lock = threading.Lock()  # one add/delete at a time (check, store image, index)
         self._bank_lock = threading.Lock()
-        self._bank = _TextBank()
+        self._bank = TextBank()
         # Items added through the pipeline are embedded as the index's items are: with captions or without.
         self.builder = CatalogueBuilder(model, batch_size=batch_size, progress=False, lock=self.lock,
                                         captions=index.captions if index is not None else True)
         if index is not None:
             self.builder.check_index(index)
+            identity = self.builder.model_identity
+            if identity is not None:  # kept beside the index, so that a new process does not embed them again
+                self._bank = TextBank(TextEmbeddingFile(index.folder, identity))
 
     @classmethod
     def open(cls, model, index_dir: str | os.PathLike, read_only: bool = False,

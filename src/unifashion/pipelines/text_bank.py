@@ -1,0 +1,144 @@
+"""The catalogue texts that image-to-text ranks, their embeddings, and the file that keeps them.
+
+Which texts: for every item in the index, each of its stored captions (one per style given at
+indexing) and the caption the model generated for it when it was indexed (style
+``"generated"``). Identical texts are ranked once and list every (item, style) they came from.
+
+Embedding a million texts takes the model about an hour on a small CPU, so a new process (a
+restarted service, a second worker) must not redo it. :class:`TextEmbeddingFile` keeps the
+embeddings of one model in the index folder (``text-embeddings/<model>.npz``, no pickles); after
+the index changes only texts not seen before are embedded, and the file is rewritten atomically
+(a crash leaves the previous file). A file that cannot be read is ignored and rebuilt; a folder
+that cannot be written (a read-only index) only costs the re-embedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unifashion.index.text_ann import TextIndex
+
+#: Style name under which image-to-text lists the model's own (fusion) caption of an item.
+GENERATED_STYLE = "generated"
+
+#: Folder (inside the index folder) that holds the text embedding files, one per model.
+TEXT_EMBEDDINGS_DIR = "text-embeddings"
+
+# Texts embedded per model call when the bank is (re)built.
+_TEXT_BATCH = 64
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TextSource:
+    item_id: str
+    style: str
+
+
+class TextEmbeddingFile:
+    """The embeddings of catalogue texts by one model (``identity``: its weights identity), in one
+    ``.npz`` of UTF-8 text bytes, offsets and float32 vectors."""
+
+    def __init__(self, folder: str | os.PathLike, identity: str):
+        self.identity = identity
+        name = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:24]
+        self.path = Path(folder) / TEXT_EMBEDDINGS_DIR / f"{name}.npz"
+
+    def load(self) -> dict[str, np.ndarray]:
+        """The stored embeddings by text; empty when there is no readable file of this model."""
+        if not self.path.is_file():
+            return {}
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                if bytes(data["identity"]).decode("utf-8") != self.identity:
+                    return {}
+                raw, offsets, vectors = bytes(data["text_bytes"]), data["offsets"], data["vectors"]
+                if len(offsets) != len(vectors) + 1 or offsets[-1] != len(raw):
+                    raise ValueError("offsets do not match the texts")
+                texts = [raw[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(len(vectors))]
+                return dict(zip(texts, vectors.astype(np.float32, copy=False), strict=True))
+        except Exception as exc:  # noqa: BLE001 - a cache: anything unreadable is rebuilt
+            logger.warning("ignoring the unreadable text embedding file %s (%s); texts are embedded again",
+                           self.path, exc)
+            return {}
+
+    def save(self, embedding: dict[str, np.ndarray], dim: int) -> bool:
+        """Write ``embedding`` (replacing the file atomically); False if the folder is not writable."""
+        encoded = [t.encode("utf-8") for t in embedding]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        vectors = (np.stack(list(embedding.values())).astype(np.float32) if embedding
+                   else np.zeros((0, dim), dtype=np.float32))
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".npz")
+        except OSError as exc:
+            logger.info("text embeddings not kept (%s): a new process embeds the texts again", exc)
+            return False
+        try:
+            with os.fdopen(fd, "wb") as out:
+                np.savez(out, identity=np.frombuffer(self.identity.encode("utf-8"), dtype=np.uint8),
+                         text_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets=offsets,
+                         vectors=vectors)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return True
+
+
+class TextBank:
+    """The texts of one index generation, with their embeddings and the :class:`TextIndex` that
+    searches them. Embeddings are kept per text across generations (and in ``embedding_file``)."""
+
+    def __init__(self, embedding_file: TextEmbeddingFile | None = None) -> None:
+        self.generation = -1
+        self.texts: list[str] = []
+        self.sources: list[tuple[TextSource, ...]] = []
+        self.text_index = TextIndex(np.zeros((0, 0), dtype=np.float32))
+        self._file = embedding_file
+        self._embedding: dict[str, np.ndarray] | None = None  # loaded on first refresh
+
+    def refresh(self, index, embed: Callable[[Sequence[str]], np.ndarray]) -> None:
+        """Bring the bank up to ``index``'s committed generation (no work if it is current)."""
+        generation = index.generation
+        if generation == self.generation:
+            return
+        if self._embedding is None:
+            self._embedding = self._file.load() if self._file is not None else {}
+        by_text: dict[str, list[TextSource]] = {}
+        for metadata in index.all_metadata():
+            texts = list(metadata.captions.items())
+            if metadata.fusion_caption:
+                texts.append((GENERATED_STYLE, metadata.fusion_caption))
+            for style, text in texts:
+                if text.strip():
+                    by_text.setdefault(text, []).append(TextSource(metadata.item_id, style))
+        new = [t for t in by_text if t not in self._embedding]
+        for start in range(0, len(new), _TEXT_BATCH):
+            chunk = new[start:start + _TEXT_BATCH]
+            for text, vector in zip(chunk, embed(chunk), strict=True):
+                self._embedding[text] = vector
+        # Forget texts no item carries any more, so that the cache does not grow without bound.
+        forgotten = len(self._embedding) > len(by_text)
+        self._embedding = {t: self._embedding[t] for t in by_text}
+        if self._file is not None and (new or forgotten):
+            self._file.save(self._embedding, index.dim)
+        self.texts = list(by_text)
+        self.sources = [tuple(by_text[t]) for t in self.texts]
+        matrix = (np.stack([self._embedding[t] for t in self.texts]) if self.texts
+                  else np.zeros((0, index.dim), dtype=np.float32))
+        # Exhaustive below text_ann.BRUTE_FORCE_TEXTS texts; an IVF (re-trained here) above.
+        self.text_index = TextIndex(matrix)
+        self.generation = generation
