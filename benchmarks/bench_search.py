@@ -44,8 +44,8 @@ TOP_K = 10
 BLOCK = 8192
 NOISE = 0.3
 KINDS = ("text -> images", "composed -> images", "image -> texts")
-NPROBES = (16, 64, 128)
-CANDIDATES = (200, 800)
+NPROBES = (32, 64, 96, 128)
+CANDIDATES = (400, 800, 1600)
 TEXT_NPROBES = (8, 16, 32)
 TEXT_HITS = (20, 40)
 
@@ -299,7 +299,9 @@ def encode_latency(args) -> dict:
     from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
 
     torch.set_num_threads(args.threads)
-    model = build_model()
+    # The model that embedded the catalogue (a trained folder or tag; None: the fresh tiny preset).
+    model_path = args.model or json.loads((args.embeddings / "info.json").read_text()).get("model_path")
+    model = build_model(model=model_path)
     queries = np.load(args.embeddings / "queries.npz")
     catalogue = make_catalogue(CatalogueConfig(n_items=200))
     images = [catalogue.render(item.item_id) for item in catalogue.items[:args.encode_queries]]
@@ -398,6 +400,8 @@ def main() -> None:
     parser.add_argument("--add-items", type=int, default=10_000)
     parser.add_argument("--encode-queries", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", help="the model whose single-query encoding is timed (default: the one "
+                        "info.json of --embeddings names)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search.json"))
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)  # one size, in a child process

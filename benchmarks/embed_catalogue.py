@@ -137,7 +137,7 @@ def main() -> None:
              composed_reference_ids=np.array(composed_ids))
     categories = np.array([item.category for item in items])
     np.save(out / "categories.npy", categories)
-    info = {"items": count, "model": description, "torch_threads": args.threads,
+    info = {"items": count, "model": description, "model_path": args.model, "torch_threads": args.threads,
             "seconds_this_run": time.perf_counter() - started,
             "embedding_seconds_this_run": spent, "queries": args.queries}
     previous = out / "info.json"
