@@ -46,8 +46,8 @@ NOISE = 0.3
 KINDS = ("text -> images", "composed -> images", "image -> texts")
 NPROBES = (32, 64, 96, 128)
 CANDIDATES = (400, 800, 1600)
-TEXT_NPROBES = (8, 16, 32)
-TEXT_HITS = (20, 40)
+TEXT_NPROBES = (16, 32, 64)
+TEXT_HITS = (40, 80, 160)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
