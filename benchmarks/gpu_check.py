@@ -16,7 +16,8 @@ folder (or ``--work``):
 4. ``unifashion eval --data fashioniq:...`` (CMR + CIR with caption fusion and the ITM re-rank);
 5. a text-to-image generation (PNDM, 5 steps) and a caption, under autocast.
 
-Prints one JSON line per step and writes ``gpu_check.json`` to ``--out`` (default
+Prints one JSON line per step and writes ``gpu_check.json`` (``gpu_check_cpu.json`` for
+``--device cpu``, so that a CPU run never takes the GPU result's name) to ``--out`` (default
 benchmarks/results/). Exit status 0 only when every step passed. ``--device cpu`` runs the same
 code paths on the CPU (bf16 autocast included), which is what the test suite can do without a GPU.
 """
@@ -189,7 +190,8 @@ def main() -> int:
     report["passed"] = bool(ok)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    name = "gpu_check.json" if args.device == "cuda" else f"gpu_check_{args.device}.json"
+    (out / name).write_text(json.dumps(report, indent=2))
     print(json.dumps({"passed": report["passed"]}))
     return 0 if ok else 1
 
