@@ -160,11 +160,15 @@ def score_gaps(exact_scores: np.ndarray) -> dict[str, float]:
             "s10_minus_s20_median": float(np.median(exact_scores[:, 9] - exact_scores[:, 19]))}
 
 
+def recalls(found_ids: list, found_scores: list, truth: list, truth_scores: list) -> dict[str, float]:
+    """recall@10 of found ids and their exact scores against the exact top 10, plain and counting ties."""
+    return {"recall_at_10": recall(found_ids, truth), "recall_at_10_ties": recall_with_ties(found_scores, truth_scores)}
+
+
 def quality(found: list, truth: list, truth_scores: list) -> dict[str, float]:
-    """recall@10 of hit lists against the exact ids (plain and counting ties), and their score loss."""
+    """The recalls of hit lists and their score loss."""
     scores = [[h.score for h in row] for row in found]
-    return {"recall_at_10": recall([[h.item_id for h in row] for row in found], truth),
-            "recall_at_10_ties": recall_with_ties(scores, truth_scores),
+    return {**recalls([[h.item_id for h in row] for row in found], scores, truth, truth_scores),
             "score_loss": score_loss(scores, truth_scores)}
 
 
@@ -209,8 +213,7 @@ def bench_texts(texts: np.ndarray, image_queries: np.ndarray, exact_timed: int) 
     truth, truth_scores = [rows.tolist() for rows, _ in exact], [scores.tolist() for _, scores in exact]
 
     def quality_of(found: list) -> dict[str, float]:
-        return {"recall_at_10": recall([rows.tolist() for rows, _ in found], truth),
-                "recall_at_10_ties": recall_with_ties([scores for _, scores in found], truth_scores)}
+        return recalls([rows.tolist() for rows, _ in found], [scores for _, scores in found], truth, truth_scores)
 
     grid = []
     if bank.ann is not None:
