@@ -43,8 +43,9 @@ ANN_KINDS = ("vectors", "flat", "ivf", "ivfpq")
 DEFAULT_CANDIDATES = 400
 # The same for the vector-level stage, whose candidates are already ranked by their best vector;
 # and how many vector hits it asks FAISS for per candidate item. Chosen by
-# benchmarks/bench_search.py (results/search.md): with nprobe 64, 800 candidates kept search p50
-# near 20 ms at 1M items and raised recall@10 from 0.63 (nprobe 16, 200) to 0.88.
+# benchmarks/bench_search.py (results/search.md, trained embeddings, 1M items): composed queries
+# need them (their fused index has half the sub-quantisers): 400 candidates gave recall@10 0.95,
+# 800 gave 0.99; text queries reach 1.00 with either.
 DEFAULT_VECTOR_CANDIDATES = 800
 VECTOR_HITS_PER_CANDIDATE = 8
 # Pooled vectors added to a FAISS index per call (64 MiB of float32 at dim 256).

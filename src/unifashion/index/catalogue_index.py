@@ -135,9 +135,10 @@ class CatalogueIndex:
         num_queries: int = 32,
         ann: str = VECTORS,
         nlist: int = 1024,
-        # benchmarks/results/search.md (trained embeddings): 32 of 1024 lists x 800 candidates keeps
-        # recall@10 >= 0.989 at 1M items, as 64 does, in 25-30 ms instead of 29-41 ms.
-        nprobe: int = 32,
+        # benchmarks/results/search.md (trained embeddings): 16 of 1024 lists x 800 candidates keeps
+        # recall@10 >= 0.989 at 1M items, as 32 and 64 do; once the re-rank reads its candidates in
+        # one block, the list scan is half of a search, and 16 lists halve it.
+        nprobe: int = 16,
         pq_m: int | None = None,
         fused_weight: float = 1.0,
         captions: bool = True,

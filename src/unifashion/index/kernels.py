@@ -4,23 +4,27 @@ the fused score, and ranking.
 An item's score for a unit query e is max-sim, ``max_q <e, Z_q>``; composed retrieval adds
 caption fusion, ``+ fusion_weight * <e, Z_C>``. :func:`fused_score` is the one place that sum is
 formed; every search path (the exact scan, the re-rank of ANN candidates, one query or a batch)
-calls it. Vectors are stored as float16 and read back with a bit trick (:func:`_fp16_as_scaled_f32`)
-that returns them scaled by 2^-112; :func:`scaled_queries` scales the queries by 2^112 to undo it,
-and :func:`ranked` multiplies the query norms back in.
+calls it. Vectors are stored as float16 and read back exactly as float32 by :func:`fp16_to_f32`;
+queries are scored as unit vectors (:func:`unit_queries`) and :func:`ranked` multiplies their
+norms back in.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-# Up to this many queries, inner products run as one einsum per query instead of a BLAS matmul.
-_EINSUM_MAX_QUERIES = 4
+# Up to this many queries, inner products run as one matrix-vector product per query on the
+# calling thread instead of a BLAS matmul (see _inner_products).
+_MATVEC_MAX_QUERIES = 4
+# Items converted and scored per step: 16 x 32 x 256 float32 = 512 KiB stays in the core's cache.
+# Converting a whole 800-candidate block at once (26 MiB) spent more on the page faults of the
+# fresh buffer than on the arithmetic (benchmarks/results/search.md: re-rank).
+_SCORE_ITEMS = 16
 
-# fp16 storage flushes values below fp16's smallest normal number (2^-14 ~ 6.1e-5) to zero; the
-# bit trick of _fp16_as_scaled_f32 then never produces denormal floats, which are slow.
+# fp16 storage flushes values below fp16's smallest normal number (2^-14 ~ 6.1e-5) to zero, as
+# indexes have always been written (their stored bits stay comparable across versions).
 _FP16_MIN_NORMAL = np.float16(2.0**-14)
-# _fp16_as_scaled_f32 returns values scaled by 2^-112; queries are scaled by 2^112 to undo it.
-_FP16_BIAS_SCALE = np.float32(2.0**112)
 
 
 def to_fp16_storage(values: np.ndarray) -> np.ndarray:
@@ -30,56 +34,63 @@ def to_fp16_storage(values: np.ndarray) -> np.ndarray:
     return stored
 
 
-def _fp16_as_scaled_f32(stored: np.ndarray) -> np.ndarray:
-    """``stored.astype(float32) * 2**-112``, exactly, about 4x faster than ``astype``.
+def fp16_to_f32(stored: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``stored.astype(float32)``, exactly, written into ``out`` when given.
 
-    numpy converts float16 element by element (~1 GB/s here); this moves the bits instead. An
-    fp16 number is sign(1) exponent(5, bias 15) mantissa(10); shifting its low 15 bits left by
-    13 places them as exponent and mantissa of a float32 whose exponent is read with bias 127,
-    i.e. the value times 2^(15-127). Sign-extending to int32 puts the sign in bit 31 (and junk in
-    bits 28-30, masked off). Correct for normal numbers and zero; storage has no subnormals
-    (flushed) and no inf/NaN (rejected on add).
+    numpy converts float16 one element at a time (~2 ns each here); torch's conversion is
+    vectorised (F16C), about 3x faster. torch reads the array in place, so a read-only one (a
+    memory-mapped segment) is copied first.
     """
-    bits = stored.view(np.int16).astype(np.int32)
-    bits <<= 13
-    bits &= np.int32(-0x70002000)  # 0x8FFFE000: the sign bit and the 15 shifted bits
-    return bits.view(np.float32)
+    if not (stored.flags.writeable and stored.flags.c_contiguous):
+        stored = np.array(stored, order="C")
+    if out is None:
+        out = np.empty(stored.shape, dtype=np.float32)
+    torch.from_numpy(out).copy_(torch.from_numpy(stored.view(np.int16)).view(torch.float16))
+    return out
 
 
-def scaled_queries(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit queries times 2^112 as (dim, Q), and the norms to multiply scores back by."""
+def unit_queries(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit queries as (dim, Q) float32, and the norms to multiply scores back by."""
     norms = np.linalg.norm(queries.astype(np.float64), axis=1)
-    scaled = (queries / norms[:, None].astype(np.float32)) * _FP16_BIAS_SCALE
-    return np.ascontiguousarray(scaled.T, dtype=np.float32), norms
+    unit = queries / norms[:, None].astype(np.float32)
+    return np.ascontiguousarray(unit.T, dtype=np.float32), norms
 
 
-def _inner_products(vectors: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+def _inner_products(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """(n, dim) @ (dim, Q) -> (n, Q).
 
     For a few queries this is a matrix-vector product, for which numpy's BLAS wakes its worker
     threads; on a busy 2-core machine that costs ~8 ms per call (measured here), 20x the product
-    itself. einsum computes it on the calling thread (0.5 ms for 16k x 256).
+    itself. torch's ``mv`` of a block this small runs on the calling thread.
     """
-    if scaled.shape[1] <= _EINSUM_MAX_QUERIES:
-        columns = [np.einsum("nd,d->n", vectors, np.ascontiguousarray(q)) for q in scaled.T]
+    if queries.shape[1] <= _MATVEC_MAX_QUERIES:
+        matrix = torch.from_numpy(vectors)
+        columns = [torch.mv(matrix, torch.from_numpy(np.ascontiguousarray(q))).numpy() for q in queries.T]
         return np.stack(columns, axis=1)
-    return vectors @ scaled
+    return vectors @ queries
 
 
-def maxsim_block(stored_multi: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+def maxsim_block(stored_multi: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Max-sim of a block of stored items against queries.
 
-    stored_multi: (n, num_queries, dim) float16; scaled: (dim, Q) float32, unit queries times
-    2^112 (:func:`scaled_queries`). Returns (n, Q) of ``max_q <unit query, Z_q>``.
+    stored_multi: (n, num_queries, dim) float16; queries: (dim, Q) float32 unit queries
+    (:func:`unit_queries`). Returns (n, Q) of ``max_q <unit query, Z_q>``, scored
+    ``_SCORE_ITEMS`` items at a time through one reused float32 buffer.
     """
     n, num_queries, dim = stored_multi.shape
-    vectors = _fp16_as_scaled_f32(np.ascontiguousarray(stored_multi)).reshape(n * num_queries, dim)
-    return _inner_products(vectors, scaled).reshape(n, num_queries, -1).max(axis=1)
+    out = np.empty((n, queries.shape[1]), dtype=np.float32)
+    buffer = np.empty((min(n, _SCORE_ITEMS), num_queries, dim), dtype=np.float32)
+    for start in range(0, n, _SCORE_ITEMS):
+        chunk = stored_multi[start : start + _SCORE_ITEMS]
+        count = len(chunk)
+        vectors = fp16_to_f32(chunk, buffer[:count]).reshape(count * num_queries, dim)
+        out[start : start + count] = _inner_products(vectors, queries).reshape(count, num_queries, -1).max(axis=1)
+    return out
 
 
-def fusion_block(stored_fusion: np.ndarray, scaled: np.ndarray) -> np.ndarray:
-    """(n, Q) inner products of stored fusion vectors (n, dim) with scaled unit queries."""
-    return _inner_products(_fp16_as_scaled_f32(np.ascontiguousarray(stored_fusion)), scaled)
+def fusion_block(stored_fusion: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """(n, Q) inner products of stored fusion vectors (n, dim) with unit queries."""
+    return _inner_products(fp16_to_f32(stored_fusion), queries)
 
 
 def fused_score(maxsim: np.ndarray, fusion: np.ndarray, fusion_weight: float) -> np.ndarray:

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from unifashion.index.errors import CatalogueIndexError, DuplicateItemError, IndexLockedError, UnknownItemError
-from unifashion.index.kernels import fusion_block, maxsim_block, ranked, scaled_queries, to_fp16_storage
+from unifashion.index.kernels import fusion_block, maxsim_block, ranked, to_fp16_storage, unit_queries
 from unifashion.index.snapshot_search import Hit
 from unifashion.index.store import ItemMetadata, metadata_from_row
 from unifashion.index.validation import (
@@ -745,13 +745,13 @@ class MilvusCatalogueIndex:
 
     def _search_exact(self, queries, top_k, fusion_weight, category, next_key):
         """Score every row here, from the stored values, with the local index's kernels."""
-        scaled, norms = scaled_queries(queries)
+        unit, norms = unit_queries(queries)
         best: dict[int, np.ndarray] = {}
         for batch in self._scan("vectors", self._filter("item_key", category, next_key), ["item_key", "vector"],
                                 next_key):
             keys = np.array([r["item_key"] for r in batch], dtype=np.int64)
             vectors = to_fp16_storage(np.array([r["vector"] for r in batch], dtype=np.float32))
-            scores = maxsim_block(vectors[:, None, :], scaled)  # (rows, Q): one vector per "item"
+            scores = maxsim_block(vectors[:, None, :], unit)  # (rows, Q): one vector per "item"
             for key in np.unique(keys):
                 row_max = scores[keys == key].max(axis=0)
                 best[int(key)] = np.maximum(best[int(key)], row_max) if int(key) in best else row_max
@@ -766,7 +766,7 @@ class MilvusCatalogueIndex:
             keep = np.array([int(k) in items for k in keys], dtype=bool)
             keys, maxsim, fusion = keys[keep], maxsim[keep], fusion[keep]
             stored = to_fp16_storage(np.array([items[int(k)]["fusion"] for k in keys], dtype=np.float32))
-            fusion = fusion_block(stored, scaled)
+            fusion = fusion_block(stored, unit)
         return [ranked(keys, maxsim[:, q], fusion[:, q], fusion_weight, norms[q], top_k) for q in range(len(queries))]
 
     def _hits(self, ranked_lists) -> list[list[Hit]]:

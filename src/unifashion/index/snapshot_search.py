@@ -21,7 +21,7 @@ import numpy as np
 
 from unifashion.index.ann import candidate_keys, key_selector
 from unifashion.index.generations import Snapshot
-from unifashion.index.kernels import fused_score, fusion_block, maxsim_block, ranked, scaled_queries
+from unifashion.index.kernels import fused_score, fusion_block, maxsim_block, ranked, unit_queries
 from unifashion.index.segments import by_segment
 from unifashion.index.store import ItemMetadata, MetadataStore
 
@@ -74,7 +74,7 @@ def search_exact(
     snap: Snapshot, queries: np.ndarray, top_k: int, fusion_weight: float, category_code: int
 ) -> list[Ranking]:
     """Score every live item: chunked over items (bounded memory) and over queries."""
-    scaled, norms = scaled_queries(queries)
+    unit, norms = unit_queries(queries)
     num = len(queries)
     best_scores = np.empty((num, 0), dtype=np.float32)
     best_maxsim = np.empty((num, 0), dtype=np.float32)
@@ -92,10 +92,10 @@ def search_exact(
             maxsim = np.empty((stop - start, num), dtype=np.float32)
             multi = segment.multi[start:stop]
             for q0 in range(0, num, _QUERY_BLOCK):
-                maxsim[:, q0 : q0 + _QUERY_BLOCK] = maxsim_block(multi, scaled[:, q0 : q0 + _QUERY_BLOCK])
+                maxsim[:, q0 : q0 + _QUERY_BLOCK] = maxsim_block(multi, unit[:, q0 : q0 + _QUERY_BLOCK])
             maxsim = maxsim[chunk_live].T  # (Q, live items of the chunk)
             if fusion_weight:
-                fusion = fusion_block(segment.fusion[start:stop][chunk_live], scaled).T
+                fusion = fusion_block(segment.fusion[start:stop][chunk_live], unit).T
             else:
                 fusion = np.zeros_like(maxsim)
             keys = np.broadcast_to(snap.row_keys[sid][start:stop][chunk_live], maxsim.shape)
@@ -134,20 +134,42 @@ def search_ann(
         selector = snap.selectors[category_code]
     proposed = candidate_keys(snap.ann, snap.manifest.ann_kind, queries, k, selector, nprobe, fusion_weight)
 
-    scaled, norms = scaled_queries(queries)
+    unit, norms = unit_queries(queries)
     results = []
     for i in range(len(queries)):
-        keys = proposed[i]
-        segment_ids, rows = snap.locate(keys)
-        maxsim = np.empty(len(keys), dtype=np.float32)
-        fusion = np.zeros(len(keys), dtype=np.float32)
-        for sid, members in by_segment(segment_ids, rows):
-            segment = snap.segments[sid]
-            maxsim[members] = maxsim_block(segment.multi[rows[members]], scaled[:, i : i + 1])[:, 0]
-            if fusion_weight:
-                fusion[members] = fusion_block(segment.fusion[rows[members]], scaled[:, i : i + 1])[:, 0]
+        keys, multi, fusion_vectors = gather_candidates(snap, proposed[i], bool(fusion_weight))
+        maxsim = maxsim_block(multi, unit[:, i : i + 1])[:, 0]
+        if fusion_weight:
+            fusion = fusion_block(fusion_vectors, unit[:, i : i + 1])[:, 0]
+        else:
+            fusion = np.zeros(len(keys), dtype=np.float32)
         results.append(ranked(keys, maxsim, fusion, fusion_weight, norms[i], top_k))
     return results
+
+
+def gather_candidates(
+    snap: Snapshot, keys: np.ndarray, with_fusion: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The candidates' stored vectors read into one block, segment by segment in row order:
+    ``(keys in that order, multi (n, num_queries, dim) float16, fusion (n, dim) float16 or None)``.
+
+    One block scored at once instead of one small block per segment (a 1M-item index spreads 800
+    candidates over ~120 segments, and the per-call costs were a third of the re-rank).
+    """
+    segment_ids, rows = snap.locate(keys)
+    groups = by_segment(segment_ids, rows)
+    order = np.concatenate([members for _sid, members in groups]) if groups else np.empty(0, dtype=np.int64)
+    shape = next(iter(snap.segments.values())).multi.shape[1:] if snap.segments else (0, 0)
+    multi = np.empty((len(keys), *shape), dtype=np.float16)
+    fusion = np.empty((len(keys), shape[1]), dtype=np.float16) if with_fusion else None
+    start = 0
+    for sid, members in groups:
+        segment, stop = snap.segments[sid], start + len(members)
+        np.take(segment.multi, rows[members], axis=0, out=multi[start:stop], mode="clip")
+        if fusion is not None:
+            np.take(segment.fusion, rows[members], axis=0, out=fusion[start:stop], mode="clip")
+        start = stop
+    return keys[order], multi, fusion
 
 
 def attach_metadata(store: MetadataStore, snap: Snapshot, results: list[Ranking]) -> list[list[Hit]] | None:

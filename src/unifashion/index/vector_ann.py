@@ -30,7 +30,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from unifashion.index.kernels import _fp16_as_scaled_f32
+from unifashion.index.kernels import fp16_to_f32
 from unifashion.index.segments import Segment, by_segment
 from unifashion.index.store import Layout
 
@@ -43,7 +43,6 @@ _TRAIN_POINTS_PER_CENTROID = 39
 _SAMPLE_POINTS_PER_CENTROID = 256
 # Items whose vectors are converted and added per FAISS call (2048 x 32 x 256 x 4 B = 64 MiB).
 _ADD_ITEMS = 2048
-_FP16_BIAS = np.float32(2.0**112)  # undoes _fp16_as_scaled_f32's 2^-112
 
 
 def min_train_items(nlist: int, num_queries: int) -> int:
@@ -71,10 +70,9 @@ def _ivf(dim: int, nlist: int, nprobe: int, pq_m: int) -> Any:
 def _item_vectors(segment: Segment, rows: np.ndarray, fused_weight: float | None) -> np.ndarray:
     """(len(rows) * num_queries, dim) float32: the items' stored vectors, or their fused vectors
     ``Z_q + w Z_C`` when ``fused_weight`` is given."""
-    multi = _fp16_as_scaled_f32(np.ascontiguousarray(segment.multi[rows]))
-    multi *= _FP16_BIAS
+    multi = fp16_to_f32(segment.multi[rows])
     if fused_weight is not None:
-        fusion = _fp16_as_scaled_f32(np.ascontiguousarray(segment.fusion[rows])) * _FP16_BIAS
+        fusion = fp16_to_f32(segment.fusion[rows])
         multi += np.float32(fused_weight) * fusion[:, None, :]
     return multi.reshape(-1, multi.shape[-1])
 
