@@ -117,6 +117,9 @@ def test_captions_in_each_style(small_model, images):
         assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
     captions, zc = small_model.encode_captions(images[:1])
     assert captions == small_model.fusion_captions(images[:1])
+    # The queries of get_image_features caption the same (the indexer passes them on).
+    query_output = small_model.get_image_features(images[:1]).query_output
+    assert small_model.fusion_captions(query_output=query_output) == captions
     assert torch.allclose(zc, small_model.encode_text(captions))
     assert zc.shape == (1, EMBED_DIM)
 
@@ -191,6 +194,8 @@ def test_a_saved_model_loads_without_its_generators(tmp_path, small_model, image
 def test_from_pretrained_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither"):
         UniFashion.from_pretrained(tmp_path / "nothing-here")
+    with pytest.raises(ConfigError, match="unknown preset 'tinyy'"):
+        UniFashion.from_config("tinyy")
 
 
 # ---------------------------------------------------------------------------- phases and freezing
@@ -293,6 +298,7 @@ def test_tiny_preset_builds_offline_with_real_pretrained_parts():
     from unifashion.models.qformer import bundled_minilm_path
 
     model = UniFashion.from_pretrained("tiny").eval()
+    assert UniFashion.from_config("tiny", load_pretrained_parts=False).config == model.config
     images = random_images(2, height=160, width=120)
     assert model.encode_image(images).shape == (2, 32, 256)
     assert model.encode_text(["a navy shirt"]).shape == (1, 256)

@@ -352,9 +352,10 @@ def test_cli_index_and_search_on_milvus_match_the_local_index(model, catalogue_d
     assert "no collection other_meta" in capsys.readouterr().err
 
 
-def test_the_builder_embeds_as_the_model_does_with_one_vision_pass(model, catalogue_dir, monkeypatch):
-    """CatalogueBuilder.embed runs the vision encoder once per batch and gives what
-    encode_image and encode_captions of the images give."""
+def test_the_builder_embeds_as_the_model_does_with_one_vision_and_qformer_pass(model, catalogue_dir, monkeypatch):
+    """CatalogueBuilder.embed runs the vision encoder and the Q-Former's image path once per batch
+    (the text encoder then embeds the captions) and gives what encode_image and encode_captions
+    of the images give."""
     from unifashion.pipelines.indexing import CatalogueBuilder
 
     images = [r.load_image() for r in load_catalogue(catalogue_dir).item_records()[:6]]
@@ -363,8 +364,17 @@ def test_the_builder_embeds_as_the_model_does_with_one_vision_pass(model, catalo
     calls = []
     vision_forward = model.vision.forward
     monkeypatch.setattr(model.vision, "forward", lambda pixels: calls.append(len(pixels)) or vision_forward(pixels))
+    qformer_calls = []
+    qformer_forward = model.qformer.forward
+
+    def counted_qformer(*args, **kwargs):
+        qformer_calls.append("image" if kwargs.get("image_features") is not None else "text")
+        return qformer_forward(*args, **kwargs)
+
+    monkeypatch.setattr(model.qformer, "forward", counted_qformer)
     embedded = CatalogueBuilder(model, progress=False).embed(images)
     assert calls == [6]
+    assert qformer_calls == ["image", "text"]
     np.testing.assert_allclose(embedded.multi_vectors, expected_z, atol=1e-6)
     assert embedded.fusion_captions == expected_captions
     np.testing.assert_allclose(embedded.fusion_vectors, expected_zc.numpy(), atol=1e-6)

@@ -137,9 +137,13 @@ class UniFashion(nn.Module):
 
     # ------------------------------------------------------------------ factory and persistence
     @classmethod
-    def from_config(cls, config: UniFashionConfig | dict[str, Any], load_pretrained_parts: bool = True) -> UniFashion:
-        """Build from a config object or dict (unknown keys raise :class:`ConfigError`)."""
-        if isinstance(config, dict):
+    def from_config(cls, config: UniFashionConfig | dict[str, Any] | str,
+                    load_pretrained_parts: bool = True) -> UniFashion:
+        """Build from a config object, a dict (unknown keys raise :class:`ConfigError`) or a
+        preset's name (``"tiny"``, ``"paper"``)."""
+        if isinstance(config, str):
+            config = UniFashionConfig.from_preset(config)
+        elif isinstance(config, dict):
             config = UniFashionConfig.from_dict(config)
         return cls(config, load_pretrained_parts=load_pretrained_parts)
 
@@ -366,22 +370,26 @@ class UniFashion(nn.Module):
 
     @torch.no_grad()
     def fusion_captions(self, images: ImageInput | None = None, pixel_values: torch.Tensor | None = None,
-                        vision_features: torch.Tensor | None = None) -> list[str]:
+                        vision_features: torch.Tensor | None = None,
+                        query_output: torch.Tensor | None = None) -> list[str]:
         """The captions behind Z_C (caption fusion): the model's own caption of each image, in
         ``config.fusion_caption_style`` with at most ``config.fusion_caption_tokens`` new tokens.
 
         The one place these captions are made: training (phase 2's ITC(e_cls, Z_C)), evaluation,
         triplet mining and the catalogue index all call it, so an item's Z_C does not depend on
-        where it was computed.
+        where it was computed. ``query_output``: the images' Q-Former queries, when
+        :meth:`get_image_features` has computed them already.
         """
         return self.caption(images, style=self.config.fusion_caption_style, pixel_values=pixel_values,
-                            vision_features=vision_features, max_new_tokens=self.config.fusion_caption_tokens)
+                            vision_features=vision_features, query_output=query_output,
+                            max_new_tokens=self.config.fusion_caption_tokens)
 
     @torch.no_grad()
     def encode_captions(self, images: ImageInput | None = None, pixel_values: torch.Tensor | None = None,
-                        vision_features: torch.Tensor | None = None) -> tuple[list[str], torch.Tensor]:
+                        vision_features: torch.Tensor | None = None,
+                        query_output: torch.Tensor | None = None) -> tuple[list[str], torch.Tensor]:
         """Z_C for caption fusion: the :meth:`fusion_captions` and their text features (B, D)."""
-        captions = self.fusion_captions(images, pixel_values, vision_features)
+        captions = self.fusion_captions(images, pixel_values, vision_features, query_output)
         return captions, self.encode_text(captions)
 
     @staticmethod
@@ -420,11 +428,14 @@ class UniFashion(nn.Module):
     @torch.no_grad()
     def caption(self, images: ImageInput | None = None, style: str | None = None,
                 pixel_values: torch.Tensor | None = None, vision_features: torch.Tensor | None = None,
-                **generate_kwargs) -> list[str]:
+                query_output: torch.Tensor | None = None, **generate_kwargs) -> list[str]:
         """Captions in ``style`` ("short", "professional", "detailed"): CaptionLM(TSA_llm(Z)).
-        ``generate_kwargs`` go to :meth:`CaptionLM.generate` (``num_beams``, ``max_new_tokens``...)."""
+        ``query_output``: the images' Q-Former queries (B, Q, H) from :meth:`get_image_features`,
+        instead of images (the Q-Former then does not run again). ``generate_kwargs`` go to
+        :meth:`CaptionLM.generate` (``num_beams``, ``max_new_tokens``...)."""
         caption_lm = self._require("caption_lm")
-        query_output = self.get_image_features(images, pixel_values, vision_features).query_output
+        if query_output is None:
+            query_output = self.get_image_features(images, pixel_values, vision_features).query_output
         return caption_lm.generate(query_output, style=style or self.config.caption_style, **generate_kwargs)
 
     @torch.no_grad()

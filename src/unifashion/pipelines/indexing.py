@@ -121,8 +121,9 @@ class CatalogueBuilder:
     def embed(self, images: Sequence[Any]) -> EmbeddedItems:
         """Z, generated captions and their embeddings for one batch of (PIL) images.
 
-        The vision encoder runs once per image: its features serve both Z and the captioning
-        (which ``encode_image`` followed by ``encode_captions`` of the images would compute twice).
+        The vision encoder and the Q-Former run once per image: their queries serve both Z and
+        the captioning (which ``encode_image`` followed by ``encode_captions`` of the images would
+        compute twice).
         The captions of a batch are decoded together (greedy, with the LM's KV cache). Without
         captions only Z is computed."""
         if not self.captions:
@@ -131,7 +132,7 @@ class CatalogueBuilder:
             return EmbeddedItems(multi.float().cpu().numpy(), None, None)
         with self._lock, torch.no_grad():
             features = self.model.get_image_features(list(images))
-            captions, fusion = self.model.encode_captions(vision_features=features.vision_features)
+            captions, fusion = self.model.encode_captions(query_output=features.query_output)
         return EmbeddedItems(features.image_embeds.float().cpu().numpy(), fusion.float().cpu().numpy(),
                              list(captions))
 
