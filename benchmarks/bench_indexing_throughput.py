@@ -10,7 +10,9 @@ index (embedding + store), with and without captions.
         --model tiny-default --out benchmarks/results/indexing_throughput.json
 
 Every path embeds the same images (the first ``--items`` of the catalogue's records, decoded once
-beforehand) in batches of ``--batch-size``, after one untimed warm-up batch; captions are the
+beforehand; the ``add`` paths load them from disk, as a build does) in batches of
+``--batch-size``, after one untimed warm-up batch, the paths taking turns batch by batch (each
+``add`` call commits its batch); captions are the
 model's greedy fusion captions (batched, transformers' ``generate`` with its KV cache). Several
 ``--model`` are measured one after the other in the same run; the captions' lengths are reported
 with each, since they decide the captioning's cost (an untrained LM writes every caption to the
@@ -35,52 +37,60 @@ def measure(model_name: str, records, images, args) -> dict:
     from unifashion.pipelines.indexing import CatalogueBuilder
 
     model = UniFashion.from_pretrained(model_name).eval()
-    warm, timed = images[: args.batch_size], images[args.batch_size :]
     builder = CatalogueBuilder(model, batch_size=args.batch_size, progress=False)
     bare_builder = CatalogueBuilder(model, batch_size=args.batch_size, progress=False, captions=False)
+    captions: list[str] = []
 
+    # Each path takes the positions of one batch: the embedding paths read the decoded images, the
+    # add paths the records (loading their images from disk, as a build does).
     def encode_only(batch):
         with torch.no_grad():
-            model.encode_image(batch)
+            model.encode_image([images[i] for i in batch])
 
     def embed_before(batch):
         with torch.no_grad():
-            model.encode_image(batch)
-            model.encode_captions(batch)
-
-    captions: list[str] = []
+            model.encode_image([images[i] for i in batch])
+            model.encode_captions([images[i] for i in batch])
 
     def embed_now(batch):
-        captions.extend(builder.embed(batch).fusion_captions)
+        captions.extend(builder.embed([images[i] for i in batch]).fusion_captions)
 
-    paths = {"encode_image only": encode_only, "embed before (vision and Q-Former twice)": embed_before,
-             "embed now (vision and Q-Former once)": embed_now, "embed without captions": bare_builder.embed}
-    result = {"model": model_name, "items_per_s": {}}
-    for name, run in paths.items():
-        run(warm)
-        if run is embed_now:
-            captions.clear()  # the timed images' captions only
-        t0 = time.perf_counter()
-        for start in range(0, len(timed), args.batch_size):
-            run(timed[start : start + args.batch_size])
-        result["items_per_s"][name] = len(timed) / (time.perf_counter() - t0)
-        print(f"{model_name}: {name}: {result['items_per_s'][name]:.1f} items/s", flush=True)
+    def embed_bare(batch):
+        bare_builder.embed([images[i] for i in batch])
+
+    with tempfile.TemporaryDirectory() as workdir:
+        indexes = {adder: CatalogueIndex.create(Path(workdir) / name, dim=adder.embed_dim,
+                                                num_queries=adder.num_queries, captions=adder.captions)
+                   for adder, name in ((builder, "captioned"), (bare_builder, "bare"))}
+        paths = {"encode_image only": encode_only, "embed before (vision and Q-Former twice)": embed_before,
+                 "embed now (vision and Q-Former once)": embed_now, "embed without captions": embed_bare,
+                 "CatalogueBuilder.add (embed now + store)":
+                     lambda batch: builder.add(indexes[builder], [records[i] for i in batch]),
+                 "CatalogueBuilder.add without captions (embed + store)":
+                     lambda batch: bare_builder.add(indexes[bare_builder], [records[i] for i in batch])}
+        batches = [range(start, min(start + args.batch_size, len(images)))
+                   for start in range(0, len(images), args.batch_size)]
+        for run in paths.values():
+            run(batches[0])  # warm-up, not timed
+        captions.clear()  # the timed images' captions only
+        # Round robin: every path takes a batch before any takes the next, so a slower spell of a
+        # shared machine slows all paths alike instead of the one that happened to run then.
+        seconds = dict.fromkeys(paths, 0.0)
+        for batch in batches[1:]:
+            for name, run in paths.items():
+                t0 = time.perf_counter()
+                run(batch)
+                seconds[name] += time.perf_counter() - t0
+        for index in indexes.values():
+            index.close()
+    timed = len(images) - len(batches[0])
+    result = {"model": model_name, "items_per_s": {name: timed / seconds[name] for name in paths}}
+    for name, rate in result["items_per_s"].items():
+        print(f"{model_name}: {name}: {rate:.1f} items/s", flush=True)
     # Caption length decides the captioning cost: an untrained LM runs every caption to the cap.
     lengths = [len(model.caption_lm.encode_text(c)) for c in captions]
     result["caption_tokens"] = {"mean": sum(lengths) / len(lengths), "max": max(lengths),
                                 "cap": int(model.config.fusion_caption_tokens), "examples": captions[:3]}
-
-    for name, adder in (("CatalogueBuilder.add (embed now + store)", builder),
-                        ("CatalogueBuilder.add without captions (embed + store)", bare_builder)):
-        with tempfile.TemporaryDirectory() as workdir:
-            index = CatalogueIndex.create(Path(workdir) / "index", dim=adder.embed_dim, num_queries=adder.num_queries,
-                                          captions=adder.captions)
-            adder.add(index, records[: args.batch_size])  # warm-up, not timed
-            t0 = time.perf_counter()
-            adder.add(index, records[args.batch_size :])
-            result["items_per_s"][name] = len(timed) / (time.perf_counter() - t0)
-            print(f"{model_name}: {name}: {result['items_per_s'][name]:.1f} items/s", flush=True)
-            index.close()
     bare = result["items_per_s"]["encode_image only"]
     result["fraction_of_encode_image"] = {k: v / bare for k, v in result["items_per_s"].items()}
     return result
