@@ -133,3 +133,89 @@ def test_a_folder_that_cannot_be_written_only_costs_the_embedding(model, folder,
     with SearchPipeline.open(model, folder, read_only=True) as search:
         assert results(search)
     assert not (folder / TEXT_EMBEDDINGS_DIR).exists() or not any((folder / TEXT_EMBEDDINGS_DIR).iterdir())
+
+
+# ---------------------------------------------------------------------------- the saved text IVF
+class BankIndex:
+    """What TextBank.refresh reads of an index: its generation, dim and items' metadata."""
+
+    def __init__(self, count: int, generation: int = 0, dim: int = 16):
+        from unifashion.index.store import ItemMetadata
+
+        self.generation, self.dim = generation, dim
+        self.metadata = [ItemMetadata(item_id=f"item-{i}", category="dress", captions={"short": f"text {i}"})
+                         for i in range(count)]
+
+    def all_metadata(self):
+        return self.metadata
+
+
+def text_vectors(texts, dim: int = 16) -> np.ndarray:
+    """A unit vector per text, the same for the same text (a stand-in for the model)."""
+    rows = [np.random.default_rng(int(t.split()[-1])).standard_normal(dim) for t in texts]
+    matrix = np.array(rows, dtype=np.float32)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def refreshed_bank(folder, index, monkeypatch, brute_force: int = 2_000):
+    from unifashion.pipelines.text_bank import TextBank
+
+    # Small banks stand for large ones: the IVF starts above `brute_force` texts.
+    monkeypatch.setattr("unifashion.index.text_ann.BRUTE_FORCE_TEXTS", brute_force)
+    monkeypatch.setattr("unifashion.pipelines.text_bank.BRUTE_FORCE_TEXTS", brute_force)
+    bank = TextBank(TextEmbeddingFile(folder, "model-a"))
+    bank.refresh(index, text_vectors)
+    return bank
+
+
+def finds_itself(bank, rows) -> bool:
+    """Each text's own vector (as every query vector of an image) finds that text first."""
+    for row in rows:
+        found, _scores = bank.text_index.search(np.repeat(bank.text_index.matrix[row][None], 4, axis=0), top_k=1)
+        if bank.texts[found[0]] != bank.texts[row]:
+            return False
+    return True
+
+
+def test_a_new_bank_reads_the_saved_ivf_back_instead_of_training_it(tmp_path, monkeypatch):
+    first = refreshed_bank(tmp_path, BankIndex(6_000), monkeypatch)
+    assert first.text_index.ann is not None and first.text_index.retrained
+    ann_file = TextEmbeddingFile(tmp_path, "model-a").ann_path
+    assert ann_file.is_file()
+    written = ann_file.stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained an IVF that was saved")
+
+    monkeypatch.setattr("unifashion.index.text_ann._ivf", no_training)
+    again = refreshed_bank(tmp_path, BankIndex(6_000), monkeypatch)
+    assert not again.text_index.retrained and again.text_index.ann.ntotal == 6_000
+    assert ann_file.stat().st_mtime_ns == written  # the same texts: nothing to write
+    image = text_vectors([f"text {i}" for i in (5, 77, 4_000, 5_999)])
+    for bank_search in (first.text_index.search, again.text_index.search):
+        np.testing.assert_array_equal(bank_search(image, top_k=20)[0], first.text_index.search(image, top_k=20)[0])
+    assert finds_itself(again, [0, 123, 5_999])
+
+
+def test_changed_texts_refill_the_saved_ivf_and_growth_past_twice_trains_a_new_one(tmp_path, monkeypatch):
+    refreshed_bank(tmp_path, BankIndex(6_000), monkeypatch)
+    grown = refreshed_bank(tmp_path, BankIndex(9_000, generation=1), monkeypatch)
+    # The trained quantisers are kept; the IVF now holds every text, the new ones included.
+    assert not grown.text_index.retrained and grown.text_index.trained_on == 6_000
+    assert grown.text_index.ann.ntotal == 9_000
+    assert finds_itself(grown, [10, 6_500, 8_999])
+    same = refreshed_bank(tmp_path, BankIndex(9_000, generation=1), monkeypatch)
+    assert not same.text_index.retrained and same.text_index.ann.ntotal == 9_000  # saved refilled
+    doubled = refreshed_bank(tmp_path, BankIndex(12_001, generation=2), monkeypatch)
+    assert doubled.text_index.retrained and doubled.text_index.trained_on == 12_001
+    assert finds_itself(doubled, [0, 12_000])
+
+
+def test_a_damaged_ivf_file_is_trained_again(tmp_path, monkeypatch, caplog):
+    refreshed_bank(tmp_path, BankIndex(6_000), monkeypatch)
+    ann_file = TextEmbeddingFile(tmp_path, "model-a").ann_path
+    ann_file.write_bytes(ann_file.read_bytes()[:500])
+    bank = refreshed_bank(tmp_path, BankIndex(6_000), monkeypatch)
+    assert "unreadable text IVF file" in caplog.text
+    assert bank.text_index.retrained and finds_itself(bank, [1, 5_000])
+    assert not refreshed_bank(tmp_path, BankIndex(6_000), monkeypatch).text_index.retrained  # written whole again

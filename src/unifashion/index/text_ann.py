@@ -43,24 +43,47 @@ def rank_exact(text_matrix: np.ndarray, image_queries: np.ndarray, top_k: int,
 
 
 class TextIndex:
-    """The texts of a bank, searchable by an image's query vectors (see the module docstring)."""
+    """The texts of a bank, searchable by an image's query vectors (see the module docstring).
+
+    ``ann``: an IVF made earlier (a restarted process reads it back: :meth:`serialized_ann`).
+    ``ann_holds_matrix``: it holds exactly these vectors, in this order, and is used as it is;
+    otherwise its trained quantisers are kept and it is refilled with the matrix, unless the bank
+    has grown past twice the texts it was trained on (then a new one is trained: its lists would
+    be too long).
+    """
 
     def __init__(self, text_matrix: np.ndarray, *, nlist: int | None = None, pq_m: int | None = None,
-                 nprobe: int = DEFAULT_TEXT_NPROBE, hits: int = DEFAULT_TEXT_HITS):
+                 nprobe: int = DEFAULT_TEXT_NPROBE, hits: int = DEFAULT_TEXT_HITS, ann=None,
+                 ann_trained_on: int = 0, ann_holds_matrix: bool = False):
         self.matrix = np.ascontiguousarray(text_matrix, dtype=np.float32)
         self.nprobe, self.hits = nprobe, hits
         self.ann = None
+        self.trained_on = 0  # texts the IVF's quantisers were trained on
+        self.retrained = False  # whether this bank trained its IVF (False: reused or none)
         count, dim = self.matrix.shape if self.matrix.ndim == 2 else (0, 0)
-        if count > BRUTE_FORCE_TEXTS:
-            # About 1000 texts per list; the IVF needs 39 training points per list.
-            nlist = nlist or max(16, min(count // 1000, count // _TRAIN_POINTS_PER_CENTROID))
-            most = pq_m or max(1, dim // 2)  # one 4-bit sub-quantiser per 2 dims, as vector_ann
-            pq_m = max(m for m in range(1, min(most, dim) + 1) if dim % m == 0)
-            self.ann = _ivf(dim, nlist, nprobe, pq_m)
-            rng = np.random.default_rng(0)
-            sample = min(count, _SAMPLE_POINTS_PER_CENTROID * nlist)
-            self.ann.train(self.matrix[np.sort(rng.choice(count, size=sample, replace=False))])
+        if count <= BRUTE_FORCE_TEXTS:
+            return
+        if ann is not None and ann.d == dim and ann.is_trained and 0 < count <= 2 * ann_trained_on:
+            self.ann, self.trained_on = ann, ann_trained_on
+            if ann_holds_matrix and ann.ntotal == count:
+                return
+            self.ann.reset()
             self.ann.add(self.matrix)
+            return
+        # About 1000 texts per list; the IVF needs 39 training points per list.
+        nlist = nlist or max(16, min(count // 1000, count // _TRAIN_POINTS_PER_CENTROID))
+        most = pq_m or max(1, dim // 2)  # one 4-bit sub-quantiser per 2 dims, as vector_ann
+        pq_m = max(m for m in range(1, min(most, dim) + 1) if dim % m == 0)
+        self.ann = _ivf(dim, nlist, nprobe, pq_m)
+        rng = np.random.default_rng(0)
+        sample = min(count, _SAMPLE_POINTS_PER_CENTROID * nlist)
+        self.ann.train(self.matrix[np.sort(rng.choice(count, size=sample, replace=False))])
+        self.ann.add(self.matrix)
+        self.trained_on, self.retrained = count, True
+
+    def serialized_ann(self) -> np.ndarray | None:
+        """The IVF as bytes (uint8), for :func:`deserialize_ann`; None when the bank has none."""
+        return None if self.ann is None else faiss.serialize_index(self.ann)
 
     def __len__(self) -> int:
         return len(self.matrix)
@@ -84,3 +107,7 @@ class TextIndex:
         pool = np.unique(ids[ids >= 0])
         return rank_exact(self.matrix, queries, top_k, pool)
 
+
+def deserialize_ann(data: np.ndarray):
+    """The IVF of :meth:`TextIndex.serialized_ann` (FAISS's own format, not a pickle)."""
+    return faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))

@@ -8,8 +8,11 @@ Embedding a million texts takes the model about an hour on a small CPU, so a new
 restarted service, a second worker) must not redo it. :class:`TextEmbeddingFile` keeps the
 embeddings of one model in the index folder (``text-embeddings/<model>.npz``, no pickles); after
 the index changes only texts not seen before are embedded, and the file is rewritten atomically
-(a crash leaves the previous file). A file that cannot be read is ignored and rebuilt; a folder
-that cannot be written (a read-only index) only costs the re-embedding.
+(a crash leaves the previous file). Beside it, ``<model>.text-ivf.npz`` keeps the IVF of a bank
+above ``text_ann.BRUTE_FORCE_TEXTS`` texts (about 20 s to train and fill at 1M texts): a new
+process reads it back, as it is when the texts are the same, and refilled with the new ones (the
+trained quantisers kept) when they changed. A file that cannot be read is ignored and rebuilt; a
+folder that cannot be written (a read-only index) only costs the re-embedding and the training.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unifashion.index.text_ann import TextIndex
+from unifashion.index.text_ann import BRUTE_FORCE_TEXTS, TextIndex, deserialize_ann
 
 #: Style name under which image-to-text lists the model's own (fusion) caption of an item.
 GENERATED_STYLE = "generated"
@@ -78,24 +81,77 @@ class TextEmbeddingFile:
         np.cumsum([len(b) for b in encoded], out=offsets[1:])
         vectors = (np.stack(list(embedding.values())).astype(np.float32) if embedding
                    else np.zeros((0, dim), dtype=np.float32))
+        return _write_npz(self.path, "text embeddings", identity=_utf8(self.identity),
+                          text_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets=offsets,
+                          vectors=vectors)
+
+    @property
+    def ann_path(self) -> Path:
+        """The file of the bank's text IVF (beside the embeddings), so a new process does not
+        train it again."""
+        return self.path.with_name(f"{self.path.stem}.text-ivf.npz")
+
+    def load_ann(self) -> SavedTextANN | None:
+        """The IVF :meth:`save_ann` wrote for this model; None when there is no readable one."""
+        if not self.ann_path.is_file():
+            return None
         try:
-            self.path.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".npz")
-        except OSError as exc:
-            logger.info("text embeddings not kept (%s): a new process embeds the texts again", exc)
-            return False
-        try:
-            with os.fdopen(fd, "wb") as out:
-                np.savez(out, identity=np.frombuffer(self.identity.encode("utf-8"), dtype=np.uint8),
-                         text_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets=offsets,
-                         vectors=vectors)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return True
+            with np.load(self.ann_path, allow_pickle=False) as data:
+                if bytes(data["identity"]).decode("utf-8") != self.identity:
+                    return None
+                return SavedTextANN(deserialize_ann(data["ann"]), int(data["trained_on"]),
+                                    bytes(data["fingerprint"]).decode("ascii"))
+        except Exception as exc:  # noqa: BLE001 - a cache: anything unreadable is rebuilt
+            logger.warning("ignoring the unreadable text IVF file %s (%s); it is trained again", self.ann_path, exc)
+            return None
+
+    def save_ann(self, text_index: TextIndex, fingerprint: str) -> bool:
+        """Write the bank's IVF (atomically), tagged with the ``fingerprint`` of its texts."""
+        return _write_npz(self.ann_path, "the text IVF", identity=_utf8(self.identity),
+                          ann=text_index.serialized_ann(), trained_on=np.int64(text_index.trained_on),
+                          fingerprint=_utf8(fingerprint))
+
+
+@dataclass(frozen=True)
+class SavedTextANN:
+    ann: object  # the FAISS IVF
+    trained_on: int  # texts its quantisers were trained on
+    fingerprint: str  # texts_fingerprint of the texts it holds, in order
+
+
+def texts_fingerprint(identity: str, texts: Sequence[str]) -> str:
+    """Names the vectors of ``texts`` in this order by the model ``identity`` (which determines
+    each text's vector): an IVF saved under the same fingerprint holds exactly them."""
+    digest = hashlib.sha256(identity.encode("utf-8"))
+    for text in texts:
+        digest.update(b"\0")
+        digest.update(text.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _utf8(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+def _write_npz(path: Path, what: str, **arrays: np.ndarray) -> bool:
+    """``arrays`` into ``path`` as one ``.npz``, replacing it atomically (a crash leaves the previous
+    file); False if the folder is not writable."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    except OSError as exc:
+        logger.info("%s not kept (%s): a new process computes it again", what, exc)
+        return False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, **arrays)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
 
 
 class TextBank:
@@ -139,6 +195,15 @@ class TextBank:
         self.sources = [tuple(by_text[t]) for t in self.texts]
         matrix = (np.stack([self._embedding[t] for t in self.texts]) if self.texts
                   else np.zeros((0, index.dim), dtype=np.float32))
-        # Exhaustive below text_ann.BRUTE_FORCE_TEXTS texts; an IVF (re-trained here) above.
-        self.text_index = TextIndex(matrix)
+        # Exhaustive below text_ann.BRUTE_FORCE_TEXTS texts; an IVF above, read back from the
+        # index folder when one was saved (used as it is for the same texts, refilled otherwise).
+        saved, fingerprint = None, ""
+        if self._file is not None and len(self.texts) > BRUTE_FORCE_TEXTS:
+            saved = self._file.load_ann()
+            fingerprint = texts_fingerprint(self._file.identity, self.texts)
+        exact = saved is not None and saved.fingerprint == fingerprint
+        self.text_index = TextIndex(matrix, ann=saved.ann if saved else None,
+                                    ann_trained_on=saved.trained_on if saved else 0, ann_holds_matrix=exact)
+        if self._file is not None and self.text_index.ann is not None and not exact:
+            self._file.save_ann(self.text_index, fingerprint)
         self.generation = generation
