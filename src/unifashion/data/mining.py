@@ -446,9 +446,9 @@ def caption_collection(model, records: Sequence[ItemRecord], batch_size: int = 6
         chunk = records[start:start + batch_size]
         with torch.no_grad():
             pixel_values = model.processor.preprocess_images([r.load_image() for r in chunk]).to(model.device)
-            vision = model.vision(pixel_values).features
-            texts = model.fusion_captions(vision_features=vision)
-            image_embeds.append(model.get_image_features(vision_features=vision).image_embeds.half().cpu())
+            features = model.get_image_features(vision_features=model.vision(pixel_values).features)
+            texts = model.fusion_captions(query_output=features.query_output)
+            image_embeds.append(features.image_embeds.half().cpu())
             caption_embeds.append(model.encode_text(texts).half().cpu())
         captions.update(zip([r.item_id for r in chunk], texts, strict=True))
     scorer = CaptionScorer([r.item_id for r in records], torch.cat(image_embeds), torch.cat(caption_embeds),
