@@ -150,3 +150,32 @@ def test_train_package_flag_writes_a_checked_packaged_folder(tmp_path, monkeypat
     assert "installed as 'tiny-default'" in out and "packaged as 'tiny-default'" in out
     verify_folder(tmp_path / "weights" / "tiny-default", remedy="retrain", required=True)
     assert pretrained.locate("tiny-default") == tmp_path / "weights" / "tiny-default"
+
+
+
+def test_any_error_is_one_line_and_debug_shows_the_traceback(capsys, monkeypatch):
+    from unifashion.cli import build_parser
+
+    def broken(args):
+        raise RuntimeError("the store is\nlocked by another process")
+
+    args = build_parser().parse_args(["data", "show", "nowhere"])
+    args.func = broken
+    monkeypatch.setattr("unifashion.cli.build_parser", lambda: _FixedParser(args))
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("unifashion: error: RuntimeError: the store is locked by another process "
+                           "(run with --debug for the traceback)")
+    args.debug = True
+    with pytest.raises(RuntimeError, match="locked"):
+        main([])
+
+
+class _FixedParser:
+    """Hands ``main`` parsed arguments whose command raises."""
+
+    def __init__(self, args):
+        self.args = args
+
+    def parse_args(self, argv):
+        return self.args

@@ -147,12 +147,12 @@ def test_tryon_and_baseline_write_their_config(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("unifashion.experiments.baseline.train_dual_encoder", stop)
     tryon = to_dict(TryOnRunConfig(out=str(tmp_path / "tryon"), n_items=50))
     with pytest.raises(Stop):
-        main(["tryon", "--config", _write(tmp_path / "tryon.json", tryon), "--guidance", "2"])
+        main(["--debug", "tryon", "--config", _write(tmp_path / "tryon.json", tryon), "--guidance", "2"])
     tryon["eval"]["guidance"] = 2.0
     assert json.loads((tmp_path / "tryon" / "run_config.json").read_text()) == tryon
     baseline = to_dict(BaselineRunConfig(output_dir=str(tmp_path / "de"), encoder_steps=3))
     with pytest.raises(Stop):
-        main(["train-baseline", "--config", _write(tmp_path / "de.json", baseline)])
+        main(["--debug", "train-baseline", "--config", _write(tmp_path / "de.json", baseline)])
     assert json.loads((tmp_path / "de" / "run_config.json").read_text()) == baseline
 
 
@@ -160,7 +160,8 @@ def test_train_takes_its_recipe_as_config_and_flags_on_top(tmp_path, capsys, mon
     from unifashion.training.recipe import default_recipe
 
     ran = []
-    monkeypatch.setattr("unifashion.training.recipe.run_recipe", lambda recipe: ran.append(recipe) or tmp_path)
+    monkeypatch.setattr("unifashion.training.recipe.run_recipe",
+                        lambda recipe, deadline=None: ran.append(recipe) or tmp_path)
     recipe = default_recipe(str(tmp_path / "run"), scale=0.01, seed=1).to_dict()
     path = _write(tmp_path / "recipe.json", recipe)
     assert main(["train", "--config", path, "--seed", "4", "--fashion-mnist-pairs", "5"]) == 0

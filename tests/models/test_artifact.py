@@ -28,6 +28,7 @@ from unifashion.models.artifact import (
 from unifashion.models.config import WEIGHTS_NAME
 
 EFFICIENTNET_VISION = {"type": "efficientnet_lite", "image_size": 32}
+QFORMER_FILE = "qformer.safetensors"
 TAG = "tiny-default"
 
 
@@ -199,8 +200,9 @@ def packaged(tmp_path, small):
 def test_package_writes_the_model_files_and_a_manifest(packaged, small):
     manifest = verify_folder(packaged, remedy="-", required=True)
     names = {entry["path"] for entry in manifest["files"]}
-    assert {"config.json", WEIGHTS_NAME, "tokenizer/tokenizer.json"} <= names and "losses.jsonl" not in names
-    assert manifest["tag"] == TAG and manifest["weights"]["dtype"] == "float16"
+    assert {"config.json", QFORMER_FILE, "tokenizer/tokenizer.json"} <= names and "losses.jsonl" not in names
+    assert WEIGHTS_NAME not in names
+    assert manifest["tag"] == TAG and {c["dtype"] for c in manifest["components"]} == {"float16"}
     assert manifest["total_bytes"] == sum(entry["size"] for entry in manifest["files"])
     for entry in manifest["files"]:
         assert (packaged / entry["path"]).stat().st_size == entry["size"]
@@ -210,7 +212,7 @@ def test_package_writes_the_model_files_and_a_manifest(packaged, small):
 
 
 def test_a_truncated_file_is_named(packaged):
-    weights = packaged / WEIGHTS_NAME
+    weights = packaged / QFORMER_FILE
     size = weights.stat().st_size
     with open(weights, "r+b") as handle:
         handle.truncate(size - 10)
@@ -220,12 +222,12 @@ def test_a_truncated_file_is_named(packaged):
 
 
 def test_a_flipped_byte_is_named(packaged):
-    weights = packaged / WEIGHTS_NAME
+    weights = packaged / QFORMER_FILE
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
     manifest = json.loads((packaged / MANIFEST_NAME).read_text())
-    expected = next(e["sha256"] for e in manifest["files"] if e["path"] == WEIGHTS_NAME)
+    expected = next(e["sha256"] for e in manifest["files"] if e["path"] == QFORMER_FILE)
     with pytest.raises(ModelArtifactError, match=rf"{weights}: sha256 [0-9a-f]{{64}} does not match the manifest's "
                                                  rf"{expected} \(corrupt or truncated"):
         verify_folder(packaged, remedy="reinstall the package")
@@ -254,7 +256,7 @@ def test_a_folder_without_a_manifest_loads_unchecked_unless_one_is_required(tmp_
 
 def test_package_refuses_a_folder_over_the_limit(tmp_path, small):
     small.save_pretrained(tmp_path / "trained")
-    with pytest.raises(ModelArtifactError, match="over the 1,000 allowed together; largest: model.safetensors"):
+    with pytest.raises(ModelArtifactError, match=r"over the 1,000 allowed together; largest: \w+\.safetensors"):
         pretrained.package(TAG, tmp_path / "trained", root=tmp_path / "root", max_bytes=1000)
     assert not any((tmp_path / "root").iterdir())
 
@@ -263,7 +265,9 @@ def test_package_leaves_the_vision_encoder_out(tmp_path, efficientnet_model):
     efficientnet_model.save_pretrained(tmp_path / "trained")
     folder = pretrained.package(TAG, tmp_path / "trained", root=tmp_path / "root", dtype=None)
     manifest = verify_folder(folder, remedy="-")
-    assert [part["part"] for part in manifest["weights"]["left_out"]] == ["vision"]
+    qformer = next(c for c in manifest["components"] if c["name"] == "qformer")
+    assert [part["part"] for part in qformer["left_out"]] == ["vision"]
+    assert all(not c["left_out"] for c in manifest["components"] if c["name"] != "qformer")
     assert_same_state(UniFashion.from_pretrained(folder), efficientnet_model)
 
 
@@ -329,8 +333,8 @@ def test_the_dual_encoder_baseline_ships_the_same_way_within_one_budget_for_all_
     with pytest.raises(FileNotFoundError, match="train-baseline --install-as dual-encoder-default"):
         DualEncoder.from_pretrained(tag)
     folder = pretrained.package(tag, tmp_path / "baseline", dtype="int8")
-    assert sorted(p.name for p in folder.iterdir()) == ["dual_encoder_config.json", "manifest.json",
-                                                        "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["dual_encoder.safetensors", "dual_encoder_config.json",
+                                                        "manifest.json"]
     assert pretrained.locate(tag) == folder
     loaded = DualEncoder.from_pretrained(tag)
     with torch.no_grad():
@@ -343,6 +347,60 @@ def test_the_dual_encoder_baseline_ships_the_same_way_within_one_budget_for_all_
     with pytest.raises(ModelArtifactError, match="the other packaged tags"):
         pretrained.package(TAG, tmp_path / "trained", max_bytes=baseline_bytes + 1000)
     assert not (two_homes / TAG).exists()
-    (folder / "model.safetensors").write_bytes(b"0" * 10)
-    with pytest.raises(ModelArtifactError, match="model.safetensors"):
+    (folder / "dual_encoder.safetensors").write_bytes(b"0" * 10)
+    with pytest.raises(ModelArtifactError, match="dual_encoder.safetensors"):
         DualEncoder.from_pretrained(tag)
+
+
+# ---------------------------------------------------------------------------- one file per component
+def test_each_component_has_its_own_file_and_every_tensor_one_home(tmp_path, small):
+    from unifashion.models.artifact import UNIFASHION_COMPONENTS, component_of, file_sha256
+
+    small.save_pretrained(tmp_path / "trained")
+    folder = pretrained.package(TAG, tmp_path / "trained", root=tmp_path / "root", dtype="int8")
+    manifest = verify_folder(folder, remedy="-", required=True)
+    assert [c["name"] for c in manifest["components"]] == ["qformer", "caption_lm", "autoencoder", "unet"]
+    stored = {}
+    for entry in manifest["components"]:
+        assert entry["sha256"] == file_sha256(folder / entry["file"]) and entry["dtype"] == "int8"
+        tensors = load_file(folder / entry["file"])
+        for key in tensors:
+            if not key.endswith(".int8_row_scale"):
+                assert component_of(key, UNIFASHION_COMPONENTS).name == entry["name"], key
+                stored[key] = entry["name"]
+    assert stored["diffusion.vae.encoder.conv_in.weight"] == "autoencoder"
+    assert stored["diffusion.adapter.proj.weight"] == "unet"
+    assert stored["caption_lm.adapter.proj.weight"] == "caption_lm"
+    assert stored["qformer.query_tokens"] == "qformer" and stored["vision_projection.weight"] == "qformer"
+    loaded = UniFashion.from_pretrained(folder).eval()
+    with torch.no_grad():
+        cosine = F.cosine_similarity(loaded.encode_text(CAPTIONS), small.encode_text(CAPTIONS))
+    assert bool((cosine > 0.99).all())
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float16"])
+def test_a_new_version_recommits_only_the_components_that_changed(tmp_path, dtype):
+    model = build_small_model(seed=3).eval()
+    model.save_pretrained(tmp_path / "v1")
+    root = tmp_path / "root"
+    first = pretrained.package(TAG, tmp_path / "v1", root=root, dtype=dtype)
+    before = {p.name: p.read_bytes() for p in first.glob("*.safetensors")}
+    # The next version starts from the shipped folder (a warm start) and trains the UNet alone.
+    warm = UniFashion.from_pretrained(first)
+    with torch.no_grad():
+        for parameter in warm.diffusion.unet.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    warm.save_pretrained(tmp_path / "v2")
+    second = pretrained.package(TAG, tmp_path / "v2", root=root, dtype=dtype)
+    after = {p.name: p.read_bytes() for p in second.glob("*.safetensors")}
+    assert after.keys() == before.keys()
+    changed = sorted(name for name in after if after[name] != before[name])
+    assert changed == ["unet.safetensors"]
+    manifest = verify_folder(second, remedy="-", required=True)
+    assert manifest["unchanged_components"] == ["qformer", "caption_lm", "autoencoder"]
+    reloaded, shipped = UniFashion.from_pretrained(second).state_dict(), warm.state_dict()
+    for key, tensor in shipped.items():  # the untouched components load back exactly as the warm start had them
+        if not key.startswith("diffusion.") or key.startswith("diffusion.vae."):
+            assert torch.equal(reloaded[key], tensor), key
+    unet = [key for key in shipped if key.startswith("diffusion.unet.") and shipped[key].is_floating_point()]
+    assert all(torch.allclose(reloaded[key], shipped[key], atol=0.02, rtol=0.05) for key in unet)

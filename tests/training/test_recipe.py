@@ -81,3 +81,20 @@ def test_a_stage_stopped_early_is_not_final_and_the_next_run_resumes_it(setup, t
     final = run_recipe(recipe, progress=False)
     assert final == stage_dir / "final" and "resumed from" in capsys.readouterr().out
     assert len((stage_dir / "losses.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_wall_time_budget_saves_the_model_as_it_stands_and_the_rerun_continues(setup, tmp_path, single_thread):
+    import time
+
+    recipe = _recipe(tmp_path, setup / "model", setup / "catalogue")
+    recipe.stages = recipe.stages[:2]
+    partial = run_recipe(recipe, progress=False, deadline=time.time() - 1)
+    stage_dir = tmp_path / "run" / "p1-qformer"
+    assert partial == stage_dir / "out-of-time" and (partial / "config.json").is_file()
+    assert not (stage_dir / "final").exists() and not (tmp_path / "run" / "p1-vae").exists()
+    timings = json.loads((tmp_path / "run" / "timings.json").read_text())
+    assert timings["p1-qformer"]["out_of_time"] and timings["p1-qformer"]["steps"] == 1
+    final = run_recipe(recipe, progress=False)
+    assert final == tmp_path / "run" / "p1-vae" / "final"
+    timings = json.loads((tmp_path / "run" / "timings.json").read_text())
+    assert timings["p1-qformer"]["steps"] == 3 and "out_of_time" not in timings["p1-qformer"]

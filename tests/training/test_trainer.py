@@ -50,12 +50,12 @@ def _losses(path):
     return [json.loads(line)["loss"] for line in path.read_text().splitlines()]
 
 
-def _run(tmp, **kw):
+def _run(tmp, deadline=None, **kw):
     torch.manual_seed(123)
     model = NoisyRegression()
     cfg = LoopConfig(steps=24, batch_size=8, seed=5, checkpoint_every=5, output_dir=str(tmp),
                      optim=OptimConfig(lr=1e-2, warmup_steps=3), **kw)
-    return model, train(model, Points(), collate, cfg)
+    return model, train(model, Points(), collate, cfg, deadline=deadline)
 
 
 def test_resume_continues_bit_for_bit(tmp_path):
@@ -128,3 +128,28 @@ def test_config_errors_name_the_key():
 def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="state.json"):
         load_checkpoint(tmp_path / "nope", NoisyRegression())
+
+
+def test_a_deadline_stops_at_a_checkpoint_and_the_same_call_resumes_bit_for_bit(tmp_path):
+    import time
+
+    _, full = _run(tmp_path / "full")
+    _, cut = _run(tmp_path / "cut", deadline=time.time() - 1)  # already past: one step, then stop
+    assert cut.out_of_time and cut.steps_done == 1
+    assert latest_checkpoint(tmp_path / "cut").name == "step-0000001"
+    _, rest = _run(tmp_path / "cut", resume="latest")
+    assert not rest.out_of_time and rest.steps_done == 23
+    assert _losses(rest.log_file) == _losses(full.log_file)
+
+
+def test_checkpoints_come_every_few_minutes_whatever_the_step_count(tmp_path, monkeypatch):
+    import unifashion.training.trainer as trainer
+
+    clock = iter(range(0, 10_000, 200))  # each reading of the clock is 200 s later than the last
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: float(next(clock)))
+    torch.manual_seed(123)
+    cfg = LoopConfig(steps=6, batch_size=8, checkpoint_every=1000, checkpoint_minutes=5, keep_checkpoints=10,
+                     output_dir=str(tmp_path))
+    train(NoisyRegression(), Points(), collate, cfg)
+    steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert steps[-1] == 6 and len(steps) >= 3  # by time, not only the last step's

@@ -21,6 +21,8 @@ from unifashion.cli import cir, data, demo, evaluate, generate, search, train
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unifashion", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"unifashion {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback instead of one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in (demo, train, evaluate, search, generate, cir, data):
         group.register(sub)
@@ -41,10 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from unifashion.data.errors import DatasetError
-
     try:
         return args.func(args)
-    except (DatasetError, ValueError) as exc:
-        print(f"unifashion: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("unifashion: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every error reaches the user as one line; --debug shows where it came from
+        if args.debug:
+            raise
+        print(f"unifashion: error: {error_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
         return 2
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for ``exc``: its message (its type where the message alone would not say it)."""
+    from unifashion.data.errors import DatasetError
+
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, (DatasetError, ValueError, FileNotFoundError)) or type(exc).__module__.startswith("unifashion"):
+        return message
+    return f"{type(exc).__name__}: {message}"

@@ -113,3 +113,41 @@ def register(sub) -> None:
     rm.add_argument("files", nargs="+", help="results.json files")
     rm.add_argument("--out", required=True, help="folder for the merged results.json and results.md")
     rm.set_defaults(func=_cmd_results_merge)
+    register_shipped(sub)
+
+
+def _cmd_shipped_measure(args: argparse.Namespace) -> int:
+    from unifashion.experiments import shipped
+
+    commit = args.trained_at or shipped.code_commit()
+    training = {"tiny-default": shipped.training_record(Path(args.runs) / "default", commit),
+                "dual-encoder-default": shipped.training_record(Path(args.runs) / "dual-encoder", commit)}
+    seeds = () if args.no_noise else shipped.NOISE_SEEDS
+    for path in shipped.measure_shipped(args.work, training, demo_catalogue=args.demo_catalogue, noise_seeds=seeds):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_shipped_readme(args: argparse.Namespace) -> int:
+    from unifashion.experiments import shipped
+
+    results = [shipped.load_results(shipped.results_path(tag)) for tag in shipped.SHIPPED_TAGS]
+    changed = shipped.update_readme(args.readme, shipped.readme_table(results, shipped.readme_pick))
+    print(f"{args.readme}: {'updated' if changed else 'already up to date'}")
+    return 0
+
+
+def register_shipped(sub) -> None:
+    sh = sub.add_parser("shipped", help="the packaged models' measured numbers (weights/TAG/results.json)")
+    sh_sub = sh.add_subparsers(dest="shipped_command", required=True)
+    me = sh_sub.add_parser("measure", help="measure the packaged tiny-default and dual-encoder-default on the demo "
+                                           "split, the held-out catalogue and 3 catalogue seeds; write results.json")
+    me.add_argument("--work", default="outputs/shipped", help="catalogues and evaluation reports")
+    me.add_argument("--runs", default="runs", help="the training runs (RUNS/default, RUNS/dual-encoder)")
+    me.add_argument("--demo-catalogue", default="outputs/demo/catalogue")
+    me.add_argument("--trained-at", metavar="COMMIT", help="the code commit that trained them (default: HEAD)")
+    me.add_argument("--no-noise", action="store_true", help="skip the extra catalogue seeds of the noise")
+    me.set_defaults(func=_cmd_shipped_measure)
+    rd = sh_sub.add_parser("readme", help="render the README's quality table from the results files")
+    rd.add_argument("--readme", default="README.md")
+    rd.set_defaults(func=_cmd_shipped_readme)

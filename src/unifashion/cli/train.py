@@ -33,10 +33,44 @@ def _recipe(args: argparse.Namespace):
     return recipe
 
 
+def warm_start(recipe, source: str, stages: str | None, learn: str | None, steps: int | None) -> None:
+    """``--from``: the recipe continues from ``source`` (a trained tag or model folder) instead of
+    the preset, running only ``stages`` (comma-separated names; default every stage), with
+    ``learn`` (comma-separated parameter groups) in place of each stage's freeze-table entry and
+    ``steps`` per stage. Errors name the unknown stage or group."""
+    from unifashion.configuration import ConfigError
+    from unifashion.objectives.freezing import PARAMETER_GROUPS, Learns
+
+    recipe.model, recipe.model_overrides = source, {}
+    if stages:
+        names = [name.strip() for name in stages.split(",") if name.strip()]
+        known = [stage.name for stage in recipe.stages]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ConfigError(f"--stages: unknown stage {unknown[0]!r}; the recipe's stages: {', '.join(known)}")
+        recipe.stages = [stage for stage in recipe.stages if stage.name in names]
+    for stage in recipe.stages:
+        if learn:
+            groups = [group.strip() for group in learn.split(",") if group.strip()]
+            try:
+                Learns(tuple(groups))
+            except ValueError as exc:
+                raise ConfigError(f"--learn: {exc}") from exc
+            stage.learns = groups
+        if steps is not None:
+            stage.loop.steps = steps
+    if learn and not recipe.stages:
+        raise ConfigError(f"--learn {learn}: no stage to train (groups: {', '.join(PARAMETER_GROUPS)})")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from unifashion.training.recipe import run_recipe
 
     recipe = _recipe(args)
+    if args.from_model:
+        warm_start(recipe, args.from_model, args.stages, args.learn, args.steps)
+    elif args.stages or args.learn or args.steps is not None:
+        raise ValueError("--stages, --learn and --steps choose what a warm start trains: give --from TAG too")
     if args.catalogue:
         recipe.data.catalogue = args.catalogue
     if args.fashion_mnist_pairs is not None:
@@ -46,10 +80,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(recipe.to_dict(), indent=2))
         return 0
     start = time.perf_counter()
-    final = run_recipe(recipe)  # writes the recipe it runs to OUTPUT_DIR/recipe.json first
+    deadline = time.time() + 60 * args.minutes if args.minutes else None
+    final = run_recipe(recipe, deadline=deadline)  # writes the recipe it runs to OUTPUT_DIR/recipe.json first
     print(f"trained model: {final} ({(time.perf_counter() - start) / 60:.1f} min)")
+    if final.name == "out-of-time":
+        print("the wall-time budget ran out before the last stage's end: the model above is where training "
+              "stood; run the same command again to continue from its checkpoint")
+    if args.from_model and args.compare:
+        compare_with_shipped(final, args.from_model, recipe.output_dir, args.compare_tasks)
     install_model(final, args.install_as, args.package, args.dtype)
     return 0
+
+
+def compare_with_shipped(model_dir, tag: str, output_dir: str, tasks: str | None) -> None:
+    """Evaluate a warm-started model on the shipped model's demo-split protocol and write, beside
+    the run, how each number moved against the shipped ones (OUTPUT_DIR/compare/comparison.md)."""
+    from pathlib import Path
+
+    from unifashion.experiments import shipped
+    from unifashion.models import pretrained
+
+    if tag not in pretrained.TRAINED_TAGS or not pretrained.is_packaged(tag):
+        print(f"no comparison: {tag!r} is not a packaged tag with shipped numbers")
+        return
+    results = shipped.load_results(shipped.results_path(tag))
+    protocol = shipped.DEMO_SPLIT
+    chosen = [t.strip() for t in tasks.split(",")] if tasks else list(protocol.tasks)
+    work = Path(output_dir) / "compare"
+    rows = shipped.measure(protocol, str(model_dir), None, work, tasks=chosen)
+    verdict = shipped.write_comparison(work, shipped.compare(results, rows, tag),
+                                       f"{model_dir} against the shipped {tag}")
+    print(f"comparison with the shipped {tag}: {work / 'comparison.md'}: "
+          f"{'replace it' if verdict['replace'] else 'keep it'} ({verdict['reason']})")
 
 
 def apply_data_and_device_flags(recipe, args: argparse.Namespace) -> None:
@@ -136,6 +198,22 @@ def register(sub) -> None:
     tr.add_argument("--scale", type=float, help="multiply the default recipe's step counts (default: 1)")
     tr.add_argument("--seed", type=int, help="the recipe's seed and its stages' (default: 0)")
     tr.add_argument("--print-recipe", action="store_true", help="print the recipe as JSON and exit")
+    tr.add_argument("--from", dest="from_model", metavar="TAG_OR_DIR",
+                    help="warm start: continue from a trained tag (e.g. tiny-default, the shipped model) or a model "
+                         "folder instead of training the preset from scratch")
+    tr.add_argument("--stages", metavar="NAMES",
+                    help="with --from: the recipe stages to run, comma-separated (e.g. phase1-generators)")
+    tr.add_argument("--learn", metavar="GROUPS",
+                    help="with --from: the parameter groups that learn in those stages, comma-separated (qformer, "
+                         "heads, llm_adapter, llm, diffusion_adapter, unet, vae); default: the stage's own")
+    tr.add_argument("--steps", type=int, help="with --from: steps of each stage run")
+    tr.add_argument("--minutes", type=float,
+                    help="wall-time budget: stop at a checkpoint when it runs out (run again to continue)")
+    tr.add_argument("--no-compare", dest="compare", action="store_false",
+                    help="with --from TAG: do not evaluate the result against the shipped numbers at the end")
+    tr.add_argument("--compare-tasks", metavar="TASKS",
+                    help="with --from TAG: the tasks of that comparison, comma-separated (default: the demo split's: "
+                         "cmr,cir,fic,fig,phrasing)")
     tr.add_argument("--install-as", help="when done, install the model under this trained tag (e.g. tiny-default)")
     tr.add_argument("--package", action="store_true",
                     help="with --install-as: also write it as package data (src/unifashion/weights/TAG, float16, "

@@ -158,13 +158,23 @@ def attribute_accuracy(predicted: list[dict[str, str]], expected: list[dict],
     return out
 
 
+PACKAGED_CLASSIFIER = "attribute-classifier"  # its folder among the packaged models
+
+
 def load_or_train_classifier(directory: str | Path, n_items: int = 4000, steps: int = 800, seed: int = 1000,
                              progress: bool = True) -> AttributeClassifier:
-    """The judge used by ``unifashion eval``: loaded from ``directory``, or trained there first on
-    a catalogue drawn with its own seed (no item is shared with any training or test split)."""
+    """The judge used by ``unifashion eval``: loaded from ``directory``, else the one that ships with
+    the package (``unifashion/weights/attribute-classifier``, trained with these defaults), else
+    trained in ``directory`` first on a catalogue drawn with its own seed (no item is shared with
+    any training or test split)."""
+    from unifashion.models.pretrained import packaged_root
+
     directory = Path(directory)
     if (directory / "model.safetensors").is_file():
         return AttributeClassifier.load(directory)
+    shipped = packaged_root() / PACKAGED_CLASSIFIER
+    if (shipped / "model.safetensors").is_file() and (n_items, steps, seed) == (4000, 800, 1000):
+        return AttributeClassifier.load(shipped)
     from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
     from unifashion.data.synthetic.render import render_garment
 

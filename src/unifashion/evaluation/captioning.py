@@ -1,12 +1,40 @@
 """Caption metrics: BLEU-4, METEOR, ROUGE-L and CIDEr with pycocoevalcap (the COCO caption toolkit).
 
-METEOR and the PTB tokenizer run Java (on the machine). SPICE is left out: it needs a download.
+METEOR and the PTB tokenizer run Java. Where there is no Java (a new user's machine often has none)
+the captions are tokenised by :func:`simple_tokenize` instead and METEOR is skipped: BLEU, ROUGE-L
+and CIDEr are pure Python. :func:`caption_toolkit` says which was used, so every row can say it.
+SPICE is left out: it needs a download.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Mapping, Sequence
+
+#: What a Java-less machine is told, once, when caption metrics fall back.
+JAVA_HINT = ("caption metrics: no Java here, so METEOR is skipped and captions are tokenised without the PTB "
+             "tokenizer; install a Java runtime (e.g. `apt-get install default-jre-headless`) for the paper's")
+# pycocoevalcap's PTBTokenizer drops these tokens after tokenising.
+_PUNCTUATION = re.compile(r"[.?!,:;\-\"`()\[\]{}]+")
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def java_available() -> bool:
+    return shutil.which("java") is not None
+
+
+def caption_toolkit() -> str:
+    """How :func:`caption_metrics` scores here: the PTB tokenizer with METEOR (Java), or the fallback."""
+    return "pycocoevalcap, PTB tokenizer" if java_available() else \
+        "pycocoevalcap, simple tokenizer, no METEOR (no Java)"
+
+
+def simple_tokenize(captions: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The PTB tokenizer's output without Java: lower case, words split at spaces and punctuation,
+    punctuation dropped, tokens joined by single spaces (what pycocoevalcap's scorers read)."""
+    return {key: [" ".join(_TOKEN.findall(_PUNCTUATION.sub(" ", text.lower()))) for text in texts]
+            for key, texts in captions.items()}
 
 
 def caption_metrics(references: Mapping[str, Sequence[str]] | Sequence[Sequence[str]],
@@ -14,7 +42,8 @@ def caption_metrics(references: Mapping[str, Sequence[str]] | Sequence[Sequence[
     """Corpus-level BLEU-1..4, METEOR, ROUGE-L and CIDEr, as fractions (COCO's convention).
 
     ``references`` maps an id (or position) to one or more reference captions, ``predictions`` the
-    same ids to one generated caption each. Both are tokenised with the PTB tokenizer first.
+    same ids to one generated caption each. Both are tokenised with the PTB tokenizer first (Java);
+    without Java, with :func:`simple_tokenize`, and METEOR is left out of the result.
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -30,16 +59,19 @@ def caption_metrics(references: Mapping[str, Sequence[str]] | Sequence[Sequence[
         raise ValueError(f"references and predictions must have the same ids; they differ at {missing}")
     if not references:
         raise ValueError("no captions to score")
-    if shutil.which("java") is None:
-        raise RuntimeError("pycocoevalcap needs Java: apt-get install default-jre-headless")
-    tokenizer = PTBTokenizer()
-    gts = tokenizer.tokenize({k: [{"caption": c} for c in refs] for k, refs in references.items()})
-    res = tokenizer.tokenize({k: [{"caption": p}] for k, p in predictions.items()})
+    java = java_available()
+    if java:
+        tokenizer = PTBTokenizer()
+        gts = tokenizer.tokenize({k: [{"caption": c} for c in refs] for k, refs in references.items()})
+        res = tokenizer.tokenize({k: [{"caption": p}] for k, p in predictions.items()})
+    else:
+        gts = simple_tokenize(references)
+        res = simple_tokenize({k: [p] for k, p in predictions.items()})
     out: dict[str, float] = {}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     for n, value in enumerate(bleu, 1):
         out[f"BLEU-{n}"] = float(value)
-    if meteor:
+    if meteor and java:
         from pycocoevalcap.meteor.meteor import Meteor
 
         scorer = Meteor()

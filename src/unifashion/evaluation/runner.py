@@ -431,7 +431,7 @@ def evaluate_cir(model, data: SplitData, cfg: EvalConfig, table: ResultTable, ar
 def evaluate_fic(model, data: SplitData, cfg: EvalConfig, table: ResultTable, method: str = "UniFashion",
                  features: UniFashionFeatures | None = None) -> None:
     """FIC: the model's captions in each of ``cfg.fic_styles`` against the catalogue's (needs a caption LM)."""
-    from unifashion.evaluation.captioning import caption_attribute_accuracy, caption_metrics
+    from unifashion.evaluation.captioning import caption_attribute_accuracy, caption_metrics, caption_toolkit
 
     features = features or UniFashionFeatures(model.eval(), data, cfg.batch_size, cfg.feature_cache)
     n = len(data.items) if cfg.fic_max_items is None else min(cfg.fic_max_items, len(data.items))
@@ -441,7 +441,8 @@ def evaluate_fic(model, data: SplitData, cfg: EvalConfig, table: ResultTable, me
         preds = {r.item_id: g for r, g in zip(data.items[:n], generated, strict=True)}
         for metric, value in caption_metrics(refs, preds).items():
             if metric in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr"):
-                table.add("fic", f"{style} style", method, metric, 100 * value, cfg.split, cfg.seed)
+                table.add("fic", f"{style} style ({caption_toolkit()})", method, metric, 100 * value, cfg.split,
+                          cfg.seed)
         if style == "detailed" and all(r.attributes.get("colour") for r in data.items[:n]):
             # The embedded catalogue's attributes: is what the caption says true of the image?
             accuracy = caption_attribute_accuracy(generated, [r.attributes for r in data.items[:n]])

@@ -92,6 +92,10 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
         pretrained.install(BASELINE_TAG, final)
     baseline = pretrained.locate(BASELINE_TAG) if pretrained.is_available(BASELINE_TAG) else None
     echo(f"[4/5] evaluating on the test split -> {out / 'eval'}")
+    from unifashion.evaluation.captioning import JAVA_HINT, java_available
+
+    if "fic" in config.eval_tasks and not java_available():
+        echo(f"      {JAVA_HINT}")
     from unifashion.evaluation.runner import EvalConfig
     from unifashion.experiments.evaluate import EvalRunConfig, run_evaluation
 

