@@ -54,7 +54,15 @@ def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
 
 
-def test_demo_evaluates_the_installed_default_model(tmp_path, capsys, monkeypatch, single_thread):
+@pytest.fixture
+def no_packaged_models(tmp_path, monkeypatch):
+    """No model ships with the package: what a checkout without packaged weights meets."""
+    from unifashion.models import pretrained
+
+    monkeypatch.setattr(pretrained, "packaged_root", lambda: tmp_path / "no-packaged-models")
+
+
+def test_demo_evaluates_the_installed_default_model(tmp_path, capsys, monkeypatch, single_thread, no_packaged_models):
     from conftest import build_small_model
     from unifashion.models import pretrained
 
@@ -78,7 +86,7 @@ def test_demo_evaluates_the_installed_default_model(tmp_path, capsys, monkeypatc
     assert (tmp_path / "demo" / "eval" / "recall_curves.png").is_file()
 
 
-def test_unknown_trained_tag_message(tmp_path, monkeypatch):
+def test_unknown_trained_tag_message(tmp_path, monkeypatch, no_packaged_models):
     from unifashion.models import UniFashion
 
     monkeypatch.setenv("UNIFASHION_HOME", str(tmp_path))
@@ -103,7 +111,7 @@ class _StopAfterRecipe(Exception):
     pass
 
 
-def test_demo_trains_without_fashion_mnist_when_it_is_not_installed(tmp_path, monkeypatch):
+def test_demo_trains_without_fashion_mnist_when_it_is_not_installed(tmp_path, monkeypatch, no_packaged_models):
     """A new user has no root, so no Debian package: the demo's training must not need Fashion-MNIST."""
     from unifashion.data import fashion_mnist
     from unifashion.experiments.demo import DemoConfig, demo_fashion_mnist_pairs, run_demo

@@ -7,6 +7,7 @@ Stage ``combiner``: towers frozen; the combiner learns ITC between the composed 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -61,17 +62,21 @@ def train_dual_encoder(output_dir: str | Path, data: DataSpec | None = None, enc
     bank = ImageBank(items + list(extra), model, with_generation_images=False)
     model.set_stage("encoders")
     pairs = PairDataset(items + list(extra), bank)
-    train(DualEncoderPairObjective(model), pairs, pairs.collate,
+    encoders = train(DualEncoderPairObjective(model), pairs, pairs.collate,
           LoopConfig(steps=encoder_steps, batch_size=batch_size, seed=seed, output_dir=str(out / "encoders"),
                      checkpoint_every=100, optim=OptimConfig(lr=5e-5, warmup_steps=30)),
           description="dual encoder: ITC")
     model.set_stage("combiner")
     trips = TripletTrainDataset(triplets, {r.item_id: r for r in items}, bank)
-    train(DualEncoderTripletObjective(model), trips, trips.collate,
+    combiner = train(DualEncoderTripletObjective(model), trips, trips.collate,
           LoopConfig(steps=combiner_steps, batch_size=batch_size, seed=seed, output_dir=str(out / "combiner"),
                      checkpoint_every=100, optim=OptimConfig(lr=1e-3, warmup_steps=20)),
           description="dual encoder: combiner")
     model.eval()
     model.save_pretrained(final)
     save_json(data, out / "data.json")
+    (out / "timings.json").write_text(json.dumps({
+        name: {"steps": result.steps_done, "train_seconds": round(result.seconds, 1),
+               "seconds_per_step": round(result.seconds / max(1, result.steps_done), 4)}
+        for name, result in (("encoders", encoders), ("combiner", combiner))}, indent=2))
     return final

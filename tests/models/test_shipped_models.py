@@ -1,0 +1,64 @@
+"""The models that ship with the package: whole, within budget, loaded offline from an empty cache,
+with their measured numbers beside them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unifashion.experiments import shipped
+from unifashion.models import pretrained
+from unifashion.models.artifact import DUAL_ENCODER_COMPONENTS, UNIFASHION_COMPONENTS, verify_folder
+
+pytestmark = pytest.mark.skipif(not pretrained.is_packaged("tiny-default"), reason="no packaged tiny-default here")
+
+
+def test_both_shipped_tags_are_whole_per_component_and_within_budget():
+    total = 0
+    for tag, components in (("tiny-default", UNIFASHION_COMPONENTS), ("dual-encoder-default", DUAL_ENCODER_COMPONENTS)):
+        folder = pretrained.packaged_model_dir(tag)
+        manifest = verify_folder(folder, remedy="-", required=True)
+        assert [c["file"] for c in manifest["components"]] == [c.file for c in components]
+        assert {c["dtype"] for c in manifest["components"]} == {"int8"}
+        assert not (folder / "model.safetensors").exists()
+        total += pretrained.folder_bytes(folder)
+    assert total <= pretrained.PACKAGED_MAX_BYTES
+
+
+def test_the_shipped_default_loads_offline_from_an_empty_cache(tmp_path, monkeypatch, single_thread):
+    from unifashion.models import DualEncoder, UniFashion
+
+    monkeypatch.setenv("UNIFASHION_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = UniFashion.from_pretrained("tiny-default").eval()
+    baseline = DualEncoder.from_pretrained("dual-encoder-default")
+    texts = ["a red dress", "a navy striped shirt"]
+    with torch.no_grad():
+        assert model.encode_text(texts).shape == (2, model.config.embed_dim)
+        assert baseline.encode_text(texts).shape[0] == 2
+    assert not (tmp_path / "empty").exists()  # nothing written to, or trained into, the cache
+
+
+def test_the_results_file_says_how_it_was_trained_and_what_it_scores():
+    for tag in shipped.SHIPPED_TAGS:
+        results = shipped.load_results(shipped.results_path(tag))
+        assert results["tag"] == tag and results["training"]["code_commit"]
+        own = [r for r in results["rows"] if shipped.tag_of_method(r["method"]) == tag]
+        catalogues = {r["catalogue"] for r in own}
+        assert any(c.startswith(shipped.DEMO_SPLIT.name) for c in catalogues)
+        assert any(c.startswith(shipped.HELD_OUT.name) for c in catalogues)
+        assert all(r["protocol"] and isinstance(r["value"], float) for r in own)
+        assert results["noise"]["rows"], "the seed noise is recorded"
+    stages = shipped.load_results(shipped.results_path("tiny-default"))["training"]["stages"]
+    assert list(stages) == ["phase1-qformer", "phase1-autoencoder", "phase1-generators", "phase2"]
+
+
+def test_the_readme_table_is_the_one_the_results_file_renders():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    results = [shipped.load_results(shipped.results_path(tag)) for tag in shipped.SHIPPED_TAGS]
+    assert shipped.readme_table(results, shipped.readme_pick) in readme
+    assert json.dumps(results)  # plain JSON all through
