@@ -36,3 +36,11 @@ def test_print_recipe_shows_the_warm_start(capsys):
     assert main(["train", "--from", "tiny-default", "--stages", "phase2", "--steps", "7", "--print-recipe"]) == 0
     recipe = json.loads(capsys.readouterr().out)
     assert recipe["model"] == "tiny-default" and [s["loop"]["steps"] for s in recipe["stages"]] == [7]
+
+
+def test_warm_start_terms_replace_the_stages_own_and_are_checked():
+    recipe = default_recipe()
+    warm_start(recipe, "tiny-default", "phase1-generators", "unet", None, terms="q2i")
+    assert recipe.stages[0].terms == ["q2i"]
+    with pytest.raises(ConfigError, match="unknown loss term 'l2'; terms: itc, itm, itg, q2i, vae, cir"):
+        warm_start(default_recipe(), "tiny-default", None, None, None, terms="q2i,l2")

@@ -31,7 +31,8 @@ EVAL = ConfigSpec("unifashion.experiments.evaluate:EvalRunConfig", {
     "split": "eval.split", "same_product": "eval.same_product", "fashion_iq": "fashion_iq",
     "cir_gallery": "eval.cir_gallery", "cir_caption_join": "eval.cir_caption_join",
     "seed": "eval.seed", "tasks": "eval.tasks", "fig_items": "eval.fig_max_items", "fig_steps": "eval.fig_steps",
-    "fig_scheduler": "eval.fig_scheduler", "itm_rerank": "eval.itm_rerank_k", "cir_ks": "eval.cir_ks",
+    "fig_scheduler": "eval.fig_scheduler", "fig_guidance": "eval.fig_guidance", "itm_rerank": "eval.itm_rerank_k",
+    "cir_ks": "eval.cir_ks",
     "data": "data", "device": "device", "precision": "precision", "feature_cache": "eval.feature_cache"},
     extra=_ablations)
 
@@ -101,6 +102,7 @@ def register(sub) -> None:
     ev.add_argument("--fig-items", type=int)
     ev.add_argument("--fig-steps", type=int)
     ev.add_argument("--fig-scheduler", choices=["pndm", "dpmsolver++"])
+    ev.add_argument("--fig-guidance", type=float, help="classifier-free guidance scale of the generated images")
     ev.add_argument("--itm-rerank", type=int, help="ITM re-rank of the CIR top-k (0: off)")
     ev.add_argument("--cir-ks", type=int, nargs="+",
                     help="CIR recall cut-offs (Fashion-IQ reports 10 and 50; add 1 and 5 where those saturate)")

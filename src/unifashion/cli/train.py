@@ -33,12 +33,15 @@ def _recipe(args: argparse.Namespace):
     return recipe
 
 
-def warm_start(recipe, source: str, stages: str | None, learn: str | None, steps: int | None) -> None:
+def warm_start(recipe, source: str, stages: str | None, learn: str | None, steps: int | None,
+               terms: str | None = None) -> None:
     """``--from``: the recipe continues from ``source`` (a trained tag or model folder) instead of
     the preset, running only ``stages`` (comma-separated names; default every stage), with
     ``learn`` (comma-separated parameter groups) in place of each stage's freeze-table entry and
-    ``steps`` per stage. Errors name the unknown stage or group."""
+    ``steps`` per stage, and ``terms`` (comma-separated loss terms, e.g. ``q2i`` alone when only
+    the UNet learns) in place of the stage's. Errors name the unknown stage, group or term."""
     from unifashion.configuration import ConfigError
+    from unifashion.models.unifashion import LOSS_TERMS
     from unifashion.objectives.freezing import PARAMETER_GROUPS, Learns
 
     recipe.model, recipe.model_overrides = source, {}
@@ -59,6 +62,12 @@ def warm_start(recipe, source: str, stages: str | None, learn: str | None, steps
             stage.learns = groups
         if steps is not None:
             stage.loop.steps = steps
+        if terms:
+            chosen = [term.strip() for term in terms.split(",") if term.strip()]
+            unknown = [term for term in chosen if term not in LOSS_TERMS]
+            if unknown:
+                raise ConfigError(f"--terms: unknown loss term {unknown[0]!r}; terms: {', '.join(LOSS_TERMS)}")
+            stage.terms = chosen
     if learn and not recipe.stages:
         raise ConfigError(f"--learn {learn}: no stage to train (groups: {', '.join(PARAMETER_GROUPS)})")
 
@@ -68,9 +77,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     recipe = _recipe(args)
     if args.from_model:
-        warm_start(recipe, args.from_model, args.stages, args.learn, args.steps)
-    elif args.stages or args.learn or args.steps is not None:
-        raise ValueError("--stages, --learn and --steps choose what a warm start trains: give --from TAG too")
+        warm_start(recipe, args.from_model, args.stages, args.learn, args.steps, args.terms)
+    elif args.stages or args.learn or args.terms or args.steps is not None:
+        raise ValueError("--stages, --learn, --terms and --steps choose what a warm start trains: give --from TAG "
+                         "too")
     if args.catalogue:
         recipe.data.catalogue = args.catalogue
     if args.fashion_mnist_pairs is not None:
@@ -207,6 +217,9 @@ def register(sub) -> None:
                     help="with --from: the parameter groups that learn in those stages, comma-separated (qformer, "
                          "heads, llm_adapter, llm, diffusion_adapter, unet, vae); default: the stage's own")
     tr.add_argument("--steps", type=int, help="with --from: steps of each stage run")
+    tr.add_argument("--terms", metavar="TERMS",
+                    help="with --from: the loss terms of those stages, comma-separated (itc, itm, itg, q2i, vae, cir; "
+                         "e.g. q2i alone when only the UNet learns, so the frozen caption LM is not run)")
     tr.add_argument("--minutes", type=float,
                     help="wall-time budget: stop at a checkpoint when it runs out (run again to continue)")
     tr.add_argument("--no-compare", dest="compare", action="store_false",

@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 TEMPERATURE_RANGE = (0.001, 0.5)  # BLIP-2 clamps its learnable temperature to this range
 
+LOSS_TERMS = ("itc", "itm", "itg", "q2i", "vae", "cir")  # every loss term a stage can train on
 PHASE_TERMS = {
     (1, "qformer"): ("itc", "itm"),
     (1, "generators"): ("itg", "q2i"),

@@ -232,11 +232,11 @@ def training_data(spec: DataSpec) -> TrainingData:
 
 
 def _stage_terms(stage: StageSpec) -> tuple[str, ...]:
-    from unifashion.models.unifashion import PHASE_TERMS
+    from unifashion.models.unifashion import LOSS_TERMS, PHASE_TERMS
 
     if stage.terms:
         return tuple(stage.terms)
-    return PHASE_TERMS.get((stage.phase, stage.stage), ("itc", "itm", "itg", "q2i", "vae", "cir"))
+    return PHASE_TERMS.get((stage.phase, stage.stage), LOSS_TERMS)
 
 
 def check_data_for_stages(data: TrainingData, stages: list[StageSpec]) -> None:
