@@ -28,7 +28,8 @@ def test_both_shipped_tags_are_whole_per_component_and_within_budget():
 
 
 def test_the_shipped_default_loads_offline_from_an_empty_cache(tmp_path, monkeypatch, single_thread):
-    from unifashion.models import DualEncoder, UniFashion
+    from unifashion.models import UniFashion
+    from unifashion.models.dual_encoder import DualEncoder
 
     monkeypatch.setenv("UNIFASHION_HOME", str(tmp_path / "empty"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -52,7 +53,8 @@ def test_the_results_file_says_how_it_was_trained_and_what_it_scores():
         assert all(r["protocol"] and isinstance(r["value"], float) for r in own)
         assert results["noise"]["rows"], "the seed noise is recorded"
     stages = shipped.load_results(shipped.results_path("tiny-default"))["training"]["stages"]
-    assert list(stages) == ["phase1-qformer", "phase1-autoencoder", "phase1-generators", "phase2"]
+    assert sorted(stages) == ["phase1-autoencoder", "phase1-generators", "phase1-qformer", "phase2"]
+    assert all(stage["steps"] > 0 and stage["seconds"] > 0 for stage in stages.values())
 
 
 def test_the_readme_table_is_the_one_the_results_file_renders():

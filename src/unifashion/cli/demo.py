@@ -16,7 +16,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     result = run_demo(DemoConfig(output=args.output, n_items=args.n_items, seed=args.seed, workers=args.workers,
                                  catalogue_only=args.catalogue_only, no_train=args.no_train,
-                                 eval_tasks=tuple(args.eval_tasks)))
+                                 eval_tasks=tuple(args.eval_tasks), fig_max_items=args.fig_items))
     if result.index is None:
         return 0
     if args.no_serve or not sys.stdin.isatty():
@@ -30,8 +30,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    demo = sub.add_parser("demo", help="the main job on the embedded default: catalogue, default model (trained "
-                                       "once, then cached), evaluation with baselines, pictures")
+    demo = sub.add_parser("demo", help="the main job on the embedded default: catalogue, the shipped default model, "
+                                       "evaluation with baselines, pictures, search")
     demo.add_argument("--output", default="outputs/demo", help="folder for everything the demo writes")
     demo.add_argument("--n-items", type=int, default=2000)
     demo.add_argument("--seed", type=int, default=0)
@@ -41,4 +41,6 @@ def register(sub) -> None:
     demo.add_argument("--no-serve", action="store_true", help="do not serve the web page at the end (it is "
                                                                "served only when run from a terminal)")
     demo.add_argument("--eval-tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    demo.add_argument("--fig-items", type=int, default=16,
+                      help="text-to-image prompts evaluated (the full protocol, in the results file, uses 64)")
     demo.set_defaults(func=_cmd_demo)

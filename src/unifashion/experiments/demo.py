@@ -29,6 +29,9 @@ class DemoConfig:
     catalogue_only: bool = False  # stop after the catalogue and its picture
     no_train: bool = False  # never train: skip what is not trained yet
     eval_tasks: tuple[str, ...] = TASKS
+    # Text-to-image on fewer prompts than the full protocol's 64, to keep the first run short; the
+    # shipped model's numbers on the full protocol are in its results file.
+    fig_max_items: int = 16
 
 
 @dataclass
@@ -100,11 +103,15 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     from unifashion.experiments.evaluate import EvalRunConfig, run_evaluation
 
     evaluation = run_evaluation(EvalRunConfig(
-        model=tag, catalogue=str(cat_dir), out=str(out / "eval"), eval=EvalConfig(tasks=tuple(config.eval_tasks)),
+        model=tag, catalogue=str(cat_dir), out=str(out / "eval"),
+        eval=EvalConfig(tasks=tuple(config.eval_tasks), fig_max_items=config.fig_max_items),
         classifier=str(pretrained.home() / "models" / "attribute-classifier"),
         dual_encoder=str(baseline) if baseline is not None else None))
     for line in evaluation.summary_lines():
         echo(line)
+    if pretrained.is_packaged(tag):
+        echo(f"      the shipped model's numbers on the full protocols (text-to-image on 64 prompts, the held-out "
+             f"catalogue, the seed noise): {pretrained.packaged_model_dir(tag) / 'results.json'}")
     index = out / "index"
     demo_search(tag, cat_dir, index, echo)
     return DemoResult(tag, index)

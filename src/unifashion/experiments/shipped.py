@@ -350,8 +350,8 @@ def measure_shipped(work: str | Path, training: dict[str, dict[str, Any]], demo_
 
 #: The README's table shows these metrics of each task (every protocol they were measured under).
 README_METRICS: dict[str, tuple[str, ...]] = {
-    "cmr": ("mean R", "image->text R@1", "text->image R@1"),
-    "cir": ("R@1 avg", "R@10 avg", "R@50 avg", "(R@10+R@50)/2"),
+    "cmr": ("mean_R", "i2t_R@1", "t2i_R@1"),
+    "cir": ("avg_R@10", "avg_R@50", "avg_(R@10+R@50)/2"),
     "fic": ("BLEU-4", "CIDEr", "colour accuracy", "category accuracy"),
     "fig": ("FID-EffLite0", "attribute accuracy: category (%)", "attribute accuracy: colour (%)",
             "attribute accuracy: pattern (%)"),
@@ -360,8 +360,11 @@ README_METRICS: dict[str, tuple[str, ...]] = {
 
 
 def readme_pick(row: dict[str, Any]) -> bool:
-    """Whether a results row goes into the README's table (its headline metrics; no ITM re-rank)."""
-    if "re-rank" in row["method"]:
+    """Whether a results row goes into the README's table: each task's headline metrics, CMR on
+    the full gallery, FIC in the detailed style, no ITM re-rank or text-only ablation."""
+    if "re-rank" in row["method"] or "w/o img" in row["method"]:
+        return False
+    if row["task"] == "cmr" and not row["protocol"].startswith("full gallery"):
         return False
     if row["task"] == "fic" and not row["protocol"].startswith("detailed"):
         return False

@@ -479,11 +479,20 @@ def split_weights(directory: str | os.PathLike, components: tuple[Component, ...
                        if key + INT8_SCALE_SUFFIX in state})
         tmp = directory / (component.file + ".tmp")
         save_file(stored, str(tmp), metadata=part_header)
+        _readable_by_all(tmp)
         os.replace(tmp, directory / component.file)
         entries.append({"name": component.name, "file": component.file, "description": component.description,
                         "tensors": len(keys)})
     source.unlink()
     return entries
+
+
+def _readable_by_all(path: Path) -> None:
+    """Give a written file the mode the umask allows (safetensors writes it for its owner alone),
+    so a packaged folder installs readable for every user."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def same_tensors(file: str | os.PathLike, reference: dict[str, torch.Tensor]) -> bool:
