@@ -10,7 +10,7 @@ comma := ,
 # One stamp per set of extras, so that asking for more extras installs them.
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: demo test fuzz lint experiments clean-venv
+.PHONY: demo test fuzz lint docs experiments clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ experiments: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
+
+# The documentation site: the tables rendered from the result files must be current (a stale table
+# or a number without a source fails), then mkdocs builds site/ with warnings as errors.
+docs: $(VENV)/.installed-docs-extra
+	$(BIN)/unifashion docs render --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+$(VENV)/.installed-docs-extra: pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS),docs]"
+	@touch $@
 
 clean-venv:
 	rm -rf $(VENV)

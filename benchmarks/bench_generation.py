@@ -1,4 +1,5 @@
-"""Generation: PLMS/PNDM with 50 steps (the paper's sampler) against DPM-Solver++ with 20 steps,
+"""Generation: the text-to-image evaluation's sampler (unifashion.settings.TEXT_TO_IMAGE_EVAL: PLMS/PNDM
+with 50 steps, the paper's sampler) against the default one (settings.GENERATION: DPM-Solver++ with 20 steps),
 latency and FID-EffLite0 / KID / attribute accuracy of each, measured side by side in one run.
 
     .venv/bin/python benchmarks/bench_generation.py --out benchmarks/results/generation.json
@@ -21,8 +22,10 @@ from pathlib import Path
 import torch
 from bench_model_latency import median_seconds  # the scripts' folder is on sys.path
 
+from unifashion.settings import GENERATION, TEXT_TO_IMAGE_EVAL
+
 # PLMS is diffusers' PNDM scheduler with the Runge-Kutta warm-up skipped (the paper's sampler).
-SAMPLERS = (("pndm", 50), ("dpmsolver++", 20))
+SAMPLERS = ((TEXT_TO_IMAGE_EVAL.sampler, TEXT_TO_IMAGE_EVAL.steps), (GENERATION.sampler, GENERATION.steps))
 LABELS = {"pndm": "PLMS", "dpmsolver++": "DPM-Solver++"}
 
 
@@ -50,7 +53,8 @@ def main() -> None:
     from unifashion.evaluation.attribute_classifier import load_or_train_classifier
     from unifashion.evaluation.features import EffLiteFeatures
     from unifashion.evaluation.results import ResultTable
-    from unifashion.evaluation.runner import EvalArtifacts, EvalConfig, SplitData, evaluate_unifashion
+    from unifashion.evaluation.runner import EvalArtifacts, EvalConfig, evaluate_unifashion
+    from unifashion.evaluation.split_data import SplitData
     from unifashion.models import UniFashion
 
     load_average = [round(x, 2) for x in os.getloadavg()]
@@ -78,7 +82,7 @@ def main() -> None:
 
     pndm, dpm = rows
     results = {
-        "model": args.model, "items": args.items,
+        "model": pretrained.model_label(args.model, model.weights_identity()), "items": args.items,
         "machine": {"cpus": os.cpu_count(), "threads": args.threads, "processor": platform.machine(),
                     "load_average_at_start": load_average},
         "samplers": rows,
@@ -88,7 +92,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     metrics = list(pndm["metrics"])
-    lines = ["# Generation: PLMS-50 against DPM-Solver++-20", "",
+    lines = [f"# Generation: {LABELS[pndm['scheduler']]}-{pndm['steps']} against "
+             f"{LABELS[dpm['scheduler']]}-{dpm['steps']}", "",
              f"Model `{args.model}`, {args.threads} torch threads, load average at start {load_average}; "
              f"{args.items} images from the test split's short captions, same prompts and seed for both; "
              "FID/KID on EfficientNet-Lite0 features (not Inception).", "",

@@ -84,7 +84,10 @@ def measure(model_name: str, records, images, args) -> dict:
         for index in indexes.values():
             index.close()
     timed = len(images) - len(batches[0])
-    result = {"model": model_name, "items_per_s": {name: timed / seconds[name] for name in paths}}
+    from unifashion.models.pretrained import model_label
+
+    label = model_label(model_name, model.weights_identity())
+    result = {"model": label, "items_per_s": {name: timed / seconds[name] for name in paths}}
     for name, rate in result["items_per_s"].items():
         print(f"{model_name}: {name}: {rate:.1f} items/s", flush=True)
     # Caption length decides the captioning cost: an untrained LM runs every caption to the cap.

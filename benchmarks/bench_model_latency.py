@@ -40,12 +40,15 @@ def main() -> None:
 
     from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
     from unifashion.models import UniFashion
+    from unifashion.models.pretrained import model_label
+    from unifashion.settings import GENERATION, TEXT_TO_IMAGE_EVAL
 
     model = UniFashion.from_pretrained(args.model).eval()
     catalogue = make_catalogue(CatalogueConfig(n_items=40, seed=123))
     images = [catalogue.render(it.item_id) for it in catalogue.items[:32]]
     texts = [it.captions["short"] for it in catalogue.items[:32]]
     generator = torch.Generator().manual_seed(0)
+    names = {"pndm": "PNDM", "dpmsolver++": "DPM-Solver++"}
     tasks = {
         "encode_image, batch 32": lambda: model.encode_image(images),
         "encode_text, batch 32": lambda: model.encode_text(texts),
@@ -54,17 +57,17 @@ def main() -> None:
         "caption greedy (max 40 tokens), batch 1": lambda: model.caption(images[:1], style="short",
                                                                          max_new_tokens=40),
         "caption greedy (max 40 tokens), batch 32": lambda: model.caption(images, style="short", max_new_tokens=40),
-        "generate text-to-image PNDM 50 steps, 1 image": lambda: model.generate(
-            texts[:1], num_inference_steps=50, scheduler="pndm", generator=generator),
-        "generate text-to-image DPM-Solver++ 20 steps, 1 image": lambda: model.generate(
-            texts[:1], num_inference_steps=20, scheduler="dpmsolver++", generator=generator),
+        **{f"generate text-to-image {names[s.sampler]} {s.steps} steps, 1 image": lambda s=s: model.generate(
+            texts[:1], num_inference_steps=s.steps, scheduler=s.sampler, guidance_scale=s.guidance,
+            generator=generator) for s in (TEXT_TO_IMAGE_EVAL, GENERATION)},
     }
     results = {}
     with torch.no_grad():
         for name, fn in tasks.items():
             results[name] = round(median_seconds(fn, args.repeats), 4)
             print(f"{name}: {results[name]:.3f} s")
-    report = {"model": args.model, "threads": args.threads, "repeats": args.repeats, "machine": platform.machine(),
+    label = model_label(args.model, model.weights_identity())
+    report = {"model": label, "threads": args.threads, "repeats": args.repeats, "machine": platform.machine(),
               "processor_count": torch.get_num_threads(), "parameters": model.parameter_counts(),
               "seconds": results}
     out = Path(args.out)

@@ -7,7 +7,7 @@ with the trained model, and indexing throughput against batch size.
 What is measured, side by side in one run:
 
 * query kinds, as :class:`unifashion.pipelines.SearchPipeline` serves them:
-  - text -> images: ``encode_text`` + index search (ANN over pooled vectors, exact max-sim re-rank);
+  - text -> images: ``encode_text`` + index search (ANN over every item vector, exact max-sim re-rank);
   - image -> texts: ``encode_image`` + ranking of the catalogue's texts by max over the image's
     32 queries (:func:`unifashion.pipelines.search.rank_texts`, brute force);
   - composed (image + text) -> images: ``encode_composed`` + index search with caption fusion;
@@ -19,10 +19,10 @@ What is measured, side by side in one run:
   caption Z_C + its embedding + the store) against the embedding batch size.
 
 The catalogue at scale. Real embeddings of ``--base-items`` catalogue items (Z, Z_C and the item's
-caption embedding, from the model) are replicated with small noise up to each size, as DESIGN.md
-asks: white-noise vectors have no neighbourhoods. Every copy is a near-duplicate of its base item,
+caption embedding, from the model) are replicated with small noise up to each size: white-noise
+vectors have no neighbourhoods. Every copy is a near-duplicate of its base item,
 so at 1M items each base item has hundreds of copies; the exact top 10 is then a choice among
-near-duplicates, which is the hard case for the pooled-vector ANN stage (see the recall column).
+near-duplicates, which is the hard case for the ANN stage (see the recall column).
 For image -> texts, each item gets its own text vector (a noisy copy of its base item's caption
 embedding), i.e. a catalogue whose every item has a distinct description.
 """
@@ -108,7 +108,7 @@ def embed_base(model, records, batch_size: int = 32):
 def build_index(path: Path, catalogue: ReplicatedCatalogue, size: int, num_queries: int) -> float:
     from unifashion.index import CatalogueIndex
 
-    index = CatalogueIndex.create(path, dim=catalogue.dim, num_queries=num_queries, ann="flat")  # pooled, as documented
+    index = CatalogueIndex.create(path, dim=catalogue.dim, num_queries=num_queries)
     start = time.perf_counter()
     for first in tqdm(range(0, size, BLOCK), desc=f"building {size:,}-item index", unit="block"):
         ids, multi, fusion, metadata = catalogue.block(first, min(first + BLOCK, size))
@@ -249,7 +249,7 @@ def markdown(results: dict) -> str:
         f"Model `{results['model']}`, {m['threads']} torch threads on {m['cpus']} CPU cores; load average at start "
         f"{m['load_average_at_start']}. Catalogue: {results['base_items']} real item embeddings replicated with "
         f"noise {results['noise']} to each size. Single-query latency = query encoding + search (ANN over "
-        f"pooled vectors, {results['candidates']} candidates, exact max-sim re-rank; image -> texts ranks every "
+        f"every item vector, {results['candidates']} candidates, exact max-sim re-rank; image -> texts ranks every "
         f"item's text). Batched: {results['batch']} queries encoded and searched together.", "",
         "| items | query | p50 ms | p99 ms | encode p50 | search p50 | search p99 | single-stream q/s "
         "| batched q/s | recall@10 vs exact | exact search p50 ms | search speed-up |",
@@ -264,7 +264,7 @@ def markdown(results: dict) -> str:
                 f"| {size['items']:,} | {kind} | {r['total']['p50_ms']:.1f} | {r['total']['p99_ms']:.1f} | "
                 f"{r['encode']['p50_ms']:.1f} | {r['search']['p50_ms']:.2f} | {r['search']['p99_ms']:.2f} | "
                 f"{r['single_stream_qps']:.1f} | {r['batched_qps']:.1f} | {recall} | {exact} | {speed} |")
-    lines += ["", "| items | index build items/s | disk B/item | RAM B/item (FAISS flat) | RAM B/item (text bank) |",
+    lines += ["", "| items | index build items/s | disk B/item | RAM B/item (FAISS) | RAM B/item (text bank) |",
               "|---:|---:|---:|---:|---:|"]
     for size in results["sizes"]:
         ram = size["ram_bytes_per_item"]
@@ -297,8 +297,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from unifashion.data.synthetic.catalogue import load_catalogue
-    from unifashion.index.ann import DEFAULT_CANDIDATES as _DEFAULT_CANDIDATES
     from unifashion.models import UniFashion
+    from unifashion.models.pretrained import model_label
+    from unifashion.settings import SEARCH
 
     load_average = [round(x, 2) for x in os.getloadavg()]
     model = UniFashion.from_pretrained(args.model).eval()
@@ -309,8 +310,9 @@ def main() -> None:
     queries = QuerySet(model, catalogue, args.queries)
     workdir = Path(tempfile.mkdtemp(prefix="bench-queries-", dir=args.workdir))
     results = {
-        "model": args.model, "base_items": len(base_records), "noise": args.noise, "batch": args.batch,
-        "candidates": max(_DEFAULT_CANDIDATES, 10 * TOP_K), "top_k": TOP_K,
+        "model": model_label(args.model, model.weights_identity()),
+        "base_items": len(base_records), "noise": args.noise, "batch": args.batch,
+        "candidates": SEARCH.candidates_for(TOP_K), "top_k": TOP_K,
         "machine": {"cpus": os.cpu_count(), "threads": args.threads, "processor": platform.machine(),
                     "load_average_at_start": load_average},
         "sizes": [], "indexing": [],

@@ -439,7 +439,7 @@ def main() -> None:
         args.child_out.write_text(json.dumps(run_size(args)))
         return
 
-    from unifashion.index.ann import DEFAULT_VECTOR_CANDIDATES
+    from unifashion.settings import SEARCH
 
     info = json.loads((args.embeddings / "info.json").read_text())
     seconds, runs = 0.0, info
@@ -451,7 +451,7 @@ def main() -> None:
     config = {"nprobe": inspect.signature(CatalogueIndex.create).parameters["nprobe"].default}
     results = {"embeddings": info, "embedding_seconds": seconds, "queries": args.queries, "threads": args.threads,
                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-               "defaults": {"nprobe": config["nprobe"], "candidates": DEFAULT_VECTOR_CANDIDATES},
+               "defaults": {"nprobe": config["nprobe"], "candidates": SEARCH.candidates},
                "encode": encode_latency(args), "sizes": []}
     for size in args.sizes:
         with tempfile.NamedTemporaryFile(suffix=".json") as child_out:

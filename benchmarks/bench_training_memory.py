@@ -144,6 +144,9 @@ def main() -> None:
     parser.add_argument("child_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        from unifashion.data.heap import bound_heap_growth
+
+        bound_heap_growth()  # as the CLI's entry point does: the runs measured are the CLI's
         result = {"model": child_model, "train": child_train, "eval": child_eval}[args.child](
             *[int(a) if a.isdigit() else a for a in args.child_args])
         result["peak_rss_mb"] = round(peak_rss_mb(), 1)

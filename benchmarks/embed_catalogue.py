@@ -71,7 +71,9 @@ def main() -> None:
     items = catalogue.items[: args.items]
     model = build_model(args.seed, args.model)
     # Shards of one folder must come from one model: a resumed run checks what the first one used.
-    description = (f"{args.model} (trained; {model.weights_identity()})" if args.model else
+    from unifashion.models.pretrained import model_label
+
+    description = (f"{model_label(args.model, model.weights_identity())}, trained" if args.model else
                    f"UniFashion.from_config(tiny preset, seed {args.seed}): pretrained EfficientNet-Lite0 + MiniLM, "
                    "fresh Q-Former")
     marker = out / "model.txt"

@@ -48,9 +48,15 @@ def test_a_new_version_replaces_only_when_better_beyond_noise_and_worse_nowhere(
     assert not shipped.judge(shipped.compare(results, small_gain, "tiny-default"))["replace"]
     real_gain = [_row("UniFashion", "mean R", 91.5), _row("UniFashion", "FID-EffLite0", 650.0, "fig", fig)]
     comparison = shipped.compare(results, real_gain, "tiny-default")
-    assert [c["verdict"] for c in comparison] == ["better", "better"]  # lower FID is better
-    assert comparison[1]["noise_from"] == "binomial"
+    # FID is no percentage: no binomial noise applies and none was measured, so it decides nothing.
+    assert [c["verdict"] for c in comparison] == ["better", "no noise measured"]
+    assert comparison[1]["noise_from"] == "none" and comparison[1]["gain"] == pytest.approx(50.0)  # lower is better
     assert shipped.judge(comparison)["replace"]
+    fid_only = shipped.compare(results, [_row("UniFashion", "FID-EffLite0", 100.0, "fig", fig)], "tiny-default")
+    assert not shipped.judge(fid_only)["replace"]
+    colour = shipped.compare(results, [_row("UniFashion", "colour (%)", 40.0, "fig", fig)], "tiny-default")
+    assert colour[0]["noise_from"] == "binomial" and colour[0]["noise"] == pytest.approx(5.0)  # 20% over 64
+    assert colour[0]["verdict"] == "better"
     # Better on one number, worse beyond noise on another (colour: binomial noise of 20% over 64 prompts).
     mixed = [_row("UniFashion", "mean R", 93.0), _row("UniFashion", "colour (%)", 5.0, "fig", fig)]
     verdict = shipped.judge(shipped.compare(results, mixed, "tiny-default"))
@@ -83,15 +89,9 @@ def test_results_round_trip_and_keep_each_tags_own_rows(tmp_path):
         shipped.load_results(tmp_path / "bad.json")
 
 
-def test_the_readme_table_goes_between_its_markers(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{shipped.README_START}\nold\n{shipped.README_END}\nrest\n")
-    table = shipped.readme_table([{"rows": [_row("UniFashion", "mean R", 91.5), _row("random", "mean R", 0.6)]}])
-    assert shipped.update_readme(readme, table)
-    text = readme.read_text()
-    assert "| held-out catalogue (10,000 items, seed 1) | cmr | full gallery | mean R | 91.50 | 0.60 |" in text
-    assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
-    assert not shipped.update_readme(readme, table)
-    readme.write_text("no markers")
-    with pytest.raises(ValueError, match="no .* markers"):
-        shipped.update_readme(readme, table)
+def test_the_results_table_has_a_row_per_number_and_a_column_per_method():
+    table = shipped.results_table([{"rows": [_row("UniFashion", "mean R", 91.5), _row("random", "mean R", 0.6)]}])
+    lines = table.splitlines()
+    assert lines[0] == "| catalogue | task | protocol | metric | UniFashion | random |"
+    assert lines[2] == "| held-out catalogue (10,000 items, seed 1) | cmr | full gallery | mean R | 91.50 | 0.60 |"
+    assert len(lines) == 3

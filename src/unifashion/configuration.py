@@ -26,6 +26,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from unifashion.atomic import atomic_write
+
 T = TypeVar("T")
 
 
@@ -140,10 +142,7 @@ def save_json(config: Any, path: str | os.PathLike) -> Path:
     leaves half a config); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_dict(config), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, json.dumps(to_dict(config), indent=2) + "\n")
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import requires
 from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
 from unifashion.data.fashion_mnist import (
     CATEGORY_NOUNS,
@@ -151,10 +152,7 @@ def test_trailing_bytes_and_label_count_mismatch(tmp_path: Path):
     assert "train-labels-idx1-ubyte" in str(info.value) and "4 labels for 5 images" in str(info.value)
 
 
-@pytest.mark.skipif(
-    not (DEFAULT_FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
-    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)",
-)
+@requires("fashion-mnist")
 def test_reads_the_real_debian_files():
     test = load_fashion_mnist(split="test")
     assert test.images.shape == (10000, 28, 28)

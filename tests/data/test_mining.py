@@ -213,8 +213,8 @@ def test_edit_verification_drops_edits_the_images_do_not_show():
     embedding marks the colours it names. A claimed colour edit passes only when both images show it."""
     import torch
 
-    from unifashion.data.mining import CaptionScorer
     from unifashion.data.synthetic.attributes import COLOURS
+    from unifashion.pipelines.mining import CaptionScorer
 
     colours = list(COLOURS)
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
+from conftest import requires
 from unifashion.evaluation import captioning
 from unifashion.evaluation.captioning import caption_metrics, caption_toolkit, simple_tokenize
 
@@ -26,7 +25,7 @@ def test_without_java_bleu_rouge_cider_are_scored_and_meteor_is_skipped(monkeypa
     assert "no Java" in caption_toolkit()
 
 
-@pytest.mark.skipif(shutil.which("java") is None, reason="needs Java (the PTB tokenizer)")
+@requires("java")
 def test_the_fallback_tokenizer_gives_the_ptb_tokenizers_scores_on_plain_captions(monkeypatch):
     refs = {"1": ["a red dress with long sleeves."], "2": ["a blue, striped shirt"], "3": ["navy plaid skirt"]}
     preds = {"1": "a red dress with short sleeves", "2": "a blue shirt", "3": "a navy plaid mini skirt"}

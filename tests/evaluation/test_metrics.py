@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
+from conftest import requires
 from unifashion.evaluation import (
     caption_metrics,
     cir_fashioniq,
@@ -177,7 +176,7 @@ def test_kid_near_zero_for_same_distribution_and_positive_otherwise():
     assert abs(same) < 0.05 and diff > 0.5
 
 
-@pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap needs Java")
+@requires("java")
 def test_caption_metrics_on_known_pairs():
     refs = {"1": ["a red striped dress"], "2": ["a blue shirt with long sleeves"]}
     perfect = caption_metrics(refs, {"1": "a red striped dress", "2": "a blue shirt with long sleeves"},

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
-from conftest import build_small_model
+from conftest import build_small_model, requires
 from unifashion.data.synthetic.catalogue import CatalogueConfig, build_catalogue_files, load_catalogue
 from unifashion.evaluation.report import write_report
 from unifashion.evaluation.results import ResultTable
@@ -28,7 +27,7 @@ def data(tmp_path_factory):
     return SplitData(load_catalogue(root), "test")
 
 
-@pytest.mark.skipif(shutil.which("java") is None, reason="captioning metrics need Java")
+@requires("java")
 def test_every_task_writes_rows_and_pictures(data, tmp_path, single_thread):
     model = build_small_model().eval()
     cfg = EvalConfig(fig_max_items=4, fig_steps=2, itm_rerank_k=3, fic_styles=("short",), n_candidates=20)
@@ -178,7 +177,8 @@ def test_cmr_rows_record_how_several_images_of_one_product_were_treated():
     import numpy as np
 
     from unifashion.data.records import ItemRecord
-    from unifashion.evaluation.runner import SplitData, record_cmr
+    from unifashion.evaluation.runner import record_cmr
+    from unifashion.evaluation.split_data import SplitData
 
     # 6 images of 3 products; text k is image k's description. Image 1 scores product-mate text 0 best.
     sim = np.eye(6)
@@ -261,7 +261,7 @@ def test_split_products_come_from_fashiongen_ids_or_image_lists():
     from PIL import Image
 
     from unifashion.data.records import ItemRecord
-    from unifashion.evaluation.runner import SplitData
+    from unifashion.evaluation.split_data import SplitData
 
     image = Image.new("RGB", (8, 8))
     items = [ItemRecord("a_0", image, "top", attributes={"product_id": "a"}),  # h5 layout
@@ -273,27 +273,25 @@ def test_split_products_come_from_fashiongen_ids_or_image_lists():
     assert data.products == ["a", "a", "images:x.jpg", "images:x.jpg", "z"]
 
 
-def test_fig_rows_take_standard_fid_from_the_library_and_clip_s(data, single_thread, monkeypatch):
-    import numpy as np
+def test_fig_rows_report_fid_and_kid_of_the_features_and_clip_s(data, single_thread, monkeypatch):
+    import warnings
 
-    from unifashion.evaluation import generation
+    import numpy as np
+    from scipy import linalg
+
+    from unifashion.evaluation.generation import kid
     from unifashion.evaluation.runner import evaluate_fig
 
-    calls = []
-    library = generation.library_fid_kid
-
-    def recording(real, fake, **kwargs):
-        calls.append(library(real, fake, **kwargs))
-        return calls[-1]
-
-    monkeypatch.setattr(generation, "library_fid_kid", recording)
-
-    class FakeInception:  # stands in for the TorchScript file: fixed features per image
+    class FakeInception:  # stands in for the TorchScript file: fixed features per image, kept
         name = "Inception"
+
+        def __init__(self):
+            self.seen = []
 
         def __call__(self, images):
             flat = images.reshape(len(images), -1)[:, :6].numpy().astype(np.float64)
-            return flat + np.arange(len(images))[:, None] * 0.01
+            self.seen.append(flat + np.arange(len(images))[:, None] * 0.01)
+            return self.seen[-1]
 
     seen = {}
 
@@ -304,9 +302,19 @@ def test_fig_rows_take_standard_fid_from_the_library_and_clip_s(data, single_thr
     model = build_small_model().eval()
     cfg = EvalConfig(tasks=("fig",), fig_max_items=4, fig_steps=2)
     table = ResultTable()
-    evaluate_fig(model, data, cfg, table, EvalArtifacts(), fid_features=FakeInception(), clip_scorer=clip_scorer)
+    features = FakeInception()
+    evaluate_fig(model, data, cfg, table, EvalArtifacts(), fid_features=features, clip_scorer=clip_scorer)
     rows = {r.metric: r.value for r in table.rows}
     assert rows["CLIP-S"] == 30.0 and seen["n"] == (4, 4)
-    # The standard numbers are torchmetrics' (through library_fid_kid), not the hand-written ones.
-    assert len(calls) == 1
-    assert rows["FID-Inception"] == calls[0]["fid"] and rows["KIDx1000-Inception"] == 1000 * calls[0]["kid_mean"]
+    # FID of the real against the generated images' features, against SciPy's matrix root (of
+    # singular covariances: 4 generated images); KID x1000 of the same features, seeded by cfg.
+    real, fake = features.seen
+    assert len(fake) == 4 and len(real) == len(data.images)
+    s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(s1 @ s2).real
+    reference = ((real.mean(0) - fake.mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * root)
+    assert rows["FID-Inception"] == pytest.approx(reference, rel=1e-4, abs=1e-6)
+    assert rows["KIDx1000-Inception"] == pytest.approx(1000 * kid(real, fake, n_subsets=50, subset_size=100,
+                                                                   seed=cfg.seed)[0])

@@ -13,7 +13,6 @@ fixtures live here, not in a conftest.py: tests/conftest.py is imported as ``con
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import itertools
 import json
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import requires
 from unifashion.data.records import ItemRecord
 from unifashion.index import (
     CatalogueIndex,
@@ -42,12 +42,7 @@ from unifashion.index import kernels as index_module
 DIM = 32
 NUM_QUERIES = 8
 CATEGORIES = ("dress", "shirt", "toptee")
-MILVUS_MISSING = "the Milvus backend's tests need pymilvus and milvus-lite: pip install 'unifashion[milvus]'"
 _collections = itertools.count()
-
-
-def milvus_installed() -> bool:
-    return all(importlib.util.find_spec(m) for m in ("pymilvus", "milvus_lite"))
 
 
 @pytest.fixture(scope="session")
@@ -55,12 +50,10 @@ def milvus_uri(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("milvus") / "tests.db")
 
 
-@pytest.fixture(params=["faiss", "milvus"])
+@pytest.fixture(params=["faiss", pytest.param("milvus", marks=requires("milvus"))])
 def backend(request) -> MilvusBackend | None:
     if request.param == "faiss":
         return None
-    if not milvus_installed():
-        pytest.skip(MILVUS_MISSING)
     uri = request.getfixturevalue("milvus_uri")
     return MilvusBackend(uri=uri, collection=f"test_{next(_collections)}", index_type="FLAT")
 
@@ -70,7 +63,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def make_items(n: int, seed: int = 0, prefix: str = "item", dim: int = DIM, num_queries: int = NUM_QUERIES):
-    """Clustered items (a few centres plus noise), so that the pooled ANN has neighbourhoods."""
+    """Clustered items (a few centres plus noise), so that the ANN stage has neighbourhoods."""
     rng = np.random.default_rng(seed)
     centres = unit(rng.standard_normal((8, num_queries, dim)))
     assignment = rng.integers(0, len(centres), size=n)
@@ -218,24 +211,6 @@ def test_category_filter(tmp_path, backend):
         index.search(query, category="coat")
 
 
-def test_ivf_is_trained_once_the_catalogue_is_big_enough(tmp_path):
-    ids, multi, fusion, meta = make_items(400)
-    index = CatalogueIndex.create(tmp_path / "index", dim=DIM, num_queries=NUM_QUERIES, ann="ivf", nlist=4, nprobe=4)
-    index.add(ids[:100], multi[:100], fusion[:100], meta[:100])
-    assert index.ann_kind == "flat"  # 100 < 39 * nlist: too few items to train
-    index.add(ids[100:], multi[100:], fusion[100:], meta[100:])
-    assert index.ann_kind == "ivf"
-    queries = queries_near(multi, 5)
-    # nprobe = nlist visits every list: the ANN stage is exhaustive, so re-ranking is exact.
-    ann = index.search(queries, top_k=5, candidates=400, nprobe=4)
-    exact = index.search(queries, top_k=5, exact=True)
-    assert [hit_ids(a) for a in ann] == [hit_ids(e) for e in exact]
-    index.rebuild_ann("flat")
-    assert index.ann_kind == "flat"
-    with pytest.raises(ValueError, match="needs at least 9984 items"):
-        index.rebuild_ann("ivfpq", nlist=2, pq_m=8)
-
-
 # -- changes -------------------------------------------------------------------------------
 
 
@@ -283,7 +258,6 @@ def test_add_delete_upsert_get(tmp_path, backend):
         assert sorted(p.name for p in (tmp_path / "index" / "vectors").iterdir()) == [
             "seg-000002.fusion.npy",
             "seg-000002.multi.npy",
-            "seg-000002.pooled.npy",
         ]
     else:  # every vector of a deleted or replaced item is gone: 29 items x 8 rows
         assert index.stats()["vector_rows"] == 29 * NUM_QUERIES
@@ -298,7 +272,7 @@ def test_staged_changes_are_invisible_until_commit(tmp_path, backend):
     index.rollback()
     assert index.commit() == 1  # nothing staged: still generation 1
     if backend is None:
-        assert len(list((tmp_path / "index" / "vectors").iterdir())) == 3  # the staged segment is gone
+        assert len(list((tmp_path / "index" / "vectors").iterdir())) == 2  # the staged segment is gone
 
     index.add(extra_ids, extra_multi, extra_fusion, commit=False)
     index.delete(["item-0", "extra-1"], commit=False)
@@ -460,7 +434,7 @@ def test_kill_9_mid_commit_keeps_the_previous_generation(tmp_path, stage):
     extra_ids, extra_multi, extra_fusion, _ = make_items(3, seed=4, prefix="after")
     reopened.add(extra_ids, extra_multi, extra_fusion)
     names = sorted(p.name for p in (path / "vectors").iterdir())
-    assert names == committed_files + ["seg-000001.fusion.npy", "seg-000001.multi.npy", "seg-000001.pooled.npy"]
+    assert names == committed_files + ["seg-000001.fusion.npy", "seg-000001.multi.npy"]
     # The 3 items are a delta beside generation 1's base (and its templates).
     assert sorted(p.name for p in (path / "ann").iterdir()) == [
         "ann-g000001.empty.faiss", "ann-g000001.faiss", "ann-g000001.fused.empty.faiss", "ann-g000001.fused.faiss",
@@ -501,7 +475,7 @@ def test_bad_input_raises_clear_errors(tmp_path, backend):
         index.add(new, multi[:2].astype(np.int64), fusion[:2])
     assert len(index) == 10
     if backend is None:
-        assert len(list((tmp_path / "index" / "vectors").iterdir())) == 3
+        assert len(list((tmp_path / "index" / "vectors").iterdir())) == 2
 
     with pytest.raises(ValueError, match="top_k must be a positive integer, got 0"):
         index.search(query, top_k=0)

@@ -1,5 +1,5 @@
 """The pieces behind the catalogue index: ``ItemRow``'s named fields against the ``items``
-table, and the one caption-fusion score function that every search path reports."""
+table, and the scores every search path reports against max-sim computed here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from unifashion.index import CatalogueIndex, ItemMetadata
-from unifashion.index.kernels import fused_score
 from unifashion.index.store import DATABASE_NAME, ItemRow
 from unifashion.index.validation import item_row
 
@@ -68,16 +67,30 @@ def test_item_row_round_trips_through_the_index_by_name(tmp_path):
 
 
 @pytest.mark.parametrize("exact", [True, False])
-def test_every_search_path_reports_the_fused_score(tmp_path, exact):
+def test_every_search_path_reports_exact_max_sim_and_fusion_scores(tmp_path, exact):
+    """Each hit's maxsim, fusion and score, one query or a batch, exact scan or ANN re-rank,
+    against max-sim and the caption term computed here in float64 from the stored vectors."""
     ids, multi, fusion = items(40)
     index = CatalogueIndex.create(tmp_path / "index", dim=DIM, num_queries=NUM_QUERIES)
     index.add(ids, multi, fusion)
+    stored = {item_id: index.vectors(item_id) for item_id in ids}  # the fp16-rounded vectors
     queries = unit(multi[[1, 5, 9], 0] + 0.2)
+    queries[2] *= 2.5  # an unnormalised query: scores are plain inner products
     for weight in (0.0, 0.5, 1.0):
         batched = index.search(queries, top_k=6, fusion_weight=weight, exact=exact)
         singles = [index.search(q, top_k=6, fusion_weight=weight, exact=exact) for q in queries]
-        for hits in (*batched, *singles):
-            for hit in hits:
-                expected = fused_score(np.float32(hit.maxsim), np.float32(hit.fusion), weight)
-                assert hit.score == pytest.approx(float(expected), abs=1e-6)
+        for hits_of_query in (batched, singles):
+            for query, hits in zip(queries.astype(np.float64), hits_of_query, strict=True):
+                all_scores = {}
+                for item_id, (item_multi, item_fusion) in stored.items():
+                    maxsim = float(np.max(item_multi.astype(np.float64) @ query))
+                    caption = float(item_fusion.astype(np.float64) @ query)
+                    all_scores[item_id] = (maxsim, caption, maxsim + weight * caption)
+                best = sorted(all_scores, key=lambda i: -all_scores[i][2])[:6]
+                assert [h.item_id for h in hits] == best
+                for hit in hits:
+                    maxsim, caption, score = all_scores[hit.item_id]
+                    assert hit.maxsim == pytest.approx(maxsim, abs=1e-5)
+                    assert hit.fusion == pytest.approx(caption if weight else 0.0, abs=1e-5)
+                    assert hit.score == pytest.approx(score, abs=1e-5)
         assert [[h.item_id for h in hits] for hits in batched] == [[h.item_id for h in hits] for hits in singles]

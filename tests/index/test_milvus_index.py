@@ -16,19 +16,18 @@ import numpy as np
 import pytest
 from test_index import (  # noqa: F401 - milvus_uri: the session's milvus-lite database, a fixture
     DIM,
-    MILVUS_MISSING,
     NUM_QUERIES,
     brute_force,
     hit_ids,
     make_items,
-    milvus_installed,
     milvus_uri,
     queries_near,
 )
 
+from conftest import requires
 from unifashion.index import CatalogueIndexError, IndexLockedError, MilvusBackend, MilvusCatalogueIndex, open_index
 
-pytestmark = pytest.mark.skipif(not milvus_installed(), reason=MILVUS_MISSING)
+pytestmark = requires("milvus")
 
 
 @pytest.fixture
@@ -79,9 +78,9 @@ def test_reopened_read_only_gives_identical_results_and_follows_the_writer(tmp_p
 
 CRASH_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import numpy as np
-    sys.path.insert(0, sys.argv[4])
+    sys.path[:0] = [sys.argv[4], os.path.dirname(sys.argv[4])]  # test_index imports the tests' conftest
     from test_index import make_items
     from unifashion.index import MilvusBackend, MilvusCatalogueIndex
     import unifashion.index.milvus_index as milvus_index

@@ -91,15 +91,21 @@ def test_no_fused_index_when_the_fused_weight_is_zero(tmp_path):
         CatalogueIndex.create(tmp_path / "other", fused_weight=float("nan"))
 
 
-def test_rebuild_switches_between_vector_and_pooled_stages(tmp_path):
+def test_rebuild_retrains_with_new_settings_and_commits_them(tmp_path):
     ids, multi, fusion, meta = make_items(200)
-    index = CatalogueIndex.create(tmp_path / "index", dim=DIM, num_queries=NUM_QUERIES, ann="flat")
+    index = CatalogueIndex.create(tmp_path / "index", dim=DIM, num_queries=NUM_QUERIES, nlist=64)
     index.add(ids, multi, fusion, meta)
-    assert index.ann_kind == "flat"
-    index.rebuild_ann(VECTORS, nlist=4, pq_m=8)
-    assert index.ann_kind == VECTORS and index.stats()["ann_config"]["kind"] == VECTORS
+    assert index.ann_kind == VECTORS_FLAT  # 200 x 8 vectors < 39 x 64 lists
+    generation = index.rebuild_ann(nlist=4, pq_m=8)
+    assert generation == index.generation == 2
+    assert index.ann_kind == VECTORS and index.stats()["ann_config"]["nlist"] == 4
     query = queries_near(multi, 1)[0]
     assert hit_ids(index.search(query, top_k=5, candidates=200)) == hit_ids(index.search(query, top_k=5, exact=True))
+    index.close()
+    with CatalogueIndex.open(tmp_path / "index", read_only=True) as reader:  # the settings were committed
+        assert reader.ann_kind == VECTORS and reader.stats()["ann_config"]["nlist"] == 4
+    with pytest.raises(ValueError, match="unknown ANN kind 'flat'; choose one of vectors"):
+        CatalogueIndex.create(tmp_path / "other", ann="flat")
 
 
 def test_text_index_matches_exhaustive_ranking(monkeypatch):

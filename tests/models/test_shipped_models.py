@@ -3,16 +3,14 @@ with their measured numbers beside them."""
 
 from __future__ import annotations
 
-import json
-
-import pytest
 import torch
 
+from conftest import requires
 from unifashion.experiments import shipped
 from unifashion.models import pretrained
 from unifashion.models.artifact import DUAL_ENCODER_COMPONENTS, UNIFASHION_COMPONENTS, verify_folder
 
-pytestmark = pytest.mark.skipif(not pretrained.is_packaged("tiny-default"), reason="no packaged tiny-default here")
+pytestmark = requires("shipped-models")
 
 
 def test_both_shipped_tags_are_whole_per_component_and_within_budget():
@@ -57,10 +55,12 @@ def test_the_results_file_says_how_it_was_trained_and_what_it_scores():
     assert all(stage["steps"] > 0 and stage["seconds"] > 0 for stage in stages.values())
 
 
-def test_the_readme_table_is_the_one_the_results_file_renders():
+def test_the_documented_results_table_is_the_one_the_results_files_render():
     from pathlib import Path
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    from unifashion.experiments import tables
+
+    root = Path(__file__).parents[2]
     results = [shipped.load_results(shipped.results_path(tag)) for tag in shipped.SHIPPED_TAGS]
-    assert shipped.readme_table(results, shipped.readme_pick) in readme
-    assert json.dumps(results)  # plain JSON all through
+    rendered = shipped.results_table(results, shipped.results_pick)
+    assert tables.block("shipped-results", rendered) in (root / "docs" / "results.md").read_text()

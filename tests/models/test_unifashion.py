@@ -1,5 +1,5 @@
 """The top-level model: configuration and presets, output shapes of every task, the save/load
-round trip, the phase schedules' freezing (checked by one optimiser step) and missing parts."""
+round trip, each phase's loss terms (the freezing itself: test_freezing.py) and missing parts."""
 
 from __future__ import annotations
 
@@ -199,57 +199,11 @@ def test_from_pretrained_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------- phases and freezing
-HEAD_PREFIXES = ("qformer.", "vision_projection.", "text_projection.", "itm_head.", "temperature")
-EXPECTED_TRAINABLE = {
-    (1, "qformer"): HEAD_PREFIXES,
-    (1, "generators"): ("caption_lm.adapter.", "caption_lm.lm.", "diffusion.adapter.", "diffusion.unet.",
-                        "diffusion.null_condition"),
-    (2, None): (*HEAD_PREFIXES, "caption_lm.adapter.", "diffusion.adapter."),
-}
-
-
 def phase_batch(phase: int) -> dict:
     if phase == 1:
         return {"images": random_images(3, seed=1), "captions": CAPTIONS}
     return {"reference_images": random_images(3, seed=1), "texts": MODIFICATIONS,
             "target_images": random_images(3, seed=2), "target_captions": CAPTIONS}
-
-
-@pytest.mark.parametrize("phase, stage", list(EXPECTED_TRAINABLE))
-def test_one_optimiser_step_changes_exactly_the_trainable_parameters(phase, stage):
-    model = build_small_model(seed=3)
-    model.set_phase(phase, stage)
-    model.train()
-    prefixes = EXPECTED_TRAINABLE[(phase, stage)]
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {name for name, _ in model.named_parameters() if name.startswith(prefixes)}
-    assert not any(name.startswith("vision.") for name in trainable)
-
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    buffers_before = {name: b.clone() for name, b in model.named_buffers()}
-    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
-    loss_fn = model.phase1_loss if phase == 1 else model.phase2_loss
-    out = loss_fn(phase_batch(phase), generator=torch.Generator().manual_seed(0))
-    out.loss.backward()
-    optimiser.step()
-
-    changed = set()
-    for name, parameter in model.named_parameters():
-        if torch.equal(parameter, before[name]):
-            continue
-        changed.add(name)
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            assert name not in changed and parameter.grad is None, name
-        elif parameter.grad is not None and parameter.grad.abs().sum() > 0:
-            assert name in changed, name
-    # Every trainable component really moved (not only "was allowed to").
-    for prefix in prefixes:
-        if prefix == "diffusion.null_condition":
-            continue  # only learns when the condition is dropped, a 10% draw per sample
-        assert any(name.startswith(prefix) for name in changed), prefix
-    for name, buffer in model.named_buffers():
-        assert torch.equal(buffer, buffers_before[name]), name
 
 
 def test_phase_terms_follow_the_stage():

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -14,6 +15,9 @@ from unifashion.data.synthetic.catalogue import CatalogueConfig, build_catalogue
 from unifashion.pipelines import build_index
 
 N_ITEMS = 30
+
+# Scores come from fp16-stored vectors; unit vectors of dim 16 lose ~1e-3 in an inner product.
+SCORE_TOL = 5e-3
 
 
 def build_discriminative_model(seed: int = 0):
@@ -55,3 +59,17 @@ def png_bytes(seed: int = 0, size: tuple[int, int] = (40, 36)) -> bytes:
     buffer = io.BytesIO()
     make_image(seed, size).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def assert_same_ranking(hits, ids, scores, top_k):
+    """Hits (``item_id``, ``score``, ``rank``) carry the brute-force ``scores`` of their items,
+    in order, and are the brute-force top k (up to near-ties, which fp16 storage may swap)."""
+    by_id = dict(zip(ids, scores, strict=True))
+    assert np.ptp(scores) > 20 * SCORE_TOL  # scores that differ: a ranking that could be wrong
+    assert len(hits) == min(top_k, len(ids))
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    for hit in hits:
+        assert hit.score == pytest.approx(by_id[hit.item_id], abs=SCORE_TOL)
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+    expected = np.sort(scores)[::-1][:top_k]
+    np.testing.assert_allclose([h.score for h in hits], expected, atol=SCORE_TOL)

@@ -2,18 +2,26 @@
 content type, oversized upload, too many pixels, unknown item, top_k out of range, too many
 generation steps, missing / wrong API key), with FastAPI's TestClient over the small random model
 and an index of a 30-item embedded catalogue.
+
+What the endpoints answer is checked against what the model computes directly (brute-force
+max-sim over its embeddings of the catalogue, its captions, its generations), so that the tests
+cover the service's plumbing end to end, not only its agreement with the pipeline it wraps.
 """
 
 from __future__ import annotations
 
 import io
+from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from serving_helpers import (
     N_ITEMS,
+    assert_same_ranking,
     build_discriminative_model,
     build_test_catalogue,
     build_test_index,
@@ -21,7 +29,9 @@ from serving_helpers import (
     png_bytes,
 )
 
-from unifashion.pipelines import SearchPipeline
+from conftest import requires
+from unifashion.data.synthetic.catalogue import load_catalogue
+from unifashion.pipelines import GENERATED_STYLE, SearchPipeline
 from unifashion.serving.app import ServiceSettings, create_app
 
 API_KEY = "test-key"
@@ -36,12 +46,39 @@ def one_thread(single_thread_module):
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    model = build_discriminative_model()
-    root = tmp_path_factory.mktemp("api")
-    build_test_index(model, build_test_catalogue(root / "catalogue"), root / "index")
-    with SearchPipeline.open(model, root / "index") as search:
+def model():
+    return build_discriminative_model()
+
+
+@pytest.fixture(scope="module")
+def catalogue_dir(tmp_path_factory):
+    return build_test_catalogue(tmp_path_factory.mktemp("api") / "catalogue")
+
+
+@pytest.fixture(scope="module")
+def pipeline(model, catalogue_dir, tmp_path_factory):
+    index_dir = tmp_path_factory.mktemp("api-index") / "index"
+    build_test_index(model, catalogue_dir, index_dir)
+    with SearchPipeline.open(model, index_dir) as search:
         yield search
+
+
+@pytest.fixture(scope="module")
+def reference(model, catalogue_dir):
+    """The brute-force side, from the model alone: its embeddings of every catalogue image
+    (``z``), its fusion captions of them and their embeddings (``zc``)."""
+    records = load_catalogue(catalogue_dir).item_records()
+    images = [r.load_image() for r in records]
+    with torch.no_grad():
+        fusion_captions = model.fusion_captions(images)
+        return {"ids": [r.item_id for r in records], "records": records, "images": images,
+                "z": model.encode_image(images).numpy(), "fusion_captions": fusion_captions,
+                "zc": model.encode_text(fusion_captions).numpy()}
+
+
+def as_hits(results):
+    """JSON results as objects with attributes, for assert_same_ranking."""
+    return [SimpleNamespace(**r) for r in results]
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +107,10 @@ def assert_error(response, status: int, code: str | None = None, mentions: str |
 # -- service ---------------------------------------------------------------------------------
 
 
-def test_health_reports_catalogue_and_limits(client):
+def test_health_reports_catalogue_and_limits(client, reference):
     body = client.get("/health").json()
     assert body["status"] == "ok" and body["items"] == N_ITEMS and body["model"] == "small-random"
-    assert sum(body["categories"].values()) == N_ITEMS
+    assert body["categories"] == dict(Counter(r.category for r in reference["records"]))
     assert body["writes_need_api_key"] is True and body["limits"]["max_top_k"] == 20
     assert body["caption_styles"] == ["short", "professional", "detailed"]
 
@@ -102,29 +139,41 @@ def test_unknown_route_is_a_json_404(client):
     assert_error(client.get("/nowhere"), 404, "not_found")
 
 
+def test_wrong_method_is_a_json_405_listing_the_paths_methods(client):
+    # The routes live in routers included into the app: Allow lists every method of the path.
+    assert_error(client.put("/items/some-id"), 405, "method_not_allowed")
+    assert client.put("/items/some-id").headers["allow"] == "DELETE, GET"
+    assert client.post("/health").headers["allow"] == "GET"
+
+
 # -- text search -----------------------------------------------------------------------------
 
 
-def test_text_search(client, pipeline):
+def test_text_search(client, model, reference):
     response = client.post("/search/text", json={"text": "a red floral dress", "top_k": 5})
     assert response.status_code == 200
     body = response.json()
-    assert body["query"]["text"] == "a red floral dress"
-    expected = pipeline.text_to_images("a red floral dress", top_k=5)
-    assert [(r["item_id"], r["rank"]) for r in body["results"]] == [(h.item_id, h.rank) for h in expected]
+    assert body["query"] == {"text": "a red floral dress", "top_k": 5, "category": None}
+    with torch.no_grad():
+        query = model.encode_text(["a red floral dress"])[0].numpy()
+    maxsim = (reference["z"] @ query).max(axis=1)  # each item's best query-token match
+    assert_same_ranking(as_hits(body["results"]), reference["ids"], maxsim, 5)
     first = body["results"][0]
-    assert first["score"] == pytest.approx(expected[0].score) and first["fusion"] == 0
-    assert first["item"]["fusion_caption"] and first["item"]["captions"]
+    assert first["maxsim"] == pytest.approx(first["score"]) and first["fusion"] == 0
+    record = reference["records"][reference["ids"].index(first["item_id"])]
+    assert first["item"]["captions"] == record.captions and first["item"]["category"] == record.category
+    assert first["item"]["fusion_caption"] == reference["fusion_captions"][reference["ids"].index(first["item_id"])]
     assert "image_path" not in first["item"]  # server paths stay on the server
     image = client.get(first["item"]["image_url"])
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(image.content)).size == (128, 128)
 
 
-def test_text_search_category(client):
-    category = next(iter(client.get("/health").json()["categories"]))
+def test_text_search_category(client, reference):
+    category = reference["records"][0].category
     body = client.post("/search/text", json={"text": "a garment", "top_k": 20, "category": category}).json()
-    assert body["results"] and all(r["item"]["category"] == category for r in body["results"])
+    expected = {r.item_id for r in reference["records"] if r.category == category}
+    assert {r["item_id"] for r in body["results"]} == expected and len(expected) < N_ITEMS
     assert_error(client.post("/search/text", json={"text": "x", "category": "spacesuit"}), 422, "invalid_value",
                  "unknown category")
 
@@ -150,31 +199,51 @@ def test_text_search_bad_bodies(client):
 # -- image uploads ---------------------------------------------------------------------------
 
 
-def test_image_to_text(client, pipeline):
+def test_image_to_text(client, model, reference):
     response = client.post("/search/image-to-text", files={"image": image_part()}, data={"top_k": "4"})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
-    expected = pipeline.image_to_texts(make_image(0), top_k=4)
-    assert [r["text"] for r in results] == [h.text for h in expected]
-    assert all(r["sources"] and {"item_id", "style"} <= set(r["sources"][0]) for r in results)
+    # Every catalogue text (stored captions and the model's fusion captions), once, with its sources.
+    sources: dict[str, set] = {}
+    for record, generated in zip(reference["records"], reference["fusion_captions"], strict=True):
+        for style, text in [*record.captions.items(), (GENERATED_STYLE, generated)]:
+            sources.setdefault(text, set()).add((record.item_id, style))
+    texts = list(sources)
+    with torch.no_grad():
+        query = model.encode_image([make_image(0)])[0].numpy()
+        maxsim = (model.encode_text(texts).numpy() @ query.T).max(axis=1)
+    hits = [SimpleNamespace(item_id=r["text"], score=r["score"], rank=r["rank"]) for r in results]
+    assert_same_ranking(hits, texts, maxsim, 4)
+    for result in results:
+        assert {(s["item_id"], s["style"]) for s in result["sources"]} == sources[result["text"]]
 
 
-def test_composed_search_with_and_without_fusion(client, pipeline):
-    data = {"text": "is blue and has no sleeves", "top_k": "6"}
-    fused = client.post("/search/composed", files={"image": image_part()}, data=data).json()["results"]
-    plain = client.post("/search/composed", files={"image": image_part()}, data={**data, "fusion": "false"})
-    plain = plain.json()["results"]
-    expected = pipeline.composed(make_image(0), data["text"], top_k=6, fusion=True)
-    assert [r["item_id"] for r in fused] == [h.item_id for h in expected]
-    for hit in fused:
-        assert hit["score"] == pytest.approx(hit["maxsim"] + hit["fusion"], abs=1e-5) and hit["fusion"] != 0
-    assert all(hit["fusion"] == 0 for hit in plain)
+@pytest.mark.parametrize("fusion", [True, False])
+def test_composed_search_with_and_without_fusion(client, model, reference, fusion):
+    data = {"text": "is blue and has no sleeves", "top_k": "6", "fusion": str(fusion).lower()}
+    body = client.post("/search/composed", files={"image": image_part()}, data=data).json()
+    assert body["query"]["fusion"] is fusion
+    with torch.no_grad():
+        query = model.encode_composed([make_image(0)], [data["text"]])[0].numpy()
+    maxsim = (reference["z"] @ query).max(axis=1)
+    fused = reference["zc"] @ query  # <e, Z_C>: the query against each item's fusion caption
+    assert_same_ranking(as_hits(body["results"]), reference["ids"], maxsim + fused if fusion else maxsim, 6)
+    for hit in body["results"]:
+        position = reference["ids"].index(hit["item_id"])
+        assert hit["maxsim"] == pytest.approx(maxsim[position], abs=5e-3)
+        assert hit["fusion"] == (pytest.approx(fused[position], abs=5e-3) if fusion else 0)
 
 
-def test_caption(client):
-    response = client.post("/caption", files={"image": image_part()}, data={"style": "short"})
-    assert response.status_code == 200 and response.json()["style"] == "short"
-    assert isinstance(response.json()["caption"], str)
+@pytest.mark.parametrize("style", ["short", "detailed"])
+def test_caption_is_the_models_caption(client, model, style):
+    response = client.post("/caption", files={"image": image_part(png_bytes(4))}, data={"style": style})
+    assert response.status_code == 200, response.text
+    with torch.no_grad():
+        expected = model.caption([make_image(4)], style=style)[0]
+    assert response.json() == {"caption": expected, "style": style}
+
+
+def test_caption_bad_style(client):
     assert_error(client.post("/caption", files={"image": image_part()}, data={"style": "poetic"}), 422,
                  "invalid_request", "style")
 
@@ -228,13 +297,20 @@ def test_image_to_text_top_k_out_of_range(client):
 # -- generation ------------------------------------------------------------------------------
 
 
-def test_generate_returns_png_reproducibly(client):
-    first = client.post("/generate", data={"text": "a red dress", "steps": "2", "seed": "5"})
+def test_generate_returns_the_models_image_as_png(client, model):
+    request = {"text": "a red dress", "steps": "2", "seed": "5", "guidance": "3.0", "scheduler": "dpmsolver++"}
+    first = client.post("/generate", data=request)
     assert first.status_code == 200, first.text
     assert first.headers["content-type"] == "image/png" and first.headers["x-seed"] == "5"
-    assert Image.open(io.BytesIO(first.content)).size == (32, 32)
-    again = client.post("/generate", data={"text": "a red dress", "steps": "2", "seed": "5"})
-    assert again.content == first.content
+    with torch.no_grad():
+        pixels = model.generate(["a red dress"], num_inference_steps=2, scheduler="dpmsolver++", guidance_scale=3.0,
+                                generator=torch.Generator().manual_seed(5))
+    expected = np.asarray(model.processor.postprocess_images(pixels)[0])
+    assert expected.shape == (32, 32, 3) and np.ptp(expected) > 0
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(first.content))), expected)  # PNG is lossless
+    # Defaults (steps from the settings, here 2): the same seed gives the same image.
+    default = client.post("/generate", data={"text": "a red dress", "seed": "5"})
+    assert client.post("/generate", data={"text": "a red dress", "seed": "5"}).content == default.content
     composed = client.post("/generate", data={"text": "is shorter", "steps": "1"}, files={"image": image_part()})
     assert composed.status_code == 200 and int(composed.headers["x-seed"]) >= 0
     mask = io.BytesIO()
@@ -278,7 +354,7 @@ def test_writes_need_the_api_key(client):
     assert client.get("/items/k1").status_code == 404  # nothing was added
 
 
-def test_add_search_and_delete_an_item(client, pipeline):
+def test_add_search_and_delete_an_item(client, pipeline, model):
     image = png_bytes(21, size=(48, 64))
     response = client.post("/items", headers=AUTH, files={"image": image_part(image, "new.png")},
                            data={"item_id": "api-item-1", "category": "dress", "caption": "a shiny new dress",
@@ -287,7 +363,9 @@ def test_add_search_and_delete_an_item(client, pipeline):
     item = response.json()
     assert item["item_id"] == "api-item-1" and item["category"] == "dress"
     assert item["captions"] == {"short": "a shiny new dress", "detailed": "a teal dress"}
-    assert item["attributes"] == {"colour": "teal"} and item["fusion_caption"]
+    assert item["attributes"] == {"colour": "teal"}
+    with torch.no_grad():
+        assert item["fusion_caption"] == model.fusion_captions([Image.open(io.BytesIO(image)).convert("RGB")])[0]
     stored = client.get(item["image_url"])
     assert stored.status_code == 200
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(stored.content))), np.asarray(Image.open(io.BytesIO(image))))
@@ -341,13 +419,10 @@ def test_settings_are_checked():
         ServiceSettings(max_generation_steps=2, default_generation_steps=3)
 
 
+@requires("milvus")
 def test_the_service_over_a_milvus_backed_index(tmp_path):
     """The same API over an index in Milvus (milvus-lite in the index folder): health, search,
     adding (the image kept in the folder), replacing and deleting an item."""
-    import importlib.util
-
-    if not all(importlib.util.find_spec(m) for m in ("pymilvus", "milvus_lite")):
-        pytest.skip("needs pymilvus and milvus-lite: pip install 'unifashion[milvus]'")
     from unifashion.index import MilvusBackend
     from unifashion.pipelines import build_index
 

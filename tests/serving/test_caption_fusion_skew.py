@@ -9,10 +9,10 @@ import pytest
 import torch
 from serving_helpers import build_discriminative_model, build_test_catalogue
 
-from unifashion.data.mining import caption_collection
 from unifashion.data.synthetic.catalogue import load_catalogue
 from unifashion.evaluation.runner import caption_images
 from unifashion.pipelines import SearchPipeline, build_index
+from unifashion.pipelines.mining import caption_collection
 from unifashion.training.data import ImageBank
 from unifashion.training.recipe import caption_bank
 

@@ -13,16 +13,21 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from serving_helpers import N_ITEMS, build_discriminative_model, build_test_catalogue, build_test_index, make_image
+from serving_helpers import (
+    N_ITEMS,
+    SCORE_TOL,
+    assert_same_ranking,
+    build_discriminative_model,
+    build_test_catalogue,
+    build_test_index,
+    make_image,
+)
 
-from conftest import build_small_model
+from conftest import build_small_model, requires
 from unifashion.data.errors import DatasetFormatError
 from unifashion.data.synthetic.catalogue import load_catalogue
 from unifashion.index import CatalogueIndex, DuplicateItemError, UnknownItemError
 from unifashion.pipelines import GENERATED_STYLE, SearchPipeline, build_index, read_metadata_file
-
-# Scores come from fp16-stored vectors; unit vectors of dim 16 lose ~1e-3 in an inner product.
-SCORE_TOL = 5e-3
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,20 +68,6 @@ def reference(model, catalogue_dir, pipeline):
     fusion_captions = [pipeline.get(r.item_id).fusion_caption for r in records]
     return {"ids": [r.item_id for r in records], "records": records, "images": images, "z": z,
             "zc": model.encode_text(fusion_captions).numpy(), "fusion_captions": fusion_captions}
-
-
-def assert_same_ranking(hits, ids, scores, top_k):
-    """Hits carry the brute-force scores of their items, in order, and are the brute-force top k
-    (up to near-ties, which fp16 storage may swap)."""
-    by_id = dict(zip(ids, scores, strict=True))
-    assert np.ptp(scores) > 20 * SCORE_TOL  # scores that differ: a ranking that could be wrong
-    assert len(hits) == min(top_k, len(ids))
-    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
-    for hit in hits:
-        assert hit.score == pytest.approx(by_id[hit.item_id], abs=SCORE_TOL)
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
-    expected = np.sort(scores)[::-1][:top_k]
-    np.testing.assert_allclose([h.score for h in hits], expected, atol=SCORE_TOL)
 
 
 def test_build_reports_and_stores_every_item(built, pipeline, reference, model):
@@ -311,13 +302,10 @@ def test_index_built_for_split_only(model, catalogue_dir, tmp_path):
         assert set(index.ids()) == expected and report.added == len(expected)
 
 
+@requires("milvus")
 def test_cli_index_and_search_on_milvus_match_the_local_index(model, catalogue_dir, tmp_path, capsys):
     """`unifashion index --backend milvus` (milvus-lite in the folder) and `search` over it give
     the local index's results: text -> images, composed with caption fusion, image -> texts."""
-    import importlib.util
-
-    if not all(importlib.util.find_spec(m) for m in ("pymilvus", "milvus_lite")):
-        pytest.skip("needs pymilvus and milvus-lite: pip install 'unifashion[milvus]'")
     from unifashion.cli import main
 
     model_dir = tmp_path / "model"

@@ -129,7 +129,7 @@ def test_a_folder_that_cannot_be_written_only_costs_the_embedding(model, folder,
     def refuse(*args, **kwargs):
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr("unifashion.pipelines.text_bank.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("unifashion.pipelines.text_bank.atomic_writer", refuse)  # as opening a file there would
     with SearchPipeline.open(model, folder, read_only=True) as search:
         assert results(search)
     assert not (folder / TEXT_EMBEDDINGS_DIR).exists() or not any((folder / TEXT_EMBEDDINGS_DIR).iterdir())

@@ -11,7 +11,7 @@ from conftest import GEN_SIZE, build_small_model
 from unifashion.data.synthetic.catalogue import CatalogueConfig, make_catalogue
 from unifashion.data.synthetic.worn import WornConfig, build_worn_dataset
 from unifashion.data.viton import load_viton
-from unifashion.objectives.freezing import FREEZE_TABLE
+from unifashion.objectives.phases import phase_of
 from unifashion.training.trainer import LoopConfig, OptimConfig
 from unifashion.training.tryon import TryOnTrainConfig, set_tryon_trainable, train_tryon, trainable_groups
 
@@ -58,7 +58,7 @@ def test_tryon_freezing_goes_through_set_phase(monkeypatch, train_unet, stage):
     monkeypatch.setattr(model, "set_phase", lambda *args: calls.append(args) or set_phase(*args))
     groups = set_tryon_trainable(model, train_unet=train_unet)
     assert calls == [(None, stage)] and (model.phase, model.stage) == (None, stage)
-    assert groups == trainable_groups(train_unet) == list(FREEZE_TABLE[(None, stage)].groups)
+    assert groups == trainable_groups(train_unet) == list(phase_of(None, stage).trains)
     # set_phase's step that puts the frozen parts back in eval mode, which try-on used to skip.
     frozen = [m for m in (model.qformer, model.caption_lm, model.diffusion.vae, model.diffusion.unet)
               if not any(p.requires_grad for p in m.parameters())]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from unifashion.cli.common import ConfigSpec, add_config_option, add_device_flags, configured
 from unifashion.evaluation.tasks import TASKS
+from unifashion.settings import SAMPLERS
 
 TASK_CHOICES = list(TASKS)
 
@@ -101,7 +102,7 @@ def register(sub) -> None:
     ev.add_argument("--clip", help="a local CLIP folder (transformers layout) for CLIP-S of generated images")
     ev.add_argument("--fig-items", type=int)
     ev.add_argument("--fig-steps", type=int)
-    ev.add_argument("--fig-scheduler", choices=["pndm", "dpmsolver++"])
+    ev.add_argument("--fig-scheduler", choices=SAMPLERS)
     ev.add_argument("--fig-guidance", type=float, help="classifier-free guidance scale of the generated images")
     ev.add_argument("--itm-rerank", type=int, help="ITM re-rank of the CIR top-k (0: off)")
     ev.add_argument("--cir-ks", type=int, nargs="+",
@@ -116,6 +117,7 @@ def register(sub) -> None:
     rm.add_argument("--out", required=True, help="folder for the merged results.json and results.md")
     rm.set_defaults(func=_cmd_results_merge)
     register_shipped(sub)
+    register_docs(sub)
 
 
 def _cmd_shipped_measure(args: argparse.Namespace) -> int:
@@ -130,13 +132,32 @@ def _cmd_shipped_measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_shipped_readme(args: argparse.Namespace) -> int:
-    from unifashion.experiments import shipped
+def _cmd_docs_render(args: argparse.Namespace) -> int:
+    from unifashion.experiments import tables
 
-    results = [shipped.load_results(shipped.results_path(tag)) for tag in shipped.SHIPPED_TAGS]
-    changed = shipped.update_readme(args.readme, shipped.readme_table(results, shipped.readme_pick))
-    print(f"{args.readme}: {'updated' if changed else 'already up to date'}")
+    root = Path(args.root)
+    if not (root / "README.md").is_file():
+        raise ValueError(f"{root}: not the repository root (no README.md); pass --root")
+    changed = tables.render_tree(root, check=args.check)
+    missing = tables.unsourced_numbers(root)
+    for path in changed:
+        print(f"{path.relative_to(root)}: {'stale' if args.check else 'rendered'}")
+    for path, numbers in missing.items():
+        print(f"{path}: numbers with no source file: {', '.join(numbers)}")
+    if args.check and (changed or missing):
+        return 1
+    print("every table is current" if not changed else f"{len(changed)} file(s) rendered")
     return 0
+
+
+def register_docs(sub) -> None:
+    docs = sub.add_parser("docs", help="the documentation's tables, rendered from the committed result files")
+    docs_sub = docs.add_subparsers(dest="docs_command", required=True)
+    render = docs_sub.add_parser("render", help="render every table of README.md and docs/ from its result file")
+    render.add_argument("--root", default=".", help="the repository root")
+    render.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when a table is stale or a quoted number has no source")
+    render.set_defaults(func=_cmd_docs_render)
 
 
 def register_shipped(sub) -> None:
@@ -150,6 +171,3 @@ def register_shipped(sub) -> None:
     me.add_argument("--trained-at", metavar="COMMIT", help="the code commit that trained them (default: HEAD)")
     me.add_argument("--no-noise", action="store_true", help="skip the extra catalogue seeds of the noise")
     me.set_defaults(func=_cmd_shipped_measure)
-    rd = sh_sub.add_parser("readme", help="render the README's quality table from the results files")
-    rd.add_argument("--readme", default="README.md")
-    rd.set_defaults(func=_cmd_shipped_readme)

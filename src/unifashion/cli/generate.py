@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from unifashion.cli.common import MODEL_HELP, ConfigSpec, add_config_option, configured, load_model, reports_errors
+from unifashion.settings import GENERATION, SAMPLERS
 
 
 @reports_errors
@@ -98,9 +99,9 @@ def register(sub) -> None:
     ge.add_argument("--person", help="design / try-on: the person image (the result keeps its size)")
     ge.add_argument("--garment", help="try-on: the in-shop garment image (with --person and --mask)")
     ge.add_argument("--out", required=True, help="PNG file to write")
-    ge.add_argument("--steps", type=int, default=50)
-    ge.add_argument("--scheduler", default="pndm", choices=["pndm", "dpmsolver++"])
-    ge.add_argument("--guidance", type=float, default=7.5)
+    ge.add_argument("--steps", type=int, default=GENERATION.steps)
+    ge.add_argument("--scheduler", default=GENERATION.sampler, choices=SAMPLERS)
+    ge.add_argument("--guidance", type=float, default=GENERATION.guidance)
     ge.add_argument("--seed", type=int, default=0)
     ge.add_argument("--model", default="tiny-default", help=MODEL_HELP)
     ge.set_defaults(func=_cmd_generate)
@@ -121,7 +122,7 @@ def register(sub) -> None:
     to.add_argument("--tryon-sketch", action="store_true", default=None,
                     help="give try-on the garment sketch channel too")
     to.add_argument("--eval-items", type=int, help="test persons per setting (0: all)")
-    to.add_argument("--sample-steps", type=int, help="DPM-Solver++ steps per generated image")
+    to.add_argument("--sample-steps", type=int, help="denoising steps per generated image")
     to.add_argument("--guidance", type=float)
     to.add_argument("--classifier", help="worn-garment attribute judge folder (default: OUT/worn-attribute-judge, "
                                          "trained there if missing)")

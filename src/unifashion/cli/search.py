@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from unifashion.cli.common import MODEL_HELP, add_device_flags, load_model, reports_errors
+from unifashion.settings import GENERATION, MAX_GENERATION_STEPS
 
 
 def _milvus_backend(args: argparse.Namespace, creating: bool = False):
@@ -134,7 +135,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     hosts = {"allowed_hosts": tuple(args.allowed_host)} if args.allowed_host else {}
     settings = ServiceSettings(max_upload_bytes=int(args.max_upload_mb * 2**20), max_top_k=args.max_top_k,
                                max_generation_steps=args.max_steps,
-                               default_generation_steps=min(25, args.max_steps),
+                               default_generation_steps=min(GENERATION.steps, args.max_steps),
                                max_waiting_images=args.max_waiting, queue_timeout_s=args.queue_timeout,
                                max_connections=args.max_connections, allowed_origins=tuple(args.allowed_origin),
                                **hosts)
@@ -157,8 +158,8 @@ def register(sub) -> None:
     ix.add_argument("--index", required=True, help="index folder (created, or added to)")
     ix.add_argument("--model", default="tiny-default", help=MODEL_HELP)
     ix.add_argument("--batch-size", type=int, default=32)
-    ix.add_argument("--ann", default="vectors", choices=["vectors", "flat", "ivf", "ivfpq"],
-                    help="candidate stage of a new index: vectors (every item vector, grouped by item) or pooled")
+    ix.add_argument("--ann", default="vectors", choices=["vectors"],
+                    help="candidate stage of a new index: vectors (every item vector, grouped by item)")
     ix.add_argument("--backend", default="faiss", choices=["faiss", "milvus"],
                     help="where a new index lives: faiss (files in the index folder) or milvus (grouping search "
                          "in Milvus; the folder records where)")
@@ -208,7 +209,7 @@ def register(sub) -> None:
     sv.add_argument("--read-only", action="store_true", help="open the index read-only (no adding/deleting)")
     sv.add_argument("--max-upload-mb", type=float, default=10.0)
     sv.add_argument("--max-top-k", type=int, default=100)
-    sv.add_argument("--max-steps", type=int, default=100, help="cap on generation steps per request")
+    sv.add_argument("--max-steps", type=int, default=MAX_GENERATION_STEPS, help="cap on generation steps per request")
     sv.add_argument("--max-waiting", type=int, default=8,
                     help="requests with images that may wait for the model; more get 503 + Retry-After")
     sv.add_argument("--queue-timeout", type=float, default=30.0,

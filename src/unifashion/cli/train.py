@@ -37,12 +37,11 @@ def warm_start(recipe, source: str, stages: str | None, learn: str | None, steps
                terms: str | None = None) -> None:
     """``--from``: the recipe continues from ``source`` (a trained tag or model folder) instead of
     the preset, running only ``stages`` (comma-separated names; default every stage), with
-    ``learn`` (comma-separated parameter groups) in place of each stage's freeze-table entry and
+    ``learn`` (comma-separated parameter groups) in place of each stage's phase's groups and
     ``steps`` per stage, and ``terms`` (comma-separated loss terms, e.g. ``q2i`` alone when only
     the UNet learns) in place of the stage's. Errors name the unknown stage, group or term."""
     from unifashion.configuration import ConfigError
-    from unifashion.models.unifashion import LOSS_TERMS
-    from unifashion.objectives.freezing import PARAMETER_GROUPS, Learns
+    from unifashion.objectives.phases import PARAMETER_GROUPS, check_groups, check_terms
 
     recipe.model, recipe.model_overrides = source, {}
     if stages:
@@ -56,7 +55,7 @@ def warm_start(recipe, source: str, stages: str | None, learn: str | None, steps
         if learn:
             groups = [group.strip() for group in learn.split(",") if group.strip()]
             try:
-                Learns(tuple(groups))
+                check_groups(groups)
             except ValueError as exc:
                 raise ConfigError(f"--learn: {exc}") from exc
             stage.learns = groups
@@ -64,9 +63,10 @@ def warm_start(recipe, source: str, stages: str | None, learn: str | None, steps
             stage.loop.steps = steps
         if terms:
             chosen = [term.strip() for term in terms.split(",") if term.strip()]
-            unknown = [term for term in chosen if term not in LOSS_TERMS]
-            if unknown:
-                raise ConfigError(f"--terms: unknown loss term {unknown[0]!r}; terms: {', '.join(LOSS_TERMS)}")
+            try:
+                check_terms(chosen)
+            except ValueError as exc:
+                raise ConfigError(f"--terms: {exc}") from exc
             stage.terms = chosen
     if learn and not recipe.stages:
         raise ConfigError(f"--learn {learn}: no stage to train (groups: {', '.join(PARAMETER_GROUPS)})")

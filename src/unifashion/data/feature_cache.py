@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from unifashion.atomic import atomic_write, atomic_writer
+
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
 #: Default shard size in bytes: a shard is the unit a stopped build redoes.
@@ -307,9 +309,7 @@ def build_feature_cache(records: Sequence[Any], encode: Callable[[list], torch.T
         meta = {"version": FORMAT_VERSION, "key": key, "ids": ids, "row_shape": list(row_shape),
                 "dtype": "float16", "shard_size": shard_size or max(1, SHARD_BYTES // row_bytes)}
         folder.mkdir(parents=True, exist_ok=True)
-        tmp_meta = meta_file.with_name(META_FILE + ".tmp")
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, meta_file)
+        atomic_write(meta_file, json.dumps(meta))
     row_shape, shard_size = tuple(meta["row_shape"]), int(meta["shard_size"])
     n_shards = -(-len(ids) // shard_size)
     todo = [s for s in range(n_shards) if not (folder / shard_name(s)).is_file()]
@@ -319,10 +319,8 @@ def build_feature_cache(records: Sequence[Any], encode: Callable[[list], torch.T
         rows = range(s * shard_size, min(len(ids), (s + 1) * shard_size))
         loader = torch.utils.data.DataLoader(_ImageRows(records, rows, read), batch_size=batch_size,
                                              num_workers=workers, collate_fn=_collate_images)
-        target = folder / shard_name(s)
-        tmp = target.with_name(target.name + ".tmp")
         # Written sequentially (not through a writable map), so the build's memory is one batch.
-        with tmp.open("wb") as handle:
+        with atomic_writer(folder / shard_name(s)) as handle:
             np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
                                                           "fortran_order": False,
                                                           "shape": (len(rows), *row_shape)})
@@ -333,6 +331,5 @@ def build_feature_cache(records: Sequence[Any], encode: Callable[[list], torch.T
                     raise ValueError(f"encoder output {feats.shape[1:]} does not match the cache's rows {row_shape}")
                 handle.write(np.ascontiguousarray(feats).tobytes())
                 bar.update(len(feats))
-        os.replace(tmp, target)
     bar.close()
     return FeatureCache(folder)

@@ -5,7 +5,13 @@ freed. But it raises that threshold each time such a block is freed (up to 32 MB
 tensors of varying shapes (texts padded to each batch's longest, score chunks) are carved from the
 heap, and the holes they leave are kept by the process. Resident memory then grows with the number
 of batches, that is with the dataset: evaluating 25,000 FashionGen products grew it by 0.4 GB over
-5,000 (``benchmarks/results/training_memory.md``). A fixed threshold turns the adjustment off.
+5,000 (``benchmarks/results/training_memory_glibc_default.md``, against ``training_memory.md``
+with the threshold fixed). A fixed threshold turns the adjustment off
+(``benchmarks/bench_heap.py`` measures it on one allocation pattern).
+
+The setting is the process's, not a library's to make: only the CLI's entry point
+(:func:`unifashion.cli.main`) calls :func:`bound_heap_growth`; a program that runs training or
+evaluation through the library for as long calls it itself, at its start.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ def bound_heap_growth(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD) -> bool:
     """Fix glibc's mmap threshold at ``mmap_threshold`` bytes for this process; True when set.
 
     A no-op (False) off glibc, and when the user set ``MALLOC_MMAP_THRESHOLD_`` themselves (glibc
-    reads it at start-up; theirs wins). Idempotent; the training, evaluation and CLI entry points
-    call it.
+    reads it at start-up; theirs wins). Idempotent. Called by the CLI's entry point only (see
+    the module docstring).
     """
     global _applied
     if _applied:

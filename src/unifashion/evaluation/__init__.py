@@ -1,7 +1,7 @@
 """Evaluation: the paper's protocols for CMR, CIR, FIC and FIG, and their metrics."""
 
 from unifashion.evaluation.captioning import caption_metrics
-from unifashion.evaluation.generation import fid, frechet_distance, kid, library_fid_kid, psd_sqrt
+from unifashion.evaluation.generation import fid, kid
 from unifashion.evaluation.retrieval import (
     CandidateDraw,
     CIRResult,
@@ -18,6 +18,6 @@ from unifashion.evaluation.retrieval import (
 
 __all__ = [
     "CIRResult", "CMRResult", "CandidateDraw", "caption_metrics", "cir_fashioniq", "cmr_full_gallery",
-    "cmr_random_100", "draw_random_candidates", "fid", "frechet_distance", "kid", "library_fid_kid", "psd_sqrt",
+    "cmr_random_100", "draw_random_candidates", "fid", "kid",
     "random_candidates", "ranks_of_positives", "recall_at_k", "recall_curve",
 ]

@@ -3,8 +3,8 @@ standard Inception from a file, a CLIP model from a folder.
 
 Offline there are no standard Inception weights, so FID here defaults to EfficientNet-Lite0
 (labelled "FID-EffLite0" everywhere); a user with the standard weights as a local TorchScript
-file can pass it and get the standard "FID-Inception", computed by torchmetrics
-(:func:`unifashion.evaluation.generation.library_fid_kid`). A local CLIP folder gives CLIP-S.
+file can pass it and get the standard "FID-Inception". Either way torchmetrics computes FID and KID
+(:mod:`unifashion.evaluation.generation`). A local CLIP folder gives CLIP-S.
 """
 
 from __future__ import annotations

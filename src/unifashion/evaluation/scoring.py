@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from unifashion.evaluation.retrieval import CMRResult, random_candidates, recall_at_k
+from unifashion.objectives.fusion import fused_score
 
 #: Rows of a gallery's query embeddings: ``rows(indices) -> (len(indices), Q, D)``.
 RowReader = Callable[[np.ndarray], torch.Tensor]
@@ -76,7 +77,7 @@ class MaxSimScorer:
         n, q, d = z.shape
         scores = (z.reshape(n * q, d) @ texts.t()).reshape(n, q, -1).amax(dim=1)
         if self.captions is not None:
-            scores = scores + self.captions[i0:i1] @ texts.t()
+            scores = fused_score(scores, self.captions[i0:i1] @ texts.t())
         return scores.cpu().numpy()
 
     @torch.no_grad()
@@ -98,7 +99,7 @@ class MaxSimScorer:
             scores = torch.einsum("pqd,pd->pq", z, t).amax(dim=1)
             if self.captions is not None:
                 cap = self.captions[torch.as_tensor(images[picks].astype(np.int64), device=self.device)]
-                scores = scores + (cap * t).sum(-1)
+                scores = fused_score(scores, (cap * t).sum(-1))
             out[picks] = scores.cpu().numpy()
         return out
 

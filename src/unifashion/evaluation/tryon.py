@@ -22,7 +22,7 @@ Methods measured in the same run, on the same test persons and the same noise:
 
 Metrics (every generated image has the person's own pixels outside the mask):
 
-- ``FID`` / ``KID x1000`` on EfficientNet-Lite0 pooled features (labelled "EffLite0"; not
+- ``FID`` / ``KID x1000`` (torchmetrics') on EfficientNet-Lite0 pooled features (labelled "EffLite0"; not
   comparable with Inception FIDs), generated persons against the real test persons; with a few
   hundred images FID is biased upward, KID is not;
 - ``attribute accuracy`` (colour, pattern, sleeve) of the generated garment region, judged by an
@@ -58,6 +58,7 @@ from unifashion.data.synthetic.render import BACKGROUND
 from unifashion.data.synthetic.worn import edge_map
 from unifashion.evaluation.generation import fid, kid
 from unifashion.evaluation.results import ResultTable
+from unifashion.settings import TRYON_EVAL
 
 SETTINGS = ("paired", "unpaired")
 DESIGN_METHODS = ("unifashion", "unifashion-no-sketch", "condition-only-pasted")
@@ -69,9 +70,9 @@ GROUND_TRUTH = "ground-truth"
 class TryOnEvalConfig:
     settings: tuple[str, ...] = SETTINGS
     max_items: int | None = 120  # test persons per setting (None: all)
-    steps: int = 15
-    scheduler: str = "dpmsolver++"
-    guidance: float = 3.0
+    steps: int = TRYON_EVAL.steps
+    scheduler: str = TRYON_EVAL.sampler
+    guidance: float = TRYON_EVAL.guidance
     batch_size: int = 32
     seed: int = 0
     grid_rows: int = 6

@@ -27,19 +27,20 @@ from pathlib import Path
 import torch
 
 from unifashion.configuration import to_dict
-from unifashion.data.mining import CaptionScorer, MiningConfig, caption_collection, mine_triplets, mining_precision
+from unifashion.data.mining import MiningConfig, mine_triplets, mining_precision
 from unifashion.data.synthetic.catalogue import load_catalogue, read_triplets_jsonl, triplet_row, write_triplets_jsonl
 from unifashion.evaluation.results import ResultTable
 from unifashion.evaluation.runner import (
     EvalArtifacts,
     EvalConfig,
-    SplitData,
     evaluate_dual_encoder,
     evaluate_random,
     evaluate_unifashion,
 )
+from unifashion.evaluation.split_data import SplitData
 from unifashion.experiments import write_run_config
 from unifashion.experiments.cir_train import backbone_path
+from unifashion.pipelines.mining import CaptionScorer, caption_collection
 from unifashion.training.two_stage_cir import TwoStageCIRConfig, load_two_stage_cir, train_two_stage_cir
 
 METHOD = "two-stage CIR"

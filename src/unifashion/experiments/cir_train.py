@@ -55,10 +55,10 @@ class CIRTrainResult:
 
 def train_cir(config: CIRTrainConfig, progress: bool = True) -> CIRTrainResult:
     """Train one model of the recipe as ``config`` says; ``run_config.json`` lands in its output folder."""
-    from unifashion.data.mining import caption_collection
     from unifashion.data.synthetic.catalogue import load_catalogue, read_triplets_jsonl
     from unifashion.models import UniFashion
     from unifashion.models.dual_encoder import DualEncoder
+    from unifashion.pipelines.mining import caption_collection
     from unifashion.training.data import ImageBank
     from unifashion.training.two_stage_cir import train_two_stage_cir
 
@@ -96,9 +96,10 @@ def mine_triplet_file(images: str | Path, out: str | Path, model_name: str, conf
     it (``.report.json``). Where the images carry
     ground-truth attributes (the embedded catalogue) the report measures the mined captions'
     precision."""
-    from unifashion.data.mining import collection_records, mine_collection, mining_precision
+    from unifashion.data.mining import collection_records, mining_precision
     from unifashion.data.synthetic.catalogue import triplet_row, write_triplets_jsonl
     from unifashion.models import UniFashion
+    from unifashion.pipelines.mining import mine_collection
 
     records = collection_records(images, split)
     out = Path(out)

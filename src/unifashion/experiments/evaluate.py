@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from unifashion.evaluation.results import ResultTable
-from unifashion.evaluation.runner import EvalConfig, SplitData
+from unifashion.evaluation.runner import EvalConfig
+from unifashion.evaluation.split_data import SplitData
 from unifashion.experiments import write_run_config
 
 
@@ -127,7 +128,6 @@ def load_split(config: EvalRunConfig) -> tuple[SplitData, EvalConfig, list[str]]
 
 def run_evaluation(config: EvalRunConfig) -> EvalRunResult:
     """Evaluate every method ``config`` names on one split and write the report to ``config.out``."""
-    from unifashion.data.heap import bound_heap_growth
     from unifashion.evaluation.report import write_report
     from unifashion.evaluation.runner import (
         EvalArtifacts,
@@ -137,7 +137,6 @@ def run_evaluation(config: EvalRunConfig) -> EvalRunResult:
     )
     from unifashion.models import UniFashion
 
-    bound_heap_growth()
     out = Path(config.out)
     write_run_config(config, out)
     if config.fashion_iq:
@@ -166,7 +165,7 @@ def run_evaluation(config: EvalRunConfig) -> EvalRunResult:
         with autocast(device, config.precision):
             evaluate_dual_encoder(DualEncoder.from_pretrained(config.dual_encoder).to(device), data, cfg, table, art)
     if config.two_stage_cir:  # the two-stage CIR recipe (issue 6); prompts from the model's captions
-        from unifashion.data.mining import caption_collection
+        from unifashion.pipelines.mining import caption_collection
         from unifashion.training.two_stage_cir import load_two_stage_cir
 
         recipe_model, method = load_two_stage_cir(config.two_stage_cir)
@@ -191,7 +190,7 @@ def run_evaluation(config: EvalRunConfig) -> EvalRunResult:
         where = f"data: `{config.data}`" if config.data else f"catalogue: `{config.catalogue}`"
     notes = [f"Model: `{config.model}`; {where} ({len(data.items)} {cfg.split} items, "
              f"{len(data.triplets)} CIR triplets); device {device}, precision {config.precision}.", *data_notes,
-             "FID/KID use EfficientNet-Lite0 pooled features (FID-EffLite0), not Inception, unless --inception "
-             "names a local file (then torchmetrics computes FID-Inception); the image-text score is UniFashion's "
+             "FID/KID (torchmetrics') use EfficientNet-Lite0 pooled features (FID-EffLite0), not Inception, unless "
+             "--inception names a local file (then FID-Inception); the image-text score is UniFashion's "
              "own ITC score; CLIP-S is reported only with --clip FOLDER (a local CLIP)."]
     return EvalRunResult(table, write_report(table, art, out, cfg, notes))

@@ -15,7 +15,8 @@ number measured on it with its protocol. The protocols:
 
 :func:`judge` applies the rule for a new version: it replaces the shipped one only when it beats
 it on some number by more than that number's noise and loses none by more than its noise.
-:func:`readme_table` renders the README's quality table from the results file.
+:func:`results_table` renders the results files as one table (the documentation's, through
+:mod:`unifashion.experiments.tables`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from unifashion.atomic import atomic_write
 
 RESULTS_FORMAT = "unifashion-shipped-results"
 
@@ -154,11 +157,7 @@ def write_results(tag: str, rows: list[dict[str, Any]], noise: list[dict[str, An
                              "it: binomial standard error of a percentage over the protocol's test items",
                       "rows": [n for n in noise if tag_of_method(n["method"]) in (tag, None)]},
             "rows": own}
-    path = results_path(tag, root)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write(results_path(tag, root), json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
@@ -174,13 +173,25 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return data
 
 
+#: Metrics that are percentages of test items (recalls, precision, accuracies): a binomial standard
+#: error is their noise where no seed spread was measured. FID, KID, BLEU, CIDEr and scores are not.
+PERCENTAGE_METRICS = ("R@", "mean_R", "P@", "accuracy", "(%)")
+
+
+def is_percentage(metric: str) -> bool:
+    return any(part in metric for part in PERCENTAGE_METRICS)
+
+
 def noise_of(results: dict[str, Any], row: dict[str, Any]) -> tuple[float, str]:
-    """A number's noise and where it comes from: the seed spread when measured, else binomial."""
+    """A number's noise and where it comes from: the seed spread when measured, else, for a
+    percentage of test items, its binomial standard error; else none is known (``"none"``)."""
     for entry in results.get("noise", {}).get("rows", []):
         if (entry["task"], entry["protocol"], entry["method"], entry["metric"]) == (
                 row["task"], row["protocol"], row["method"], row["metric"]):
             return float(entry["std"]), "seed std"
     n = int(results.get("test_items", {}).get(row["catalogue"], 0) or 0)
+    if not is_percentage(row["metric"]):
+        return 0.0, "none"
     if row["task"] == "fig":
         n = min(n or 64, 64)
     return (binomial_noise(row["value"], n), "binomial") if n else (0.0, "none")
@@ -207,7 +218,10 @@ def compare(shipped: dict[str, Any], new_rows: Iterable[dict[str, Any]], tag: st
         sign = -1.0 if lower_is_better(row["metric"]) else 1.0
         gain = sign * (row["value"] - old["value"])
         noise, source = noise_of(shipped, old)
-        verdict = "better" if gain > noise else "worse" if gain < -noise else "within noise"
+        if source == "none":  # no noise known: reported, but it decides nothing
+            verdict = "no noise measured"
+        else:
+            verdict = "better" if gain > noise else "worse" if gain < -noise else "within noise"
         out.append({"catalogue": row["catalogue"], "task": row["task"], "protocol": row["protocol"],
                     "method": row["method"], "metric": row["metric"], "before": old["value"], "after": row["value"],
                     "gain": gain, "noise": noise, "noise_from": source, "verdict": verdict})
@@ -215,7 +229,8 @@ def compare(shipped: dict[str, Any], new_rows: Iterable[dict[str, Any]], tag: st
 
 
 def judge(comparison: list[dict[str, Any]]) -> dict[str, Any]:
-    """The rule for a new version: some number better beyond its noise, none worse beyond it."""
+    """The rule for a new version: some number better beyond its noise, none worse beyond it.
+    Numbers whose noise is unknown (FID, KID, caption metrics without a seed spread) decide nothing."""
     better = [c for c in comparison if c["verdict"] == "better"]
     worse = [c for c in comparison if c["verdict"] == "worse"]
     replace = bool(better) and not worse
@@ -251,19 +266,9 @@ def write_comparison(out: str | Path, comparison: list[dict[str, Any]], title: s
     return verdict
 
 
-# ---------------------------------------------------------------------------- the README's table
-#: The numbers the README's quality table shows: (label, task, protocol prefix, method, metric).
-README_NUMBERS: tuple[tuple[str, str, str, str, str], ...] = (
-    ("CMR mean R", "cmr", "full gallery", "", "mean R"),
-    ("CMR R@1 image→text", "cmr", "full gallery", "", "i2t R@1"),
-    ("CMR R@1 text→image", "cmr", "full gallery", "", "t2i R@1"),
-    ("CIR (R@10+R@50)/2", "cir", "", "", "(R@10+R@50)/2"),
-    ("CIR R@10", "cir", "", "", "R@10"),
-)
-
-
-def readme_table(results: Sequence[dict[str, Any]], pick: Callable[[dict[str, Any]], bool] | None = None) -> str:
-    """The README's quality table from the shipped results files: one row per (catalogue, task,
+# ---------------------------------------------------------------------------- the results table
+def results_table(results: Sequence[dict[str, Any]], pick: Callable[[dict[str, Any]], bool] | None = None) -> str:
+    """One table from the shipped results files: one row per (catalogue, task,
     protocol, metric), one column per method, each number labelled with its protocol."""
     rows = [r for results_file in results for r in results_file["rows"] if pick is None or pick(r)]
     methods: dict[str, None] = {}
@@ -279,25 +284,6 @@ def readme_table(results: Sequence[dict[str, Any]], pick: Callable[[dict[str, An
         lines.append(f"| {catalogue} | {task} | {protocol} | {metric} | "
                      + " | ".join(f"{values[m]:.2f}" if m in values else "" for m in names) + " |")
     return "\n".join(lines)
-
-
-README_START = "<!-- shipped-results:start (generated by `unifashion shipped readme`; do not edit) -->"
-README_END = "<!-- shipped-results:end -->"
-
-
-def update_readme(readme: str | Path, table: str) -> bool:
-    """Put ``table`` between the README's markers; returns whether the file changed."""
-    readme = Path(readme)
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme}: no {README_START!r} ... {README_END!r} markers to put the table between")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    new = f"{head}{README_START}\n{table}\n{README_END}{tail}"
-    if new == text:
-        return False
-    readme.write_text(new)
-    return True
 
 
 # ---------------------------------------------------------------------------- the whole measurement
@@ -348,8 +334,8 @@ def measure_shipped(work: str | Path, training: dict[str, dict[str, Any]], demo_
     return [write_results(tag, rows, noise, training.get(tag, {}), items, root) for tag in SHIPPED_TAGS]
 
 
-#: The README's table shows these metrics of each task (every protocol they were measured under).
-README_METRICS: dict[str, tuple[str, ...]] = {
+#: The results table shows these metrics of each task (every protocol they were measured under).
+RESULTS_METRICS: dict[str, tuple[str, ...]] = {
     "cmr": ("mean_R", "i2t_R@1", "t2i_R@1"),
     "cir": ("avg_R@10", "avg_R@50", "avg_(R@10+R@50)/2"),
     "fic": ("BLEU-4", "CIDEr", "colour accuracy", "category accuracy"),
@@ -359,8 +345,8 @@ README_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
-def readme_pick(row: dict[str, Any]) -> bool:
-    """Whether a results row goes into the README's table: each task's headline metrics, CMR on
+def results_pick(row: dict[str, Any]) -> bool:
+    """Whether a results row goes into the results table: each task's headline metrics, CMR on
     the full gallery, FIC in the detailed style, no ITM re-rank or text-only ablation."""
     if "re-rank" in row["method"] or "w/o img" in row["method"]:
         return False
@@ -368,4 +354,4 @@ def readme_pick(row: dict[str, Any]) -> bool:
         return False
     if row["task"] == "fic" and not row["protocol"].startswith("detailed"):
         return False
-    return row["metric"] in README_METRICS.get(row["task"], ())
+    return row["metric"] in RESULTS_METRICS.get(row["task"], ())

@@ -1,10 +1,11 @@
 """The catalogue index: each item's multi-vectors, caption-fusion vector and metadata on disk
 (FAISS + SQLite), searched by max-sim.
 
-:class:`CatalogueIndex` answers max-sim queries: a pooled-vector FAISS stage proposes candidates,
-exact max-sim (+ caption fusion) re-ranks them. It takes numpy arrays and does not depend on the
-model, so pipelines and the service both build on it (serving -> pipelines -> index, models).
-:class:`MilvusCatalogueIndex` offers the same interface over Milvus; :func:`open_index` and
+:class:`CatalogueIndex` answers max-sim queries: a FAISS stage over every item vector proposes
+candidates, exact max-sim (+ caption fusion) re-ranks them. It takes numpy arrays and does not
+depend on the model, so pipelines and the service both build on it (serving -> pipelines -> index).
+:class:`MilvusCatalogueIndex` offers the same interface over Milvus
+(:class:`CatalogueIndexProtocol`, protocols.py, is that interface); :func:`open_index` and
 :func:`create_index` (backends.py) pick the backend.
 """
 
@@ -20,6 +21,7 @@ from unifashion.index.errors import (
     UnknownItemError,
 )
 from unifashion.index.milvus_index import MilvusBackend, MilvusCatalogueIndex
+from unifashion.index.protocols import CatalogueIndexProtocol
 from unifashion.index.snapshot_search import Hit
 from unifashion.index.store import ItemMetadata
 
@@ -34,6 +36,7 @@ __all__ = [
     "open_index",
     "CatalogueIndex",
     "CatalogueIndexError",
+    "CatalogueIndexProtocol",
     "DuplicateItemError",
     "Hit",
     "IndexLockedError",

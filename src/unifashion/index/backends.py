@@ -46,7 +46,7 @@ def open_index(path: str | os.PathLike, read_only: bool = False, backend: Milvus
 def create_index(path: str | os.PathLike, backend: MilvusBackend | None = None, **options: Any) -> AnyIndex:
     """Create an index in folder ``path``: local (``backend=None``) or in Milvus. ``options``:
     those of :meth:`CatalogueIndex.create` (dim, num_queries, ann, nlist, nprobe, pq_m,
-    fused_weight)."""
+    fused_weight, captions)."""
     if backend is not None:
         return MilvusCatalogueIndex.create(path, backend, **options)
     return CatalogueIndex.create(path, **options)

@@ -5,10 +5,12 @@ The model represents each catalogue image as Z, ``num_queries`` (32) L2-normalis
 max-sim, ``max_q <e, Z_q>``; composed retrieval adds caption fusion, ``+ w * <e, Z_C>``, where
 Z_C is the text embedding of the caption the model generated for the item (stored with it).
 
-Search runs in two stages. A FAISS index over one pooled vector per item (the mean of its 32
-vectors, re-normalised) proposes ``candidates`` items; their exact max-sim (+ fusion) scores are
-then computed from the stored multi-vectors and the best ``top_k`` returned. ``exact=True`` scores
-every item instead, in memory-bounded chunks.
+Search runs in two stages. A FAISS index over every item vector (vector_ann.py: 32 per item,
+each with its item's key as id) proposes ``candidates`` items, the items of its nearest vectors
+(for composed queries at the index's fused weight, of a second index over the fused vectors
+``Z_q + w Z_C``); their exact max-sim (+ fusion) scores are then computed from the stored
+multi-vectors and the best ``top_k`` returned. ``exact=True`` scores every item instead, in
+memory-bounded chunks.
 
 Layout of an index folder::
 
@@ -16,8 +18,8 @@ Layout of an index folder::
     writer.lock                 flock-ed by the one process that may write
     vectors/seg-000007.multi.npy    (rows, num_queries, dim) float16, memory-mapped
     vectors/seg-000007.fusion.npy   (rows, dim) float16, memory-mapped
-    vectors/seg-000007.pooled.npy   (rows, dim) float32, for (re)building the ANN index
-    ann/ann-g000012.faiss       the base FAISS index, written by generation 12
+    ann/ann-g000012.faiss       the base FAISS index, written by generation 12 (and its fused
+                                part and templates beside it, see generations.py)
     ann/delta-g000013.faiss     the vectors generation 13 added to it
 
 Vectors live in immutable *segments* (segments.py): each ``add`` writes one new segment, so
@@ -48,54 +50,41 @@ from typing import Any
 
 import numpy as np
 
-from unifashion.index.ann import (
-    DEFAULT_CANDIDATES,
-    DEFAULT_VECTOR_CANDIDATES,
-    VECTORS,
-    AnnConfig,
-    build_ann,
-    check_ann_config,
-    is_vector_kind,
-)
-from unifashion.index.errors import CatalogueIndexError, DuplicateItemError, IndexLockedError, UnknownItemError
+from unifashion.index.ann import VECTORS, AnnConfig, check_ann_config
+from unifashion.index.errors import CatalogueIndexError, IndexLockedError, UnknownItemError
 from unifashion.index.generations import (
     ANN_DIR,
     Snapshot,
     bytes_on_disk,
+    commit_generation,
+    compact_generation,
     load_snapshot,
-    make_snapshot,
-    new_base,
-    next_ann_state,
-    next_layout,
+    rebuild_generation,
     remove_stale_files,
-    switch_generation,
 )
-from unifashion.index.segments import (
-    VECTORS_DIR,
-    open_segment,
-    remove_segment_files,
-    write_compacted_segment,
-    write_segment,
-)
+from unifashion.index.segments import VECTORS_DIR, remove_segment_files, write_segment
 from unifashion.index.snapshot_search import Hit, attach_metadata, category_code, search_ann, search_exact
-from unifashion.index.store import DATABASE_NAME, ItemMetadata, ItemRow, Layout, Manifest, MetadataStore
+from unifashion.index.store import DATABASE_NAME, ItemMetadata, ItemRow, MetadataStore
 from unifashion.index.validation import (
     MetadataInput,
+    check_all_held,
     check_batch,
     check_fusion_vectors_given,
     check_ids,
-    check_positive_int,
-    check_queries,
-    check_search_options,
+    check_index_options,
+    check_not_held,
+    check_search,
+    held_after_staging,
     item_row,
     no_captions_error,
 )
-from unifashion.index.vector_ann import VectorAnn
+from unifashion.index.vector_ann import VECTORS_FLAT
+from unifashion.settings import SEARCH
 
 LOCK_NAME = "writer.lock"
 #: Config key under which the builder records the identity of the model that made the vectors.
 MODEL_IDENTITY_KEY = "model_identity"
-#: Config key: whether the items carry caption-fusion vectors (absent in older indexes: they do).
+#: Config key: whether the items carry caption-fusion vectors.
 CAPTIONS_KEY = "captions"
 
 
@@ -119,7 +108,7 @@ class CatalogueIndex:
         config = self._store.config()
         self.dim = int(config["dim"])
         self.num_queries = int(config["num_queries"])
-        self.captions = bool(config.get(CAPTIONS_KEY, True))
+        self.captions = bool(config[CAPTIONS_KEY])
         self._ann_config = AnnConfig.from_config(config)
         self._snapshot = self._load_snapshot()
         self._reset_pending()
@@ -135,43 +124,31 @@ class CatalogueIndex:
         num_queries: int = 32,
         ann: str = VECTORS,
         nlist: int = 1024,
-        # benchmarks/results/search.md (trained embeddings): 16 of 1024 lists x 800 candidates keeps
-        # recall@10 >= 0.989 at 1M items, as 32 and 64 do; once the re-rank reads its candidates in
-        # one block, the list scan is half of a search, and 16 lists halve it.
-        nprobe: int = 16,
+        nprobe: int = SEARCH.nprobe,  # why 16: settings.SearchSettings
         pq_m: int | None = None,
-        fused_weight: float = 1.0,
+        fused_weight: float = SEARCH.fusion_weight,
         captions: bool = True,
     ) -> CatalogueIndex:
         """Create an empty index in folder ``path`` (new or empty) and open it for writing.
 
-        ``ann`` picks the candidate stage. ``"vectors"`` (the default; vector_ann.py) is an
+        ``ann`` names the candidate stage; ``"vectors"`` (vector_ann.py) is the one there is: an
         IndexIVFPQFastScan over every item vector (``nlist`` lists, ``nprobe`` searched,
-        ``pq_m`` 4-bit sub-quantisers, default ``dim / 2``; the fused index has half as many), its
-        hits grouped by item, plus one over the fused
+        ``pq_m`` 4-bit sub-quantisers, default the largest divisor of ``dim`` up to ``dim / 2``;
+        the fused index has half as many), its hits grouped by item, plus one over the fused
         vectors ``Z_q + fused_weight * Z_C`` for composed queries at that fusion weight
-        (``fused_weight=0``: none); until the index holds 39 vectors per list it is exact (flat).
-        The older kinds index one pooled vector per item: ``"flat"`` (exact inner product;
-        ~1 KiB/item), ``"ivf"`` (IndexIVFFlat with ``nlist`` lists, ``nprobe`` searched) or
-        ``"ivfpq"`` (IndexIVFPQ with ``pq_m`` 8-bit sub-quantisers, ~``pq_m`` B/item). An IVF kind
-        is trained on the stored pooled vectors at the first commit where the index holds enough
-        items (39 per list); until then the ANN stage is flat. See :meth:`rebuild_ann`.
+        (``fused_weight=0``: none). It is trained on the stored vectors at the first commit where
+        the index holds 39 vectors per list; until then it is exact (flat). See :meth:`rebuild_ann`.
 
         ``captions=False``: the items carry no caption-fusion vectors (``add`` takes
         ``fusion_vectors=None``; search only with ``fusion_weight=0``), so no fused index is built.
         Indexing then skips captioning, the slowest part of embedding an item.
         """
-        if not isinstance(captions, bool):
-            raise ValueError(f"captions must be True or False, got {captions!r}")
-        if not captions:
-            fused_weight = 0.0
+        fused_weight = check_index_options(dim, num_queries, fused_weight, captions)
         folder = Path(path)
-        for name, value in (("dim", dim), ("num_queries", num_queries)):
-            check_positive_int(value, name)
         if pq_m is None:
-            # vectors: one 4-bit sub-quantiser per 2 dims (benchmarks/results/search.md); pooled
-            # kinds: 32. Either way the largest count up to that which divides dim.
-            most = max(1, int(dim) // 2) if ann == VECTORS else min(32, int(dim))
+            # One 4-bit sub-quantiser per 2 dims (benchmarks/results/search.md): the largest count
+            # up to that which divides dim.
+            most = max(1, int(dim) // 2)
             pq_m = max(m for m in range(1, most + 1) if int(dim) % m == 0)
         ann_config = check_ann_config(ann, nlist, nprobe, pq_m, dim, fused_weight)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -182,7 +159,7 @@ class CatalogueIndex:
         (folder / VECTORS_DIR).mkdir()
         (folder / ANN_DIR).mkdir()
         MetadataStore.create(folder, {"dim": int(dim), "num_queries": int(num_queries), CAPTIONS_KEY: captions,
-                                      **ann_config.as_config()})
+                                      **ann_config.as_config()}, empty_ann_kind=VECTORS_FLAT)
         return cls.open(folder)
 
     @classmethod
@@ -275,7 +252,7 @@ class CatalogueIndex:
 
     @property
     def ann_kind(self) -> str:
-        """The FAISS index actually built: "flat" until an IVF kind has been trained."""
+        """The candidate stage actually built: "vectors-flat" until the IVF is trained, then "vectors"."""
         with self._lock:
             self._refresh_if_stale()
             return self._snapshot.manifest.ann_kind
@@ -421,19 +398,10 @@ class CatalogueIndex:
             if count == 0:
                 return
 
-            # Which ids exist, committed (and not deleted in this batch of changes) or staged.
             committed = self._store.keys_of(item_ids)
-            existing = [
-                item_id
-                for item_id in item_ids
-                if item_id in self._pending_items
-                or (item_id in committed and committed[item_id] not in self._pending_deletes)
-            ]
-            if existing and not upsert:
-                shown = ", ".join(repr(i) for i in existing[:5]) + (" ..." if len(existing) > 5 else "")
-                raise DuplicateItemError(
-                    f"{len(existing)} of the ids are already in the index: {shown}; use upsert() to replace them"
-                )
+            existing = held_after_staging(item_ids, self._pending_items, committed, self._pending_deletes)
+            if not upsert:
+                check_not_held(item_ids, existing)
 
             segment_id = self._next_segment
             first_key = self._next_key
@@ -465,15 +433,8 @@ class CatalogueIndex:
             self._check_writable()
             item_ids = check_ids(ids, "ids")
             committed = self._store.keys_of(item_ids)
-            unknown = [
-                item_id
-                for item_id in item_ids
-                if item_id not in self._pending_items
-                and (item_id not in committed or committed[item_id] in self._pending_deletes)
-            ]
-            if unknown:
-                shown = ", ".join(repr(i) for i in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-                raise UnknownItemError(f"cannot delete {len(unknown)} id(s) not in the index at {self.folder}: {shown}")
+            held = held_after_staging(item_ids, self._pending_items, committed, self._pending_deletes)
+            check_all_held(item_ids, held, f"the index at {self.folder}")
             for item_id in item_ids:
                 if self._pending_items.pop(item_id, None) is None:
                     self._pending_deletes.add(committed[item_id])
@@ -497,49 +458,21 @@ class CatalogueIndex:
             self._check_writable()
             if not self.has_pending_changes:
                 return self._snapshot.manifest.generation
-            snap = self._snapshot
-            generation = snap.manifest.generation + 1
             deleted = np.array(sorted(self._pending_deletes), dtype=np.int64)
             new_rows = sorted(self._pending_items.values(), key=lambda pending: pending.key)
-            # The live items after this commit: the committed ones not deleted, plus the staged.
-            layout, kept = next_layout(snap.layout, deleted, new_rows)
-            live_segments = set(np.unique(layout.segments).tolist())
-            segment_list = tuple(
-                (sid, rows) for sid, rows in (*snap.manifest.segments, *self._pending_segments) if sid in live_segments
-            )
             try:
-                segments = {sid: seg for sid, seg in snap.segments.items() if sid in live_segments}
-                for sid, rows in self._pending_segments:
-                    if sid in live_segments:
-                        segments[sid] = open_segment(self.folder, sid, rows, self.num_queries, self.dim)
-
-                # Writes a FAISS delta (or a new base) and updates snap.ann in place; on failure it
-                # is reloaded from disk below.
-                ann, files = next_ann_state(
-                    self.folder, snap, self._ann_config, self.dim, self.num_queries, layout, kept, deleted, segments,
-                    generation,
-                )
-                manifest = Manifest(
-                    generation=generation,
-                    segments=segment_list,
-                    ann_file=files.ann_file,
-                    ann_kind=files.ann_kind,
-                    next_key=self._next_key,
-                    next_segment=self._next_segment,
-                    ann_deltas=files.ann_deltas,
-                )
-                switch_generation(self._store, manifest, deleted_keys=deleted.tolist(), new_rows=new_rows,
-                                  ann_removed=files.removed)
+                self._snapshot = commit_generation(
+                    self.folder, self._store, self._snapshot, self._ann_config, self._pending_segments, new_rows,
+                    deleted, self._next_key, self._next_segment, self.num_queries, self.dim)
             except BaseException:
                 # The in-memory FAISS index may hold half the changes: reload the committed state.
                 self._snapshot = self._load_snapshot()
                 raise
-            self._snapshot = make_snapshot(manifest, layout, segments, ann)
             self._pending_segments = []
             self._pending_items = {}
             self._pending_deletes = set()
             self._remove_stale_files()
-            return generation
+            return self._snapshot.manifest.generation
 
     def _remove_stale_files(self) -> None:
         remove_stale_files(self.folder, self._snapshot.manifest, self._pending_segments)
@@ -552,47 +485,14 @@ class CatalogueIndex:
             self._check_writable()
             if self.has_pending_changes:
                 raise CatalogueIndexError("commit() or rollback() the staged changes before compacting")
-            snap = self._snapshot
-            count = snap.size
-            ann_compact = bool(snap.manifest.ann_deltas or len(snap.ann_state.removed))
-            if count == 0 or (len(snap.segments) == 1 and snap.size == next(iter(snap.segments.values())).rows
-                              and not ann_compact):
-                return snap.manifest.generation
-            segment_id = self._next_segment
-            write_compacted_segment(self.folder, segment_id, snap.layout, snap.segments, self.num_queries, self.dim)
-            generation = snap.manifest.generation + 1
-            try:
-                layout = Layout(
-                    keys=snap.layout.keys,
-                    segments=np.full(count, segment_id, dtype=np.int64),
-                    rows=np.arange(count, dtype=np.int64),
-                    categories=snap.layout.categories,
-                )
-                segments = {segment_id: open_segment(self.folder, segment_id, count, self.num_queries, self.dim)}
-                # The FAISS index is keyed by item key, so moving rows leaves it valid: it is only
-                # rewritten, as one base, to merge its deltas and drop deleted vectors.
-                ann, files = snap.ann_state, None
-                if ann_compact:
-                    ann, files = new_base(self.folder, snap.ann, snap.ann_state.template, snap.manifest.ann_kind,
-                                          generation)
-                manifest = Manifest(
-                    generation=generation,
-                    segments=((segment_id, count),),
-                    ann_file=files.ann_file if files else snap.manifest.ann_file,
-                    ann_kind=snap.manifest.ann_kind,
-                    next_key=self._next_key,
-                    next_segment=segment_id + 1,
-                    ann_deltas=files.ann_deltas if files else snap.manifest.ann_deltas,
-                )
-                moved = list(zip([segment_id] * count, range(count), snap.layout.keys.tolist(), strict=True))
-                switch_generation(self._store, manifest, moved_rows=moved, ann_removed=files.removed if files else ())
-            except BaseException:
-                remove_segment_files(self.folder, segment_id)
-                raise
-            self._snapshot = make_snapshot(manifest, layout, segments, ann)
-            self._next_segment = segment_id + 1
+            compacted = compact_generation(self.folder, self._store, self._snapshot, self._next_key,
+                                           self._next_segment, self.num_queries, self.dim)
+            if compacted is None:
+                return self._snapshot.manifest.generation
+            self._snapshot = compacted
+            self._next_segment = compacted.manifest.next_segment
             self._remove_stale_files()
-            return manifest.generation
+            return compacted.manifest.generation
 
     def rebuild_ann(
         self,
@@ -603,9 +503,10 @@ class CatalogueIndex:
         pq_m: int | None = None,
         fused_weight: float | None = None,
     ) -> int:
-        """Rebuild the FAISS index over every live item's stored (pooled) vectors, optionally as
-        another kind, and commit it. Use it to (re)train an IVF after the catalogue grew or its
-        distribution moved (new items are assigned to the centroids trained earlier)."""
+        """Rebuild the FAISS indexes over every live item's stored vectors, optionally with other
+        settings, and commit them. Use it to (re)train the IVF after the catalogue grew or its
+        distribution moved (new items are assigned to the centroids trained earlier). Below the
+        training size the rebuilt stage is exact (flat)."""
         with self._lock:
             self._check_writable()
             if self.has_pending_changes:
@@ -621,30 +522,11 @@ class CatalogueIndex:
                 self.dim,
                 fused_weight if fused_weight is not None else current.fused_weight,
             )
-            snap = self._snapshot
-            # The vector-level kind is exact (flat) below its training size, so it never refuses.
-            if config.kind != VECTORS and snap.size < config.min_train_items():
-                raise ValueError(
-                    f"an {config.kind} index with nlist={config.nlist} needs at least {config.min_train_items()} "
-                    f"items to train, the index holds {snap.size}; use a smaller nlist or ann='flat'"
-                )
-            index, template = build_ann(config, self.dim, snap.layout, snap.segments)
-            generation = snap.manifest.generation + 1
-            kind = index.kind if isinstance(index, VectorAnn) else config.kind
-            ann, files = new_base(self.folder, index, template, kind, generation)
-            manifest = Manifest(
-                generation=generation,
-                segments=snap.manifest.segments,
-                ann_file=files.ann_file,
-                ann_kind=kind,
-                next_key=self._next_key,
-                next_segment=self._next_segment,
-            )
-            switch_generation(self._store, manifest, config_updates=config.as_config(), ann_removed=None)
+            self._snapshot = rebuild_generation(self.folder, self._store, self._snapshot, config, self._next_key,
+                                                self._next_segment, self.dim)
             self._ann_config = config
-            self._snapshot = make_snapshot(manifest, snap.layout, snap.segments, ann)
             self._remove_stale_files()
-            return generation
+            return self._snapshot.manifest.generation
 
     # -- search ------------------------------------------------------------------------------
 
@@ -664,36 +546,30 @@ class CatalogueIndex:
         query: one vector (dim,) -> a list of hits, or (Q, dim) -> one list per query. Scores are
         plain inner products, so an unnormalised query scales them.
         candidates: how many items the ANN stage proposes for exact re-ranking; default
-        ``max(800, 10 * top_k)`` for the vector-level stage, ``max(400, 10 * top_k)`` for the pooled
-        kinds; raise it for catalogues with many near-duplicates.
+        ``settings.SEARCH.candidates_for(top_k)``, ``max(800, 10 * top_k)``; raise it for catalogues
+        with many near-duplicates.
         exact: skip the ANN stage and score every item (the reference; fine for small catalogues).
         category: only items of this category. nprobe: IVF lists to visit (default: the index's
-        setting). fusion_weight: 1 is the paper's CIR scoring. The vector-level stage searches the
+        setting). fusion_weight: 1 is the paper's CIR scoring. The candidate stage searches the
         fused vectors when ``fusion_weight`` equals the index's ``fused_weight``; at any other
-        weight, and with the pooled kinds, the candidate stage does not see the fusion term (an
-        item that only the fusion term lifts is found if it is a candidate).
+        weight it does not see the fusion term (an item that only the fusion term lifts is found
+        if it is a candidate).
         """
-        queries, single = check_queries(query, self.dim)
-        check_search_options(top_k, candidates, fusion_weight, nprobe, category)
-        if fusion_weight and not self.captions:
-            raise no_captions_error(self.folder)
-        if candidates is None:
-            vector_kind = is_vector_kind(self.ann_kind)
-            candidates = max(DEFAULT_VECTOR_CANDIDATES if vector_kind else DEFAULT_CANDIDATES, 10 * int(top_k))
-
+        request = check_search(query, self.dim, top_k, candidates, fusion_weight, nprobe, category,
+                               captions=self.captions, folder=self.folder)
         with self._lock:
             # A reader may see a writer commit between scoring and fetching metadata; then the
             # search is repeated on the new generation.
             for _attempt in range(5):
                 self._refresh_if_stale()
                 snap = self._snapshot
-                code = category_code(snap, category)
+                code = category_code(snap, request.category)
                 if exact:
-                    results = search_exact(snap, queries, int(top_k), float(fusion_weight), code)
+                    results = search_exact(snap, request.queries, request.top_k, request.fusion_weight, code)
                 else:
-                    probes = nprobe or self._ann_config.nprobe
-                    results = search_ann(snap, queries, int(top_k), int(candidates), float(fusion_weight), code, probes)
+                    results = search_ann(snap, request.queries, request.top_k, request.candidates,
+                                         request.fusion_weight, code, request.nprobe or self._ann_config.nprobe)
                 hits = attach_metadata(self._store, snap, results)
                 if hits is not None:
-                    return hits[0] if single else hits
+                    return hits[0] if request.single else hits
             raise CatalogueIndexError(f"{self.folder} kept changing during the search")

@@ -4,7 +4,7 @@ A *generation* is what one commit made visible: the manifest (in ``catalogue.sql
 store.py) names its vector segments (segments.py) and its FAISS files::
 
     ann/ann-g000012.faiss             the base FAISS index, written whole by generation 12
-    ann/ann-g000012.fused.faiss       the vector-level kind's index of fused vectors (vector_ann.py)
+    ann/ann-g000012.fused.faiss       the index of fused vectors (vector_ann.py)
     ann/ann-g000012.empty.faiss       the same indexes as trained, without vectors: the template
     ann/ann-g000012.fused.empty.faiss of each later delta
     ann/delta-g000013.faiss           the vectors that generation 13 added (and .fused.faiss)
@@ -22,7 +22,7 @@ stay proportional to its final size. Training the IVF (the first commit with eno
 ``rebuild_ann`` and ``compact`` write a new base too.
 
 A :class:`Snapshot` is one generation opened in memory: its segments memory-mapped, its FAISS
-index loaded (base + deltas - removed), and per-row lookups for the exact scan.
+indexes loaded (base + deltas - removed), and per-row lookups for the exact scan.
 
 Crash safety. ``commit`` (1) writes and fsyncs the new segment files (``add`` already did) and the
 new FAISS file(s) (a delta, or a base) under names no committed manifest refers to, then (2)
@@ -34,10 +34,12 @@ rows change together, metadata and vectors agree. Files are only ever deleted on
 names them; a reader in another process that still maps them keeps reading them (POSIX unlink
 semantics).
 
-Here: step (1)'s FAISS files are written by :func:`next_ann_state` (:func:`write_ann_base`,
-:func:`write_ann_delta`), step (2) is :func:`switch_generation`, the clean-up of orphans and
-superseded files is :func:`remove_stale_files`, and :func:`load_snapshot` opens whatever the
-manifest names (a reader that already holds the previous generation reads only the new deltas).
+Here: :func:`commit_generation`, :func:`compact_generation` and :func:`rebuild_generation` make
+the three kinds of new generation; step (1)'s FAISS files are written by :func:`next_ann_state`
+(:func:`write_ann_base`, :func:`write_ann_delta`), step (2) is :func:`switch_generation`, the
+clean-up of orphans and superseded files is :func:`remove_stale_files`, and :func:`load_snapshot`
+opens whatever the manifest names (a reader that already holds the previous generation reads only
+the new deltas).
 """
 
 from __future__ import annotations
@@ -50,34 +52,21 @@ from typing import Any
 import faiss
 import numpy as np
 
-from unifashion.index.ann import (
-    FLAT,
-    AnnConfig,
-    add_items,
-    ann_from_parts,
-    ann_parts,
-    build_ann,
-    empty_copy,
-    is_vector_kind,
-    merge_into,
-    needs_training,
-    new_ann,
-    remove_keys,
-    stored_vectors,
-    vectors_per_item,
-)
+from unifashion.atomic import fsync_path
+from unifashion.index.ann import AnnConfig, build_ann, merge_into, needs_training, new_ann
 from unifashion.index.errors import CatalogueIndexError
 from unifashion.index.segments import (
     VECTORS_DIR,
     Segment,
     by_segment,
     crash_test_point,
-    fsync_path,
     open_segment,
+    remove_segment_files,
     segment_paths,
+    write_compacted_segment,
 )
 from unifashion.index.store import DATABASE_NAME, ItemRow, Layout, Manifest, MetadataStore
-from unifashion.index.vector_ann import VECTORS, VectorAnn
+from unifashion.index.vector_ann import VectorAnn
 
 ANN_DIR = "ann"
 #: A commit writes a new base FAISS file instead of a delta once the deltas since the base (or the
@@ -93,8 +82,8 @@ _TEMPLATE = "empty"
 class AnnState:
     """The FAISS side of one generation, in memory."""
 
-    index: Any  # faiss.Index whose ids are item keys, or a VectorAnn: base + deltas - removed
-    template: Any  # the same, trained and empty: the start of every delta
+    index: VectorAnn  # base + deltas - removed; FAISS ids are item keys
+    template: VectorAnn  # the same, trained and empty: the start of every delta
     removed: np.ndarray  # sorted keys in the ann_removed table
     base_vectors: int  # vectors in the base file (main part)
     delta_vectors: int  # vectors in the manifest's delta files (main part)
@@ -108,7 +97,7 @@ class Snapshot:
     manifest: Manifest
     layout: Layout
     segments: dict[int, Segment]
-    ann: Any  # faiss.Index whose ids are item keys, or a VectorAnn (ann_state.index)
+    ann: VectorAnn  # ann_state.index
     ann_state: AnnState
     key_category: np.ndarray  # int32 code per live item, aligned with layout.keys
     category_names: list[str]
@@ -195,35 +184,31 @@ def _load_ann(
     previous: Snapshot | None,
 ) -> AnnState:
     config = AnnConfig.from_config(store.config())
-    if not manifest.ann_file:  # nothing committed yet; pooled kinds stay flat until they can be trained
-        empty = new_ann(config if config.kind == VECTORS else FLAT, dim)
-        return AnnState(empty, empty_copy(empty), np.empty(0, dtype=np.int64), 0, 0)
+    if not manifest.ann_file:  # nothing committed yet: an empty, flat stage
+        empty = new_ann(config, dim)
+        return AnnState(empty, empty.empty_copy(), np.empty(0, dtype=np.int64), 0, 0)
     if _extends(previous, manifest):
         state = previous.ann_state
         new_deltas = manifest.ann_deltas[len(previous.manifest.ann_deltas):]
-        parts = tuple(ann_parts(state.index))
-        deltas = [_read_ann(folder, name, parts, state.index) for name in new_deltas]  # may raise: nothing changed yet
+        parts = tuple(state.index.parts())
+        weight = state.index.fused_weight
+        deltas = [_read_ann(folder, name, parts, weight) for name in new_deltas]  # may raise: nothing changed yet
         base, template, base_vectors = state.index, state.template, state.base_vectors
         delta_vectors = state.delta_vectors
         newly_removed = np.setdiff1d(removed, state.removed)
     else:
-        parts = ("", "fused") if is_vector_kind(manifest.ann_kind) else ("",)
-        parts = tuple(p for p in parts if p == "" or ann_part_path(folder, manifest.ann_file, p).is_file())
-        like = VectorAnn(None, None, config.fused_weight) if is_vector_kind(manifest.ann_kind) else None
-        base = _read_ann(folder, manifest.ann_file, parts, like)
-        template_parts = tuple(_template_part(p) for p in parts)
-        if all(ann_part_path(folder, manifest.ann_file, p).is_file() for p in template_parts):
-            template = ann_from_parts({p: _read_faiss(ann_part_path(folder, manifest.ann_file, t))
-                                       for p, t in zip(parts, template_parts, strict=True)}, base)
-        else:  # written before templates existed: an emptied copy
-            template = ann_from_parts({p: _emptied(i) for p, i in ann_parts(base).items()}, base)
-        deltas = [_read_ann(folder, name, parts, base) for name in manifest.ann_deltas]
-        base_vectors, delta_vectors = stored_vectors(base), 0
+        # The fused part exists when the base was written with a fused weight other than 0.
+        parts = tuple(p for p in ("", "fused") if p == "" or ann_part_path(folder, manifest.ann_file, p).is_file())
+        weight = config.fused_weight
+        base = _read_ann(folder, manifest.ann_file, parts, weight)
+        template = _read_ann(folder, manifest.ann_file, parts, weight, template=True)
+        deltas = [_read_ann(folder, name, parts, weight) for name in manifest.ann_deltas]
+        base_vectors, delta_vectors = base.stored_vectors, 0
         newly_removed = removed
     for delta in deltas:
-        delta_vectors += stored_vectors(delta)
+        delta_vectors += delta.stored_vectors
         merge_into(base, delta)
-    remove_keys(base, newly_removed)
+    base.remove(newly_removed)
     return AnnState(base, template, removed, base_vectors, delta_vectors)
 
 
@@ -231,16 +216,11 @@ def _template_part(part: str) -> str:
     return _TEMPLATE if not part else f"{part}.{_TEMPLATE}"
 
 
-def _emptied(index: Any) -> Any:
-    copy = faiss.clone_index(index)
-    copy.reset()
-    return copy
-
-
-def _read_ann(folder: Path, name: str, parts: Sequence[str], like: Any) -> Any:
-    """The FAISS files of one base or delta, as an ANN shaped like ``like``."""
-    read = {part: _read_faiss(ann_part_path(folder, name, part)) for part in parts}
-    return ann_from_parts(read, like) if like is not None else read[""]
+def _read_ann(folder: Path, name: str, parts: Sequence[str], fused_weight: float, template: bool = False) -> VectorAnn:
+    """The FAISS files of one base or delta (or a base's template) as a stage."""
+    read = {part: _read_faiss(ann_part_path(folder, name, _template_part(part) if template else part))
+            for part in parts}
+    return VectorAnn.from_parts(read, fused_weight)
 
 
 def _read_faiss(path: Path) -> Any:
@@ -287,13 +267,13 @@ def _write_faiss(path: Path, index: Any) -> None:
     fsync_path(path)
 
 
-def write_ann_base(folder: Path, ann: Any, template: Any, generation: int) -> str:
+def write_ann_base(folder: Path, ann: VectorAnn, template: VectorAnn, generation: int) -> str:
     """Step (1) for a new base: write and fsync generation ``generation``'s FAISS file(s) and
     their template; returns the name of the main file (the others lie beside it, see
     :func:`ann_part_path`)."""
     name = ann_file_name(generation)
-    templates = ann_parts(template)
-    for part, index in ann_parts(ann).items():
+    templates = template.parts()
+    for part, index in ann.parts().items():
         _write_faiss(ann_part_path(folder, name, part), index)
         _write_faiss(ann_part_path(folder, name, _template_part(part)), templates[part])
     fsync_path(folder / ANN_DIR)
@@ -301,10 +281,10 @@ def write_ann_base(folder: Path, ann: Any, template: Any, generation: int) -> st
     return name
 
 
-def write_ann_delta(folder: Path, delta: Any, generation: int) -> str:
+def write_ann_delta(folder: Path, delta: VectorAnn, generation: int) -> str:
     """Step (1) for a delta: write and fsync the FAISS file(s) of the vectors a commit adds."""
     name = delta_file_name(generation)
-    for part, index in ann_parts(delta).items():
+    for part, index in delta.parts().items():
         _write_faiss(ann_part_path(folder, name, part), index)
     fsync_path(folder / ANN_DIR)
     crash_test_point("ann_delta_written")
@@ -322,11 +302,11 @@ class AnnFiles:
     removed: list[int] | None
 
 
-def new_base(folder: Path, ann: Any, template: Any, kind: str, generation: int) -> tuple[AnnState, AnnFiles]:
+def new_base(folder: Path, ann: VectorAnn, template: VectorAnn, generation: int) -> tuple[AnnState, AnnFiles]:
     """Write ``ann`` as the base of generation ``generation`` (no deltas, nothing removed)."""
     name = write_ann_base(folder, ann, template, generation)
-    state = AnnState(ann, template, np.empty(0, dtype=np.int64), stored_vectors(ann), 0)
-    return state, AnnFiles(name, kind, (), None)
+    state = AnnState(ann, template, np.empty(0, dtype=np.int64), ann.stored_vectors, 0)
+    return state, AnnFiles(name, ann.kind, (), None)
 
 
 def next_ann_state(
@@ -348,28 +328,111 @@ def next_ann_state(
     the rest new; ``deleted`` are the keys removed. ``snap``'s index is updated in place, so after
     a failure the caller must reload the committed state from disk.
     """
-    state, kind = snap.ann_state, snap.manifest.ann_kind
-    if needs_training(state.index, kind, config, len(layout.keys), num_queries):
+    state = snap.ann_state
+    if needs_training(state.index, config, len(layout.keys), num_queries):
         index, template = build_ann(config, dim, layout, segments)
-        return new_base(folder, index, template, index.kind if isinstance(index, VectorAnn) else config.kind,
-                        generation)
-    if isinstance(state.index, VectorAnn):
-        kind = state.index.kind  # an empty index's manifest says "flat"
-    delta = empty_copy(state.template)
-    add_items(delta, layout.keys[kept:], layout.segments[kept:], layout.rows[kept:], segments)
-    remove_keys(state.index, deleted)
+        return new_base(folder, index, template, generation)
+    delta = state.template.empty_copy()
+    delta.add(layout.keys[kept:], layout.segments[kept:], layout.rows[kept:], segments)
+    state.index.remove(deleted)
     removed = np.union1d(state.removed, deleted).astype(np.int64)
-    added = stored_vectors(delta)
+    added = delta.stored_vectors
     limit = DELTA_FRACTION * state.base_vectors
-    if state.delta_vectors + added > limit or len(removed) * vectors_per_item(state.index, num_queries) > limit:
+    if state.delta_vectors + added > limit or len(removed) * num_queries > limit:
         merge_into(state.index, delta)
-        return new_base(folder, state.index, state.template, kind, generation)
+        return new_base(folder, state.index, state.template, generation)
     deltas = snap.manifest.ann_deltas
     if added:
         deltas = (*deltas, write_ann_delta(folder, delta, generation))
         merge_into(state.index, delta)
     next_state = AnnState(state.index, state.template, removed, state.base_vectors, state.delta_vectors + added)
-    return next_state, AnnFiles(snap.manifest.ann_file, kind, deltas, deleted.tolist())
+    return next_state, AnnFiles(snap.manifest.ann_file, state.index.kind, deltas, deleted.tolist())
+
+
+def commit_generation(
+    folder: Path,
+    store: MetadataStore,
+    snap: Snapshot,
+    config: AnnConfig,
+    pending_segments: Sequence[tuple[int, int]],
+    new_rows: Sequence[ItemRow],
+    deleted: np.ndarray,
+    next_key: int,
+    next_segment: int,
+    num_queries: int,
+    dim: int,
+) -> Snapshot:
+    """Commit staged changes on top of ``snap``: the new items ``new_rows`` (sorted by key) in the
+    already written ``pending_segments`` (id, rows), the keys ``deleted``; returns the new
+    generation's snapshot. ``snap``'s FAISS index is updated in place, so after a failure the
+    caller must reload the committed state from disk."""
+    generation = snap.manifest.generation + 1
+    # The live items after this commit: the committed ones not deleted, plus the staged.
+    layout, kept = next_layout(snap.layout, deleted, new_rows)
+    live_segments = set(np.unique(layout.segments).tolist())
+    segment_list = tuple((sid, rows) for sid, rows in (*snap.manifest.segments, *pending_segments)
+                         if sid in live_segments)
+    segments = {sid: seg for sid, seg in snap.segments.items() if sid in live_segments}
+    for sid, rows in pending_segments:
+        if sid in live_segments:
+            segments[sid] = open_segment(folder, sid, rows, num_queries, dim)
+    ann, files = next_ann_state(folder, snap, config, dim, num_queries, layout, kept, deleted, segments, generation)
+    manifest = Manifest(generation=generation, segments=segment_list, ann_file=files.ann_file,
+                        ann_kind=files.ann_kind, next_key=next_key, next_segment=next_segment,
+                        ann_deltas=files.ann_deltas)
+    switch_generation(store, manifest, deleted_keys=deleted.tolist(), new_rows=new_rows, ann_removed=files.removed)
+    return make_snapshot(manifest, layout, segments, ann)
+
+
+def compact_generation(folder: Path, store: MetadataStore, snap: Snapshot, next_key: int, segment_id: int,
+                       num_queries: int, dim: int) -> Snapshot | None:
+    """Commit ``snap``'s live vectors rewritten into one new segment ``segment_id`` and its FAISS
+    index as one new base (when it has deltas or removed keys); returns the new snapshot, or
+    None when there is nothing to compact. On failure the new segment's files are deleted."""
+    count = snap.size
+    ann_compact = bool(snap.manifest.ann_deltas or len(snap.ann_state.removed))
+    if count == 0 or (len(snap.segments) == 1 and snap.size == next(iter(snap.segments.values())).rows
+                      and not ann_compact):
+        return None
+    write_compacted_segment(folder, segment_id, snap.layout, snap.segments, num_queries, dim)
+    generation = snap.manifest.generation + 1
+    try:
+        layout = Layout(keys=snap.layout.keys, segments=np.full(count, segment_id, dtype=np.int64),
+                        rows=np.arange(count, dtype=np.int64), categories=snap.layout.categories)
+        segments = {segment_id: open_segment(folder, segment_id, count, num_queries, dim)}
+        # The FAISS index is keyed by item key, so moving rows leaves it valid: it is only
+        # rewritten, as one base, to merge its deltas and drop deleted vectors.
+        ann, files = snap.ann_state, None
+        if ann_compact:
+            ann, files = new_base(folder, snap.ann, snap.ann_state.template, generation)
+        manifest = Manifest(
+            generation=generation,
+            segments=((segment_id, count),),
+            ann_file=files.ann_file if files else snap.manifest.ann_file,
+            ann_kind=snap.manifest.ann_kind,
+            next_key=next_key,
+            next_segment=segment_id + 1,
+            ann_deltas=files.ann_deltas if files else snap.manifest.ann_deltas,
+        )
+        moved = list(zip([segment_id] * count, range(count), snap.layout.keys.tolist(), strict=True))
+        switch_generation(store, manifest, moved_rows=moved, ann_removed=files.removed if files else ())
+    except BaseException:
+        remove_segment_files(folder, segment_id)
+        raise
+    return make_snapshot(manifest, layout, segments, ann)
+
+
+def rebuild_generation(folder: Path, store: MetadataStore, snap: Snapshot, config: AnnConfig, next_key: int,
+                       next_segment: int, dim: int) -> Snapshot:
+    """Commit a FAISS stage of ``config`` built anew over ``snap``'s live items (and ``config`` as
+    the index's ANN settings); returns the new snapshot."""
+    index, template = build_ann(config, dim, snap.layout, snap.segments)
+    ann, files = new_base(folder, index, template, snap.manifest.generation + 1)
+    manifest = Manifest(generation=snap.manifest.generation + 1, segments=snap.manifest.segments,
+                        ann_file=files.ann_file, ann_kind=files.ann_kind, next_key=next_key,
+                        next_segment=next_segment)
+    switch_generation(store, manifest, config_updates=config.as_config(), ann_removed=None)
+    return make_snapshot(manifest, snap.layout, snap.segments, ann)
 
 
 def switch_generation(store: MetadataStore, manifest: Manifest, **changes: Any) -> None:
@@ -406,7 +469,7 @@ def remove_stale_files(folder: Path, manifest: Manifest, pending_segments: Itera
 
 def bytes_on_disk(folder: Path, snap: Snapshot) -> dict[str, int]:
     """The sizes of a generation's files, by kind (the metadata database with its WAL files)."""
-    sizes = {"multi": 0, "fusion": 0, "pooled": 0}
+    sizes = {"multi": 0, "fusion": 0}
     for sid in snap.segments:
         for part, path in segment_paths(folder, sid).items():
             sizes[part] += path.stat().st_size
@@ -415,7 +478,6 @@ def bytes_on_disk(folder: Path, snap: Snapshot) -> dict[str, int]:
     return {
         "multi_vectors": sizes["multi"],
         "fusion_vectors": sizes["fusion"],
-        "pooled_vectors": sizes["pooled"],
         "ann": ann_bytes,
         "metadata": database_bytes,
     }

@@ -1,10 +1,11 @@
 """The scoring kernels of the index: fp16 storage, max-sim and caption-fusion inner products,
-the fused score, and ranking.
+and ranking.
 
 An item's score for a unit query e is max-sim, ``max_q <e, Z_q>``; composed retrieval adds
-caption fusion, ``+ fusion_weight * <e, Z_C>``. :func:`fused_score` is the one place that sum is
-formed; every search path (the exact scan, the re-rank of ANN candidates, one query or a batch)
-calls it. Vectors are stored as float16 and read back exactly as float32 by :func:`fp16_to_f32`;
+caption fusion, ``+ fusion_weight * <e, Z_C>``, formed by
+:func:`~unifashion.objectives.fusion.fused_score` (the one function for that sum, shared with the
+model and the evaluation); every search path (the exact scan, the re-rank of ANN candidates, one
+query or a batch) calls it. Vectors are stored as float16 and read back exactly as float32 by :func:`fp16_to_f32`;
 queries are scored as unit vectors (:func:`unit_queries`) and :func:`ranked` multiplies their
 norms back in.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from unifashion.objectives.fusion import fused_score
 
 # Up to this many queries, inner products run as one matrix-vector product per query on the
 # calling thread instead of a BLAS matmul (see _inner_products).
@@ -92,15 +95,6 @@ def maxsim_block(stored_multi: np.ndarray, queries: np.ndarray) -> np.ndarray:
 def fusion_block(stored_fusion: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """(n, Q) inner products of stored fusion vectors (n, dim) with unit queries."""
     return _inner_products(fp16_to_f32(stored_fusion), queries)
-
-
-def fused_score(maxsim: np.ndarray, fusion: np.ndarray, fusion_weight: float) -> np.ndarray:
-    """The caption-fusion score ``maxsim + fusion_weight * <e, Z_C>``, in float32.
-
-    The only place the index forms it: the exact scan's running top-k, the re-rank of ANN
-    candidates and the final ranking (:func:`ranked`) all call this.
-    """
-    return maxsim + np.float32(fusion_weight) * fusion
 
 
 def ranked(

@@ -1,10 +1,9 @@
 """Segment files: the immutable, memory-mapped vector files of an index.
 
-Each ``add`` writes one new *segment* of three ``.npy`` files under ``vectors/``::
+Each ``add`` writes one new *segment* of two ``.npy`` files under ``vectors/``::
 
     vectors/seg-000007.multi.npy    (rows, num_queries, dim) float16, memory-mapped
     vectors/seg-000007.fusion.npy   (rows, dim) float16, memory-mapped
-    vectors/seg-000007.pooled.npy   (rows, dim) float32, for (re)building the ANN index
 
 so committing never rewrites the (large) multi-vectors of earlier items. A segment is written
 and fsynced in full before any manifest names it (step 1 of the commit protocol, see
@@ -23,12 +22,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from unifashion.index.kernels import to_fp16_storage
+from unifashion.atomic import fsync_path
 from unifashion.index.store import Layout
-from unifashion.index.validation import check_vectors
+from unifashion.index.validation import stored_vectors
 
 VECTORS_DIR = "vectors"
-SEGMENT_PARTS = ("multi", "fusion", "pooled")
+SEGMENT_PARTS = ("multi", "fusion")
 
 # Items written per step of ``add`` (4096 x 16 KiB = 64 MiB of fp16 multi-vectors).
 _WRITE_CHUNK = 4096
@@ -58,14 +57,6 @@ def remove_segment_files(folder: Path, segment_id: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _open_npy_for_writing(path: Path, dtype: np.dtype, shape: tuple[int, ...]):
     """Open a .npy file whose rows the caller then writes in order (streaming, no big buffer)."""
     handle = open(path, "wb")  # noqa: SIM115 - closed by the caller
@@ -75,7 +66,7 @@ def _open_npy_for_writing(path: Path, dtype: np.dtype, shape: tuple[int, ...]):
 
 
 class SegmentWriter:
-    """Streams one new segment's three .npy files row block by row block.
+    """Streams one new segment's .npy files row block by row block.
 
     ``finish`` flushes and fsyncs them (and the folder); ``abort`` deletes them. Either way no
     committed manifest names them yet: they become part of the index only at commit.
@@ -85,8 +76,8 @@ class SegmentWriter:
         self.folder = folder
         self.segment_id = segment_id
         self.paths = segment_paths(folder, segment_id)
-        self.shapes = {"multi": (num_queries, dim), "fusion": (dim,), "pooled": (dim,)}
-        self.dtypes = {"multi": np.float16, "fusion": np.float16, "pooled": np.float32}
+        self.shapes = {"multi": (num_queries, dim), "fusion": (dim,)}
+        self.dtypes = {"multi": np.float16, "fusion": np.float16}
         self.handles = {}
         try:
             for part, path in self.paths.items():
@@ -120,7 +111,6 @@ class Segment:
     segment_id: int
     multi: np.ndarray  # (rows, num_queries, dim) float16
     fusion: np.ndarray  # (rows, dim) float16
-    pooled: np.ndarray  # (rows, dim) float32
 
     @property
     def rows(self) -> int:
@@ -130,14 +120,14 @@ class Segment:
 def open_segment(folder: Path, segment_id: int, rows: int, num_queries: int, dim: int) -> Segment:
     paths = segment_paths(folder, segment_id)
     arrays = {}
-    expected = {"multi": (rows, num_queries, dim), "fusion": (rows, dim), "pooled": (rows, dim)}
+    expected = {"multi": (rows, num_queries, dim), "fusion": (rows, dim)}
     for part, path in paths.items():
         if not path.is_file():
             raise FileNotFoundError(f"vector file missing: {path}")
         arrays[part] = np.load(path, mmap_mode="r")
         if arrays[part].shape != expected[part]:
             raise ValueError(f"{path} has shape {arrays[part].shape}, the manifest expects {expected[part]}")
-    return Segment(segment_id, arrays["multi"], arrays["fusion"], arrays["pooled"])
+    return Segment(segment_id, arrays["multi"], arrays["fusion"])
 
 
 def by_segment(segment_ids: np.ndarray, rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -164,11 +154,11 @@ def write_segment(
     num_queries: int,
     dim: int,
 ) -> None:
-    """Validate and write one new segment's three files, chunk by chunk, and fsync them.
+    """Validate and write one new segment's files, chunk by chunk, and fsync them.
 
     Each chunk's vectors are checked (finite; unit norm unless ``normalize``), normalised if
-    asked, pooled (the mean of an item's vectors, re-normalised) and stored. ``fusion_vectors``
-    None (items without captions) stores zero caption vectors: their fusion term is 0. On any
+    asked and stored as float16 (:func:`~unifashion.index.validation.stored_vectors`;
+    ``fusion_vectors`` None, items without captions, stores zero caption vectors). On any
     failure the files are deleted.
     """
     count = len(item_ids)
@@ -178,24 +168,10 @@ def write_segment(
         with tqdm(total=count, unit="item", desc="indexing", disable=not show) as bar:
             for start in range(0, count, _WRITE_CHUNK):
                 stop = min(start + _WRITE_CHUNK, count)
-                multi = np.array(multi_vectors[start:stop], dtype=np.float32)
-                check_vectors(multi, "multi_vectors", item_ids, start, normalize)
-                if normalize:
-                    multi /= np.linalg.norm(multi, axis=-1, keepdims=True)
-                if fusion_vectors is None:
-                    fusion = np.zeros((stop - start, dim), dtype=np.float32)
-                else:
-                    fusion = np.array(fusion_vectors[start:stop], dtype=np.float32)
-                    check_vectors(fusion[:, None, :], "fusion_vectors", item_ids, start, normalize)
-                    if normalize:
-                        fusion /= np.linalg.norm(fusion, axis=-1, keepdims=True)
-                pooled = multi.mean(axis=1)
-                norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-                # 32 unit vectors averaging to ~0 is pathological; keep the raw mean then.
-                pooled /= np.where(norms > 1e-6, norms, 1.0)
-                writer.write("multi", to_fp16_storage(multi))
-                writer.write("fusion", to_fp16_storage(fusion))
-                writer.write("pooled", pooled.astype(np.float32))
+                fusion = None if fusion_vectors is None else fusion_vectors[start:stop]
+                multi, fusion = stored_vectors(multi_vectors[start:stop], fusion, item_ids, start, normalize, dim)
+                writer.write("multi", multi)
+                writer.write("fusion", fusion)
                 bar.update(stop - start)
                 crash_test_point("segment_chunk_written")
         writer.finish()

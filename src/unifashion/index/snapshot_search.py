@@ -1,12 +1,12 @@
 """Max-sim search of one committed snapshot, and its results (:class:`Hit`).
 
 Two paths, both scoring with the kernels of kernels.py (every score is
-:func:`~unifashion.index.kernels.fused_score`):
+:func:`~unifashion.objectives.fusion.fused_score`):
 
 - :func:`search_exact` scores every live item, chunked over items (bounded memory) and over
   queries;
-- :func:`search_ann` asks the ANN stage (ann.py) for candidate items (by their best vector, or
-  by pooled vector), then scores exactly those candidates.
+- :func:`search_ann` asks the ANN stage (ann.py) for candidate items (by their best vector),
+  then scores exactly those candidates.
 
 Both return, per query, ``(keys, scores, maxsim, fusion)`` best first; :func:`attach_metadata`
 turns them into :class:`Hit` lists.
@@ -21,9 +21,11 @@ import numpy as np
 
 from unifashion.index.ann import candidate_keys, key_selector
 from unifashion.index.generations import Snapshot
-from unifashion.index.kernels import fused_score, fusion_block, maxsim_block, ranked, unit_queries
+from unifashion.index.kernels import fusion_block, maxsim_block, ranked, unit_queries
 from unifashion.index.segments import by_segment
 from unifashion.index.store import ItemMetadata, MetadataStore
+from unifashion.index.validation import unknown_category_error
+from unifashion.objectives.fusion import fused_score
 
 # Items scored per step of an exact search: small enough that the converted float32 block
 # (256 x 32 x 256 x 4 B = 8 MiB) stays near the cache (3.8 us/item here against 5.2 at 512).
@@ -66,8 +68,7 @@ def category_code(snap: Snapshot, category: str | None) -> int:
         return -1
     if category in snap.category_codes:
         return snap.category_codes[category]
-    known = ", ".join(repr(c) for c in snap.category_names[:20])
-    raise ValueError(f"unknown category {category!r}; the index has {known}")
+    raise unknown_category_error(category, snap.category_names)
 
 
 def search_exact(
@@ -132,7 +133,7 @@ def search_ann(
         if category_code not in snap.selectors:
             snap.selectors[category_code] = key_selector(snap.layout.keys[snap.key_category == category_code])
         selector = snap.selectors[category_code]
-    proposed = candidate_keys(snap.ann, snap.manifest.ann_kind, queries, k, selector, nprobe, fusion_weight)
+    proposed = candidate_keys(snap.ann, queries, k, selector, nprobe, fusion_weight)
 
     unit, norms = unit_queries(queries)
     results = []

@@ -28,11 +28,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-#: Bumped whenever the on-disk layout changes incompatibly. Version 2 added FAISS deltas (the
-#: ``ann_deltas`` column and the ``ann_removed`` table); a version-1 index is read as one without
-#: deltas and upgraded when opened for writing.
+#: Bumped whenever the on-disk layout changes incompatibly; an index of another version is refused.
 FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
 
 DATABASE_NAME = "catalogue.sqlite"
 
@@ -49,7 +46,7 @@ CREATE TABLE manifest (
     generation INTEGER NOT NULL,
     segments TEXT NOT NULL,      -- JSON list of [segment id, rows in its files]
     ann_file TEXT NOT NULL,      -- FAISS file name under ann/, '' while the index is empty
-    ann_kind TEXT NOT NULL,      -- the kind actually built: 'flat' until an IVF is trained
+    ann_kind TEXT NOT NULL,      -- the stage actually built: 'vectors-flat' until the IVF is trained
     next_key INTEGER NOT NULL,   -- item keys (FAISS ids) are never reused
     next_segment INTEGER NOT NULL,
     ann_deltas TEXT NOT NULL DEFAULT '[]' -- JSON list of FAISS delta file names under ann/, oldest first
@@ -58,7 +55,7 @@ CREATE TABLE ann_removed (
     key INTEGER PRIMARY KEY      -- deleted since the base FAISS file was written
 );
 CREATE TABLE items (
-    key INTEGER PRIMARY KEY,     -- the FAISS id of the item's pooled vector
+    key INTEGER PRIMARY KEY,     -- the FAISS id of the item's vectors (never reused)
     item_id TEXT NOT NULL UNIQUE,
     segment INTEGER NOT NULL,
     row INTEGER NOT NULL,
@@ -122,7 +119,7 @@ class Layout:
 class ItemRow(NamedTuple):
     """One row of the ``items`` table, its fields named (and ordered) as the table's columns."""
 
-    key: int  # the FAISS id of the item's pooled vector; never reused
+    key: int  # the FAISS id of the item's vectors; never reused
     item_id: str
     segment: int  # the segment whose files hold the item's vectors
     row: int  # the row within that segment
@@ -159,30 +156,14 @@ class MetadataStore:
         if not read_only:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = FULL")
-        version = int(self.config().get("format_version", -1))
-        if version not in _READABLE_VERSIONS:
-            raise ValueError(f"index at {folder} has format version {version}; this code reads "
-                             f"{', '.join(map(str, _READABLE_VERSIONS))}")
-        self._has_deltas = version >= 2
-        if not self._has_deltas and not read_only:
-            self._upgrade_to_deltas()
-
-    def _upgrade_to_deltas(self) -> None:
-        """Version 1 -> 2: the manifest's delta list and the removed-keys table, in one transaction."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            self.conn.execute("ALTER TABLE manifest ADD COLUMN ann_deltas TEXT NOT NULL DEFAULT '[]'")
-            self.conn.execute("CREATE TABLE ann_removed (key INTEGER PRIMARY KEY)")
-            self.conn.execute("UPDATE config SET value = ? WHERE key = 'format_version'", (json.dumps(FORMAT_VERSION),))
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self._has_deltas = True
+        version = self.config().get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"index at {folder} has format version {version}; this code reads {FORMAT_VERSION}")
 
     @staticmethod
-    def create(folder: Path, config: dict[str, Any]) -> None:
-        """Create the database with an empty generation-0 manifest."""
+    def create(folder: Path, config: dict[str, Any], empty_ann_kind: str) -> None:
+        """Create the database with an empty generation-0 manifest, whose ANN stage is
+        ``empty_ann_kind`` (what an empty index has built)."""
         conn = sqlite3.connect(Path(folder) / DATABASE_NAME, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -196,9 +177,7 @@ class MetadataStore:
                 "INSERT INTO config (key, value) VALUES (?, ?)",
                 [(key, json.dumps(value)) for key, value in full_config.items()],
             )
-            conn.execute(
-                "INSERT INTO manifest VALUES (0, 0, '[]', '', 'flat', 0, 0, '[]')",
-            )
+            conn.execute("INSERT INTO manifest VALUES (0, 0, '[]', '', ?, 0, 0, '[]')", (empty_ann_kind,))
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -220,9 +199,8 @@ class MetadataStore:
         return int(self.conn.execute("SELECT generation FROM manifest").fetchone()[0])
 
     def _manifest(self) -> Manifest:
-        deltas = "ann_deltas" if self._has_deltas else "'[]'"
         generation, segments, ann_file, ann_kind, next_key, next_segment, ann_deltas = self.conn.execute(
-            f"SELECT generation, segments, ann_file, ann_kind, next_key, next_segment, {deltas} FROM manifest"
+            "SELECT generation, segments, ann_file, ann_kind, next_key, next_segment, ann_deltas FROM manifest"
         ).fetchone()
         return Manifest(
             generation=generation,
@@ -241,10 +219,7 @@ class MetadataStore:
         try:
             manifest = self._manifest()
             records = self.conn.execute("SELECT key, segment, row, category FROM items ORDER BY key").fetchall()
-            removed = (
-                [r[0] for r in self.conn.execute("SELECT key FROM ann_removed ORDER BY key")]
-                if self._has_deltas else []
-            )
+            removed = [r[0] for r in self.conn.execute("SELECT key FROM ann_removed ORDER BY key")]
         finally:
             self.conn.execute("COMMIT")
         count = len(records)

@@ -15,13 +15,10 @@ import numpy as np
 
 from unifashion.index.ann import faiss_threads
 from unifashion.index.vector_ann import _SAMPLE_POINTS_PER_CENTROID, _TRAIN_POINTS_PER_CENTROID, _ivf
+from unifashion.settings import SEARCH
 
 #: Up to this many texts a search scores every text (about 2 ms at 20k x 256 x 32 here).
 BRUTE_FORCE_TEXTS = 20_000
-#: Texts proposed per image query vector, and lists searched; chosen by benchmarks/bench_search.py
-#: (trained embeddings, 1M texts: recall@10 0.989, 0.996 counting ties, in 6.3 ms; 40 hits: 0.912).
-DEFAULT_TEXT_HITS = 160
-DEFAULT_TEXT_NPROBE = 16
 
 
 def rank_exact(text_matrix: np.ndarray, image_queries: np.ndarray, top_k: int,
@@ -53,7 +50,7 @@ class TextIndex:
     """
 
     def __init__(self, text_matrix: np.ndarray, *, nlist: int | None = None, pq_m: int | None = None,
-                 nprobe: int = DEFAULT_TEXT_NPROBE, hits: int = DEFAULT_TEXT_HITS, ann=None,
+                 nprobe: int = SEARCH.text_nprobe, hits: int = SEARCH.text_hits, ann=None,
                  ann_trained_on: int = 0, ann_holds_matrix: bool = False):
         self.matrix = np.ascontiguousarray(text_matrix, dtype=np.float32)
         self.nprobe, self.hits = nprobe, hits

@@ -1,8 +1,10 @@
-"""Input checks of the catalogue index: ids, vector batches, metadata and search arguments.
+"""Input checks of the catalogue index, one set for both backends: ids, vector batches, metadata,
+staged changes and search arguments.
 
-Each check raises ``ValueError`` naming the offending argument (and item) and otherwise returns
-the input in the form the index works with. The ANN settings are checked by
-:func:`unifashion.index.ann.check_ann_config`, next to the kinds they name.
+Each check raises ``ValueError`` (or the index's :class:`DuplicateItemError` /
+:class:`UnknownItemError`) naming the offending argument (and item) and otherwise returns the
+input in the form the index works with. The local index's ANN settings are checked by
+:func:`unifashion.index.ann.check_ann_config`, next to the stage they configure.
 """
 
 from __future__ import annotations
@@ -10,13 +12,17 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from unifashion.data.records import ItemRecord
+from unifashion.index.errors import DuplicateItemError, UnknownItemError
+from unifashion.index.kernels import to_fp16_storage
 from unifashion.index.store import ItemMetadata, ItemRow
+from unifashion.settings import SEARCH
 
 # How far from 1 a vector's norm may be before ``add`` calls it not normalised. fp16 model
 # outputs are off by ~1e-3.
@@ -30,6 +36,23 @@ def check_positive_int(value: Any, name: str) -> None:
     """A positive integer (numpy's included, bool not)."""
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_fused_weight(value: Any) -> None:
+    """The weight w of an index's fused vectors ``Z_q + w Z_C``: a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"fused_weight must be a finite number, got {value!r}")
+
+
+def check_index_options(dim: Any, num_queries: Any, fused_weight: Any, captions: Any) -> float:
+    """The options of a new index that both backends take; returns the fused weight to create it
+    with (0 without captions: there is nothing to fuse)."""
+    if not isinstance(captions, bool):
+        raise ValueError(f"captions must be True or False, got {captions!r}")
+    for name, value in (("dim", dim), ("num_queries", num_queries)):
+        check_positive_int(value, name)
+    check_fused_weight(fused_weight)
+    return float(fused_weight) if captions else 0.0
 
 
 # -- items -----------------------------------------------------------------------------------
@@ -47,6 +70,32 @@ def check_ids(ids: Sequence[str], name: str) -> list[str]:
             raise ValueError(f"{name} lists {item_id!r} more than once")
         seen.add(item_id)
     return [str(i) for i in item_ids]
+
+
+def _shown(item_ids: Sequence[str]) -> str:
+    return ", ".join(repr(i) for i in item_ids[:5]) + (" ..." if len(item_ids) > 5 else "")
+
+
+def held_after_staging(item_ids: Sequence[str], staged: Collection[str], committed: Mapping[str, int],
+                       staged_deletes: Collection[int]) -> list[str]:
+    """Those of ``item_ids`` that the index holds once its staged changes are applied: staged
+    for adding, or committed (``committed``: id -> key) and not staged for deleting."""
+    return [i for i in item_ids if i in staged or (i in committed and committed[i] not in staged_deletes)]
+
+
+def check_not_held(item_ids: Sequence[str], held: Sequence[str]) -> None:
+    """``add``: none of the ids may be held already (:func:`held_after_staging`)."""
+    if held:
+        raise DuplicateItemError(
+            f"{len(held)} of the ids are already in the index: {_shown(held)}; use upsert() to replace them")
+
+
+def check_all_held(item_ids: Sequence[str], held: Sequence[str], where: str) -> None:
+    """``delete``: every id must be held; ``where`` names the index in the message."""
+    held_set = set(held)
+    unknown = [i for i in item_ids if i not in held_set]
+    if unknown:
+        raise UnknownItemError(f"cannot delete {len(unknown)} id(s) not in {where}: {_shown(unknown)}")
 
 
 def as_float_array(values: Any, name: str) -> Any:
@@ -140,6 +189,26 @@ def check_vectors(vectors: np.ndarray, name: str, item_ids: list[str], offset: i
             )
 
 
+def stored_vectors(multi_vectors: Any, fusion_vectors: Any, item_ids: list[str], offset: int, normalize: bool,
+                   dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items ``offset ..`` of an ``add`` as both backends store them: checked (:func:`check_vectors`),
+    normalised if asked, and rounded to fp16 storage, as (n, num_queries, dim) and (n, dim)
+    float16. ``fusion_vectors`` None (items without captions) gives zero caption vectors: their
+    fusion term is 0."""
+    multi = np.array(multi_vectors, dtype=np.float32)
+    check_vectors(multi, "multi_vectors", item_ids, offset, normalize)
+    if normalize:
+        multi /= np.linalg.norm(multi, axis=-1, keepdims=True)
+    if fusion_vectors is None:
+        fusion = np.zeros((len(multi), dim), dtype=np.float32)
+    else:
+        fusion = np.array(fusion_vectors, dtype=np.float32)
+        check_vectors(fusion[:, None, :], "fusion_vectors", item_ids, offset, normalize)
+        if normalize:
+            fusion /= np.linalg.norm(fusion, axis=-1, keepdims=True)
+    return to_fp16_storage(multi), to_fp16_storage(fusion)
+
+
 def item_row(
     key: int, item_id: str, segment: int, row: int, meta: MetadataInput, fusion_caption: str | None
 ) -> ItemRow:
@@ -220,15 +289,55 @@ def check_queries(query: Any, dim: int) -> tuple[np.ndarray, bool]:
 
 
 def check_search_options(top_k: Any, candidates: Any, fusion_weight: Any, nprobe: Any, category: Any) -> None:
-    """The options of a search (``candidates`` may be None: the caller picks the default)."""
+    """The options of a search (``candidates`` and ``nprobe`` may be None: the defaults)."""
     check_positive_int(top_k, "top_k")
     if candidates is not None and (
         not isinstance(candidates, (int, np.integer)) or isinstance(candidates, bool) or candidates < top_k
     ):
         raise ValueError(f"candidates must be an integer >= top_k ({top_k}), got {candidates!r}")
-    if not isinstance(fusion_weight, (int, float, np.floating, np.integer)) or not math.isfinite(fusion_weight):
+    if (isinstance(fusion_weight, bool) or not isinstance(fusion_weight, (int, float, np.floating, np.integer))
+            or not math.isfinite(fusion_weight)):
         raise ValueError(f"fusion_weight must be a finite number, got {fusion_weight!r}")
     if nprobe is not None:
         check_positive_int(nprobe, "nprobe")
     if category is not None and not isinstance(category, str):
         raise ValueError(f"category must be a string or None, got {category!r}")
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A search's checked arguments with the defaults filled in: what both backends search with."""
+
+    queries: np.ndarray  # (Q, dim) float32, finite, none all zeros
+    single: bool  # the query was one vector (dim,): the answer is one list of hits
+    top_k: int
+    candidates: int  # items the ANN stage proposes for the exact re-rank
+    fusion_weight: float
+    nprobe: int | None  # None: the index's own setting
+    category: str | None
+
+
+def check_search(query: Any, dim: int, top_k: Any, candidates: Any, fusion_weight: Any, nprobe: Any,
+                 category: Any, *, captions: bool, folder: Any, default_nprobe: int | None = None) -> SearchRequest:
+    """Every check of a search of an index of ``dim``-vectors (``captions``: whether its items
+    have caption vectors, for the fusion term; ``folder`` names it in errors). ``candidates``
+    None: ``settings.SEARCH.candidates_for(top_k)``; ``nprobe`` None: ``default_nprobe``."""
+    queries, single = check_queries(query, dim)
+    check_search_options(top_k, candidates, fusion_weight, nprobe, category)
+    if fusion_weight and not captions:
+        raise no_captions_error(folder)
+    return SearchRequest(
+        queries=queries,
+        single=single,
+        top_k=int(top_k),
+        candidates=SEARCH.candidates_for(top_k) if candidates is None else int(candidates),
+        fusion_weight=float(fusion_weight),
+        nprobe=default_nprobe if nprobe is None else int(nprobe),
+        category=category,
+    )
+
+
+def unknown_category_error(category: str, known: Sequence[str]) -> ValueError:
+    """The error of a search filtered by a category that no item of the index has."""
+    shown = ", ".join(repr(c) for c in list(known)[:20])
+    return ValueError(f"unknown category {category!r}; the index has {shown}")

@@ -33,6 +33,7 @@ import numpy as np
 from unifashion.index.kernels import fp16_to_f32
 from unifashion.index.segments import Segment, by_segment
 from unifashion.index.store import Layout
+from unifashion.objectives.fusion import fused_score
 
 #: The ANN kind of the index config for this stage, and the kinds a manifest records for it.
 VECTORS = "vectors"
@@ -73,7 +74,7 @@ def _item_vectors(segment: Segment, rows: np.ndarray, fused_weight: float | None
     multi = fp16_to_f32(segment.multi[rows])
     if fused_weight is not None:
         fusion = fp16_to_f32(segment.fusion[rows])
-        multi += np.float32(fused_weight) * fusion[:, None, :]
+        multi = fused_score(multi, fusion[:, None, :], fused_weight)
     return multi.reshape(-1, multi.shape[-1])
 
 
@@ -88,6 +89,17 @@ class VectorAnn:
     @property
     def kind(self) -> str:
         return VECTORS_FLAT if isinstance(self.plain, faiss.IndexIDMap) else VECTORS
+
+    @property
+    def stored_vectors(self) -> int:
+        """Vectors in the plain index (each item's ``num_queries``)."""
+        return int(self.plain.ntotal)
+
+    def empty_copy(self) -> VectorAnn:
+        """A new stage with these trained quantisers; ``self`` must be empty (a template), as
+        cloning copies the lists too."""
+        return VectorAnn.from_parts({part: faiss.clone_index(index) for part, index in self.parts().items()},
+                                    self.fused_weight)
 
     def parts(self) -> dict[str, Any]:
         """The FAISS indexes by file suffix ("" for the plain one)."""
@@ -115,6 +127,9 @@ class VectorAnn:
                     index.add_with_ids(_item_vectors(segments[sid], rows[part], weight), ids)
 
     def remove(self, keys: np.ndarray) -> None:
+        """Remove every vector of the items ``keys`` (in memory)."""
+        if len(keys) == 0:
+            return
         selector = faiss.IDSelectorBatch(np.asarray(keys, dtype=np.int64))
         for index, _weight in self._indexes():
             index.remove_ids(selector)
@@ -180,7 +195,7 @@ def build_vector_ann(
             index = _flat(dim)
         indexes.append(index)
     ann = VectorAnn(indexes[0], indexes[1] if len(indexes) > 1 else None, float(fused_weight))
-    template = VectorAnn.from_parts({part: faiss.clone_index(i) for part, i in ann.parts().items()}, fused_weight)
+    template = ann.empty_copy()
     ann.add(layout.keys, layout.segments, layout.rows, segments)
     return ann, template
 

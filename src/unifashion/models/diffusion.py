@@ -47,9 +47,9 @@ from unifashion.layers.adapter import TaskSpecificAdapter
 from unifashion.models.config import NULL_CONDITION_KINDS as NULL_CONDITION_KINDS
 from unifashion.models.config import DiffusionConfig as DiffusionConfig
 from unifashion.models.config import torch_dtype
+from unifashion.settings import GENERATION, SAMPLERS
 
 CONFIG_FILE_NAME = "diffusion_config.json"
-SAMPLERS = ("pndm", "plms", "dpmsolver++")
 TINY_IMAGE_SIZE = 64
 
 
@@ -429,11 +429,12 @@ class QueryConditionedDiffusion(nn.Module):
 
     # ------------------------------------------------------------------ sampling
     def make_sampler(self, scheduler: str):
-        """A fresh sampler with the training noise schedule: PLMS ("pndm"/"plms") or DPM-Solver++."""
+        """A fresh sampler with the training noise schedule: PLMS ("pndm") or DPM-Solver++ (the
+        names of :data:`unifashion.settings.SAMPLERS`)."""
         from diffusers import DPMSolverMultistepScheduler, PNDMScheduler
 
         schedule = self.noise_scheduler.config
-        if scheduler in ("pndm", "plms"):
+        if scheduler == "pndm":
             return PNDMScheduler.from_config(schedule, skip_prk_steps=True)
         if scheduler == "dpmsolver++":
             return DPMSolverMultistepScheduler.from_config(schedule, algorithm_type="dpmsolver++", solver_order=2)
@@ -443,9 +444,9 @@ class QueryConditionedDiffusion(nn.Module):
     def generate(
         self,
         query_embeds: torch.Tensor,
-        num_inference_steps: int = 50,
-        scheduler: str = "pndm",
-        guidance_scale: float = 7.5,
+        num_inference_steps: int = GENERATION.steps,
+        scheduler: str = GENERATION.sampler,
+        guidance_scale: float = GENERATION.guidance,
         mask: torch.Tensor | None = None,
         sketch: torch.Tensor | None = None,
         masked_image: torch.Tensor | None = None,

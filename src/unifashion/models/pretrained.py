@@ -48,7 +48,7 @@ TRAINED_TAGS: dict[str, dict[str, str]] = {
     },
 }
 
-# What the packaged folders may take together, every tag's (DESIGN.md, "Two presets").
+# What the packaged folders may take together, every tag's (the presets: docs/architecture.md).
 PACKAGED_MAX_BYTES = 50_000_000
 
 
@@ -233,3 +233,10 @@ def missing_message(tag: str) -> str:
     return (f"the trained model {tag!r} is not in {trained_model_dir(tag)} (nor packaged, in "
             f"{packaged_model_dir(tag)}); it is trained here, not downloaded: "
             f"run `{info['how']}` or `make demo` (about an hour on 2 CPU cores), then load it again")
+
+
+def model_label(spec: str | Path, identity: str | None = None) -> str:
+    """How a result file names a model: its tag (a registered tag, or a folder's own name), never a
+    path of the machine that measured it, with the weights' identity (sha256) when known."""
+    name = str(spec) if str(spec) in TRAINED_TAGS or str(spec) in ("tiny", "paper") else Path(spec).name
+    return f"{name} (weights sha256 {identity[:16]})" if identity else name

@@ -13,14 +13,10 @@
 
 One factory (``from_config`` / ``from_pretrained`` / ``save_pretrained``: ``config.json`` +
 ``model.safetensors``, no pickle), the two training phases as ``phase1_loss`` / ``phase2_loss``
-with ``set_phase`` freezing what the paper freezes, and the inference API (``encode_*``,
-``score``, ``itm_score``, ``caption``, ``generate``). See :mod:`unifashion.objectives.losses` for the
-loss equations and :mod:`unifashion.models.outputs` for the typed outputs.
-
-Why one file of about 700 lines: it is one class whose methods are the model's task heads and its
-two phase losses, each a few lines over the components and loss functions that live elsewhere;
-kept together, as transformers keeps a model's heads beside it, a reader sees every task's path
-through the same parts in one place.
+(computed in :mod:`unifashion.models.phase_losses`) with ``set_phase`` freezing by the phase's
+entry in :mod:`unifashion.objectives.phases`, and the inference API (``encode_*``, ``score``,
+``itm_score``, ``caption``, ``generate``). See :mod:`unifashion.objectives.losses` for the loss
+equations and :mod:`unifashion.models.outputs` for the typed outputs.
 """
 
 from __future__ import annotations
@@ -37,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unifashion.layers import MaskType
-from unifashion.models import artifact
+from unifashion.models import artifact, phase_losses
 from unifashion.models.artifact import CAPTION_LM_SUBDIR
 from unifashion.models.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, UniFashionConfig, list_presets
 from unifashion.models.outputs import (
@@ -52,20 +48,13 @@ from unifashion.models.processor import TOKENIZER_SUBDIR, ImageInput, UniFashion
 from unifashion.models.qformer import QFormer, init_qformer_from_bert
 from unifashion.models.vision import VisionEncoderOutput, build_vision_encoder
 from unifashion.models.weights import WeightLoadingReport, load_blip2_weights
-from unifashion.objectives import freezing, losses
+from unifashion.objectives import freezing, losses, phases
+from unifashion.objectives.fusion import fused_score
+from unifashion.settings import GENERATION
 
 logger = logging.getLogger(__name__)
 
 TEMPERATURE_RANGE = (0.001, 0.5)  # BLIP-2 clamps its learnable temperature to this range
-
-LOSS_TERMS = ("itc", "itm", "itg", "q2i", "vae", "cir")  # every loss term a stage can train on
-PHASE_TERMS = {
-    (1, "qformer"): ("itc", "itm"),
-    (1, "generators"): ("itg", "q2i"),
-    (1, "autoencoder"): ("vae",),
-    (2, None): ("cir", "itg", "q2i"),
-}
-
 
 # ---------------------------------------------------------------------------- the model
 class UniFashion(nn.Module):
@@ -408,7 +397,7 @@ class UniFashion(nn.Module):
         """
         scores = losses.max_query_similarity(image_embeds, query_embeds).t()
         if caption_embeds is not None:
-            scores = scores + query_embeds @ caption_embeds.t()
+            scores = fused_score(scores, query_embeds @ caption_embeds.t())
         return scores
 
     @torch.no_grad()
@@ -460,9 +449,9 @@ class UniFashion(nn.Module):
         mask: ImageInput | None = None,
         sketch: ImageInput | None = None,
         masked_image: ImageInput | None = None,
-        num_inference_steps: int = 50,
-        scheduler: str = "pndm",
-        guidance_scale: float = 7.5,
+        num_inference_steps: int = GENERATION.steps,
+        scheduler: str = GENERATION.sampler,
+        guidance_scale: float = GENERATION.guidance,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Generate images (B, 3, H, W) in [0, 1]; ``processor.postprocess_images`` makes PIL.
@@ -494,46 +483,30 @@ class UniFashion(nn.Module):
     # ------------------------------------------------------------------ training phases
     def set_phase(self, phase: int | None, stage: str | None = None, learns: Sequence[str] | None = None,
                   ) -> UniFashion:
-        """Freeze what the paper freezes; the vision encoder is always frozen.
+        """Put the model in a training phase: only the phase's parameter groups learn (see
+        :meth:`parameter_group`); the vision encoder is always frozen and fully frozen components
+        run in eval mode. The phases and what each trains are
+        :data:`unifashion.objectives.phases.PHASES`: ``(1, "qformer")``, ``(1, "autoencoder")``,
+        ``(1, "generators")``, ``(2, None)``, ``(None, None)`` (everything), ``(None, "tryon")`` and
+        ``(None, "tryon_qformer")``; an unknown one is a ``ConfigError``.
 
-        ``learns`` (parameter-group names) replaces the table's entry for this phase: a training
-        recipe's own reading of the paper, whose text disagrees with itself on what trains when.
-
-        The one place freezing is applied: which parameter groups learn in each ``(phase, stage)``
-        is :data:`unifashion.objectives.freezing.FREEZE_TABLE`:
-
-        * ``set_phase(1, "qformer")``: the Q-Former and the ITC/ITM heads (projections, ITM head,
-          temperature) learn; everything else is frozen. Losses: ITC + ITM.
-        * ``set_phase(1, "generators")``: the Q-Former and heads are frozen; TSA_llm, the LLM (its
-          LoRA weights when it has them, else all of it) and TSA_diff + the UNet learn.
-          Losses: ITG + q2I.
-        * ``set_phase(1, "autoencoder")``: only the VAE learns (the tiny preset's VAE starts
-          random; not a paper stage). Loss: the VAE's reconstruction + KL.
-        * ``set_phase(2)``: the LLM and the diffusion model are frozen; the Q-Former, the heads
-          and both adapters learn. Losses: L_cir + ITG + q2I.
-        * ``set_phase(None)``: everything but the vision encoder trains.
-        * ``set_phase(None, "tryon")`` / ``set_phase(None, "tryon_qformer")``: design + try-on
-          (:mod:`unifashion.training.tryon`): TSA_diff and the UNet, or TSA_diff and the Q-Former.
-
-        A component's own freeze flags (``caption_lm.freeze_lm``, ``diffusion.freeze_vae`` /
-        ``freeze_unet``) are respected, except ``freeze_vae`` in the autoencoder stage. Fully
-        frozen components are kept in eval mode. An unknown phase or stage is a ``ConfigError``.
+        ``learns`` (parameter-group names) replaces the phase's groups: a training recipe's own
+        reading of the paper, whose text disagrees with itself on what trains when. A component's
+        own freeze flags (``caption_lm.freeze_lm``, ``diffusion.freeze_vae`` / ``freeze_unet``) are
+        respected, except ``freeze_vae`` in the autoencoder stage.
         """
-        phase, stage = freezing.check_phase(phase, stage)
-        learns = freezing.learns(phase, stage) if learns is None else freezing.Learns(tuple(learns))
-        self.phase, self.stage = phase, stage
-        freezing.train_only(self, [
-            parameter
-            for group in learns.groups
-            for parameter in self.parameter_group(group, group not in learns.despite_freeze_flags)
-        ])
+        spec = phases.phase_of(phase, stage)
+        if learns is not None:
+            spec = spec.training(learns)
+        self.phase, self.stage = spec.phase, spec.stage
+        freezing.apply_phase(self, spec)
         self.train(self.training)  # re-apply eval mode to the frozen components
-        logger.info("phase %s stage %s: training %s", phase, stage, list(learns.groups))
+        logger.info("phase %s stage %s: training %s", spec.phase, spec.stage, list(spec.trains))
         return self
 
     def trainable_groups(self, phase: int | None, stage: str | None) -> list[str]:
         """Names of the parameter groups (see :meth:`parameter_group`) that learn in a phase."""
-        return list(freezing.learns(phase, stage).groups)
+        return list(phases.phase_of(phase, stage).trains)
 
     def parameter_group(self, group: str, respect_freeze_flags: bool = True) -> list[nn.Parameter]:
         """Parameters of a named group: ``qformer``, ``heads``, ``llm_adapter``, ``llm``,
@@ -570,7 +543,7 @@ class UniFashion(nn.Module):
             if diffusion is None or (diffusion.config.freeze_vae and respect_freeze_flags):
                 return []
             return list(diffusion.vae.parameters())
-        raise ValueError(f"unknown parameter group {group!r}; groups: {freezing.PARAMETER_GROUPS}")
+        raise ValueError(f"unknown parameter group {group!r}; groups: {phases.PARAMETER_GROUPS}")
 
     def train(self, mode: bool = True) -> UniFashion:
         super().train(mode)
@@ -584,165 +557,18 @@ class UniFashion(nn.Module):
             freezing.eval_frozen(components)
         return self
 
-    def _terms(self, phase: int, terms) -> tuple[str, ...]:
-        if terms is not None:
-            return tuple(terms)
-        if self.phase == phase:
-            return PHASE_TERMS[(phase, self.stage)]
-        # Outside that phase: every paper term of the phase that the model's components allow.
-        wanted = ("itc", "itm", "itg", "q2i") if phase == 1 else ("cir", "itg", "q2i")
-        absent = {"itg": self.caption_lm is None, "q2i": self.diffusion is None}
-        return tuple(t for t in wanted if not absent.get(t, False))
+    def phase1_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None,
+                    terms: Sequence[str] | None = None) -> Phase1Output:
+        """Phase 1 (cross-modal pre-training) on image-caption pairs: ITC, ITM, ITG, q2I (and the
+        autoencoder stage's VAE term); ``terms`` defaults to the stage's. The batch's keys:
+        :func:`unifashion.models.phase_losses.phase1_loss`."""
+        return phase_losses.phase1_loss(self, batch, generator, terms)
 
-    def _batch_generation_images(self, batch: dict[str, Any], raw_key: str, ready_key: str) -> torch.Tensor:
-        diffusion = self._require("diffusion")
-        if batch.get(ready_key) is not None:
-            return batch[ready_key].to(self.device)
-        return self.processor.preprocess_generation_images(batch[raw_key], diffusion.image_size).to(self.device)
-
-    def phase1_loss(
-        self,
-        batch: dict[str, Any],
-        generator: torch.Generator | None = None,
-        terms: tuple[str, ...] | None = None,
-    ) -> Phase1Output:
-        """Phase 1 (cross-modal pre-training) on image-caption pairs.
-
-        ``batch``: ``images`` (PIL list or (B, 3, H, W) in [0, 1]) or ``pixel_values`` (processed),
-        ``captions`` (B strings); optional ``styles`` (caption style per pair, for ITG),
-        ``generation_images`` ((B, 3, S, S) in [0, 1] at the diffusion size; else from ``images``)
-        and ``ids`` ((B,) item ids, tensor or strings: same id = same item, never a hard negative).
-        ``terms`` defaults to the stage's (see :meth:`set_phase`); outside phase 1, all four.
-        ``generator`` drives the hard-negative draw and the diffusion noise.
-        """
-        terms = self._terms(1, terms)
-        out = Phase1Output()
-        captions = list(batch["captions"])
-        styles = list(batch.get("styles") or [self.config.caption_style] * len(captions))
-
-        if "vae" in terms:
-            images = self._batch_generation_images(batch, "images", "generation_images")
-            out.loss_vae = self._require("diffusion").autoencoder_loss(images, generator=generator)
-        if any(t in terms for t in ("itc", "itm", "itg")) or ("q2i" in terms and self.config.q2i_condition == "image"):
-            image = self.get_image_features(batch.get("images"), batch.get("pixel_values"),
-                                            batch.get("vision_features"))
-        if "itc" in terms or "itm" in terms:
-            tokens = self._tokens(captions)
-            text = self.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-            loss_itc, logits = losses.itc_loss(image.image_embeds, text.text_embeds, self.clamped_temperature())
-            out.logits_per_image = logits
-            if "itc" in terms:
-                out.loss_itc = loss_itc
-            if "itm" in terms:
-                out.loss_itm = self._itm_loss(
-                    logits, tokens, image.vision_features, image.vision_attention_mask, generator, batch.get("ids")
-                )
-        if "itg" in terms:
-            out.loss_itg = self._require("caption_lm")(image.query_output, captions, styles).loss
-        if "q2i" in terms:
-            diffusion = self._require("diffusion")
-            if self.config.q2i_condition == "image":
-                condition = image.query_output
-            else:
-                with self._grad_context(self.qformer):
-                    condition = self.text_conditioned_queries(captions)
-            images = self._batch_generation_images(batch, "images", "generation_images")
-            out.loss_q2i = diffusion.loss(images, condition, generator=generator)
-        out.loss = losses.total_loss(out.loss_itc, out.loss_itm, out.loss_itg, out.loss_q2i, out.loss_vae)
-        return out
-
-    def _itm_loss(self, logits, tokens, vision_features, vision_mask, generator, ids) -> torch.Tensor:
-        """L_ITM with BLIP-2's layout ``[(I_i, T_i) ; (I_neg(i), T_i) ; (I_i, T_neg(i))]``.
-
-        ``logits[i, j]`` scores image i against text j; the negatives are drawn from it."""
-        if ids is not None and not isinstance(ids, torch.Tensor):  # item ids as strings: number them
-            numbering: dict[Any, int] = {}
-            ids = torch.tensor([numbering.setdefault(item, len(numbering)) for item in ids])
-        negative_text, negative_image = losses.sample_hard_negatives(logits, generator, ids)
-        input_ids, attention_mask = tokens["input_ids"], tokens["attention_mask"]
-        rows = torch.arange(logits.shape[0], device=logits.device)
-        limit = self.config.itm_max_pairs
-        if limit is not None and limit < logits.shape[0]:
-            # A random subset of rows, each with the hard negatives drawn over the whole batch.
-            rows = torch.randperm(logits.shape[0], generator=generator, device=generator.device if generator
-                                  is not None else "cpu").to(logits.device)[:limit]
-        neg_text, neg_image = negative_text[rows], negative_image[rows]
-        ids_all = torch.cat([input_ids[rows], input_ids[rows], input_ids[neg_text]])
-        mask_all = torch.cat([attention_mask[rows], attention_mask[rows], attention_mask[neg_text]])
-        features_all = torch.cat([vision_features[rows], vision_features[neg_image], vision_features[rows]])
-        vision_mask_all = torch.cat([vision_mask[rows], vision_mask[neg_image], vision_mask[rows]])
-        itm_logits = self._itm_logits(ids_all, mask_all, features_all, vision_mask_all)
-        return losses.itm_loss(itm_logits, losses.itm_labels(len(rows), itm_logits.device))
-
-    def phase2_loss(
-        self,
-        batch: dict[str, Any],
-        generator: torch.Generator | None = None,
-        terms: tuple[str, ...] | None = None,
-    ) -> Phase2Output:
-        """Phase 2 (composed multimodal fine-tuning) on CIR triplets.
-
-        ``batch``: ``reference_images`` / ``reference_pixel_values``, ``texts`` (the modifying
-        texts t), ``target_images`` / ``target_pixel_values``, ``target_captions`` (ITG targets);
-        optional ``target_generated_captions`` (the captions the model itself wrote for the
-        targets, e.g. ``model.caption(target_images)`` cached once per epoch, for Z_C; without
-        them ``L_cir`` has no ``ITC(e_cls, Z_C)`` term and ``loss_cir_itc_caption`` is None),
-        ``target_generation_images``, ``styles`` and ``ids`` (target item ids, tensor or
-        strings); ``negative_bank`` ((M, Q, D) gallery Z) with ``negative_bank_ids`` ((M,) in
-        the id space of ``ids``) adds static negatives to ``ITC(e_cls, Z_T)`` (off by
-        default; see :mod:`unifashion.objectives.negatives`). The fused queries of (reference, t)
-        condition both generators: ITG writes the target's caption and q2I draws the target image.
-        """
-        terms = self._terms(2, terms)
-        out = Phase2Output()
-        texts = list(batch["texts"])
-        target_captions = list(batch["target_captions"])
-        styles = list(batch.get("styles") or [self.config.caption_style] * len(texts))
-
-        tokens = self._tokens(texts)
-        reference = self._vision(batch.get("reference_images"), batch.get("reference_pixel_values"),
-                                 batch.get("reference_vision_features"))
-        fused = self.qformer(
-            tokens["input_ids"], tokens["attention_mask"], reference.features, reference.attention_mask,
-            mask_type=MaskType.BIDIRECTIONAL,
-        )
-        fused_queries = fused.query_output
-        if "cir" in terms:
-            e_cls = F.normalize(self.text_projection(fused.text_output[:, 0]), dim=-1)
-            target = self.get_image_features(batch.get("target_images"), batch.get("target_pixel_values"),
-                                             batch.get("target_vision_features"))
-            temperature = self.clamped_temperature()
-            # logits[i, j] = s(T_i, e_cls_j): target image i against fused query j.
-            itc_target, logits = losses.itc_loss(target.image_embeds, e_cls, temperature)
-            if batch.get("negative_bank") is not None:
-                # Static negatives (off unless the batch carries a bank): unifashion.objectives.negatives.
-                from unifashion.objectives.negatives import unifashion_bank_itc
-
-                if not isinstance(batch.get("ids"), torch.Tensor):
-                    raise ValueError("static negatives need batch['ids']: the targets' bank indices as a tensor")
-                itc_target = unifashion_bank_itc(logits, e_cls, batch["negative_bank"], temperature, batch["ids"],
-                                                 batch["negative_bank_ids"])
-            # ITC(e_cls, Z_C) needs the model's own captions of the targets. Without them the term
-            # is left out: ground-truth captions in their place would give a model without a
-            # caption LM (Table 5's Base) supervision that the paper's Base does not have.
-            itc_caption = None
-            generated = batch.get("target_generated_captions")
-            if generated is not None:
-                caption_embeds = self.get_text_features(list(generated)).text_embeds
-                itc_caption, _ = losses.caption_itc_loss(e_cls, caption_embeds, temperature)
-            itm = self._itm_loss(
-                logits, tokens, target.vision_features, target.vision_attention_mask, generator, batch.get("ids")
-            )
-            out.loss_cir_itc_target, out.loss_cir_itc_caption, out.loss_cir_itm = itc_target, itc_caption, itm
-            out.loss_cir = losses.cir_loss(itc_target, itc_caption, itm)
-            out.logits_per_target = logits
-        if "itg" in terms:
-            out.loss_itg = self._require("caption_lm")(fused_queries, target_captions, styles).loss
-        if "q2i" in terms:
-            images = self._batch_generation_images(batch, "target_images", "target_generation_images")
-            out.loss_q2i = self._require("diffusion").loss(images, fused_queries, generator=generator)
-        out.loss = losses.total_loss(out.loss_cir, out.loss_itg, out.loss_q2i)
-        return out
+    def phase2_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None,
+                    terms: Sequence[str] | None = None) -> Phase2Output:
+        """Phase 2 (composed multimodal fine-tuning) on CIR triplets: L_cir + ITG + q2I; ``terms``
+        defaults to the phase's. The batch's keys: :func:`unifashion.models.phase_losses.phase2_loss`."""
+        return phase_losses.phase2_loss(self, batch, generator, terms)
 
     # ------------------------------------------------------------------ introspection
     def parameter_counts(self) -> dict[str, int]:

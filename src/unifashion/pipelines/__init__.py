@@ -16,12 +16,11 @@ from unifashion.data.folder import load_item_records, read_metadata_file
 from unifashion.index import ModelMismatchError
 from unifashion.pipelines.embedding import EmbedReport, embed_catalogue
 from unifashion.pipelines.indexing import BuildReport, CatalogueBuilder, EmbeddedItems, build_index
-from unifashion.pipelines.search import SCHEDULERS, SearchPipeline, TextHit
+from unifashion.pipelines.search import SearchPipeline, TextHit
 from unifashion.pipelines.text_bank import GENERATED_STYLE, TextSource
 
 __all__ = [
     "GENERATED_STYLE",
-    "SCHEDULERS",
     "BuildReport",
     "CatalogueBuilder",
     "EmbedReport",

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from unifashion.atomic import atomic_write, atomic_writer
 from unifashion.data.folder import load_item_records
 from unifashion.data.records import ItemRecord, load_image
 
@@ -112,9 +113,8 @@ def _write_manifest(folder: Path, manifest: EmbeddingsManifest) -> None:
             raise ValueError(f"{folder} holds embeddings of another run (its {', '.join(differs)} differ): embed into "
                              f"a new folder, or delete this one")
         return
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
-    os.replace(temporary, path)  # every process writes the same content: the last rename wins
+    # Every process writes the same content: the last rename wins.
+    atomic_write(path, json.dumps(manifest.to_dict(), indent=2) + "\n")
 
 
 def embed_catalogue(
@@ -159,10 +159,8 @@ def embed_catalogue(
             if builder.captions:
                 arrays["fusion"] = np.concatenate([p.fusion_vectors for p in parts]).astype(np.float32)
                 arrays["captions"] = np.array([c for p in parts for c in p.fusion_captions])
-            path = shard_path(out, number)
-            temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-            np.savez(temporary, **arrays)
-            os.replace(temporary, path)
+            with atomic_writer(shard_path(out, number)) as handle:
+                np.savez(handle, **arrays)
             embedded += len(chunk)
     return EmbedReport(out, rank, world_size, embedded, len(mine) - len(todo), manifest.shards,
                        time.perf_counter() - started)

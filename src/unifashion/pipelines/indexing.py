@@ -43,7 +43,15 @@ from tqdm.auto import tqdm
 
 from unifashion.data.folder import load_item_records
 from unifashion.data.records import ItemRecord, load_image
-from unifashion.index import CatalogueIndex, MilvusBackend, ModelMismatchError, create_index, index_exists, open_index
+from unifashion.index import (
+    CatalogueIndexProtocol,
+    MilvusBackend,
+    ModelMismatchError,
+    create_index,
+    index_exists,
+    open_index,
+)
+from unifashion.pipelines.protocols import CatalogueEmbedder
 
 # Items embedded between two commits: each commit writes one vector segment and one FAISS delta
 # (both in proportion to the items it adds), so this trades the number of files against the work
@@ -90,14 +98,15 @@ def index_metadata(record: ItemRecord, image_path: str | None = None) -> dict[st
 
 
 class CatalogueBuilder:
-    """Embeds catalogue items with a UniFashion model and stores them in a :class:`CatalogueIndex`.
+    """Embeds catalogue items with a UniFashion model and stores them in a catalogue index
+    (either backend: :class:`~unifashion.index.CatalogueIndexProtocol`).
 
     ``lock``, when given, is held around every model call (the service shares one model between
     request threads). ``captions=False``: no generated captions, no caption-fusion vectors; it
     builds (and adds to) indexes created without captions.
     """
 
-    def __init__(self, model, batch_size: int = 32, progress: bool = True,
+    def __init__(self, model: CatalogueEmbedder, batch_size: int = 32, progress: bool = True,
                  lock: threading.Lock | threading.RLock | None = None, captions: bool = True):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -145,12 +154,12 @@ class CatalogueBuilder:
                 self._identity = self.model.weights_identity()
         return self._identity
 
-    def check_index(self, index: CatalogueIndex) -> None:
+    def check_index(self, index: CatalogueIndexProtocol) -> None:
         """Raise if the index was not made by this model: another vector shape (ValueError), or
         another recorded identity (:class:`ModelMismatchError`; two untrained models of one preset
         have the same shapes, and each other's vectors mean nothing to them). An empty writable
-        index that records no identity gets this model's; an older index that holds items but
-        records none cannot be checked and is taken as it is."""
+        index that records no identity gets this model's; one that holds items but records none
+        (filled without a builder, e.g. from vectors) cannot be checked and is taken as it is."""
         if index.captions != self.captions:
             made, want = ("with", "without") if index.captions else ("without", "with")
             raise ValueError(f"the index at {index.folder} was built {made} captions; this builder indexes {want} "
@@ -175,7 +184,7 @@ class CatalogueBuilder:
                 f"with this one"
             )
 
-    def add(self, index: CatalogueIndex, records: Sequence[ItemRecord], *, upsert: bool = False,
+    def add(self, index: CatalogueIndexProtocol, records: Sequence[ItemRecord], *, upsert: bool = False,
             metadata: Sequence[dict[str, Any]] | None = None, commit_every: int = _COMMIT_EVERY) -> int:
         """Embed ``records`` and add them to ``index`` (``upsert``: replace ids it holds).
 
@@ -221,7 +230,7 @@ class CatalogueBuilder:
             bar.close()
         return len(records)
 
-    def add_embedded(self, index: CatalogueIndex, records: Sequence[ItemRecord], embeddings: str | os.PathLike,
+    def add_embedded(self, index: CatalogueIndexProtocol, records: Sequence[ItemRecord], embeddings: str | os.PathLike,
                      held: set[str] | None = None) -> int:
         """Add ``records`` to ``index`` from the vectors :func:`~unifashion.pipelines.embedding.embed_catalogue`
         wrote to ``embeddings`` for them (their ids, in order, must be the embedded ones), without
@@ -304,8 +313,9 @@ class CatalogueBuilder:
                            seconds=time.perf_counter() - started)
 
 
-def build_index(model, source: str | os.PathLike | Sequence[ItemRecord], index_dir: str | os.PathLike, *,
-                split: str | None = None, batch_size: int = 32, progress: bool = True, ann: str = "vectors",
+def build_index(model: CatalogueEmbedder, source: str | os.PathLike | Sequence[ItemRecord],
+                index_dir: str | os.PathLike, *, split: str | None = None, batch_size: int = 32,
+                progress: bool = True, ann: str = "vectors",
                 resume: bool = True, backend: MilvusBackend | None = None, captions: bool = True,
                 embeddings: str | os.PathLike | None = None, break_lock: bool = False,
                 **ann_options) -> BuildReport:

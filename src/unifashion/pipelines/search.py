@@ -46,9 +46,10 @@ import torch
 from PIL import Image
 
 from unifashion import configuration
+from unifashion.atomic import atomic_write
 from unifashion.data.records import CAPTION_STYLES, ImageSource, ItemRecord, load_image
 from unifashion.index import (
-    CatalogueIndex,
+    CatalogueIndexProtocol,
     DuplicateItemError,
     Hit,
     ItemMetadata,
@@ -56,14 +57,15 @@ from unifashion.index import (
     open_index,
 )
 from unifashion.index.text_ann import rank_exact
+from unifashion.index.validation import check_positive_int
 from unifashion.pipelines.indexing import CatalogueBuilder, index_metadata
+from unifashion.pipelines.protocols import SearchModel
 from unifashion.pipelines.text_bank import TextBank, TextEmbeddingFile, TextSource
 from unifashion.pipelines.tryon import generate_on_person
+from unifashion.settings import GENERATION, SAMPLERS, SEARCH
 
 #: Folder (inside the index folder) where images of items added through the pipeline are kept.
 IMAGES_DIR = "images"
-
-SCHEDULERS = ("pndm", "dpmsolver++")
 
 @dataclass(frozen=True)
 class TextHit:
@@ -87,8 +89,7 @@ def _image_file_name(item_id: str, png: bytes) -> str:
 
 
 def _check_top_k(top_k: Any) -> int:
-    if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    check_positive_int(top_k, "top_k")  # the index's own check (image -> texts searches no index)
     return int(top_k)
 
 
@@ -113,7 +114,7 @@ class SearchPipeline:
     Images may be PIL images, paths, encoded bytes or uint8 arrays.
     """
 
-    def __init__(self, model, index: CatalogueIndex | None, *, batch_size: int = 32):
+    def __init__(self, model: SearchModel, index: CatalogueIndexProtocol | None, *, batch_size: int = 32):
         self.model = model.eval()
         self._index = index
         self.lock = threading.RLock()  # held around every model call
@@ -132,7 +133,7 @@ class SearchPipeline:
                 self._bank = TextBank(TextEmbeddingFile(index.folder, identity))
 
     @classmethod
-    def open(cls, model, index_dir: str | os.PathLike, read_only: bool = False,
+    def open(cls, model: SearchModel, index_dir: str | os.PathLike, read_only: bool = False,
              backend: MilvusBackend | None = None, break_lock: bool = False, **kwargs) -> SearchPipeline:
         """Open the index in ``index_dir`` (either backend; ``backend`` overrides a Milvus-backed
         folder's record; ``break_lock``: see :func:`~unifashion.index.open_index`) with ``model``."""
@@ -144,7 +145,7 @@ class SearchPipeline:
             raise
 
     @property
-    def index(self) -> CatalogueIndex:
+    def index(self) -> CatalogueIndexProtocol:
         """The catalogue index (a pipeline made with ``index=None`` only captions and generates)."""
         if self._index is None:
             raise RuntimeError("this pipeline has no catalogue index: it can caption and generate, not search")
@@ -209,14 +210,15 @@ class SearchPipeline:
         """Items that look like ``image`` changed as ``text`` says (CIR), best first.
 
         With ``fusion`` (the paper's scoring) each item's score adds the inner product of the
-        query with the embedding of the item's generated caption (fusion_weight 1); an index
+        query with the embedding of the item's generated caption (``settings.SEARCH.fusion_weight``); an index
         built without captions has none to add, and is searched without (see :meth:`uses_fusion`).
         """
         text, top_k, index = _check_text(text), _check_top_k(top_k), self.index
         picture = load_image(image)
         with self.lock:
             query = self.model.encode_composed([picture], [text])[0].float().cpu().numpy()
-        return index.search(query, top_k, category=category, fusion_weight=1.0 if self.uses_fusion(fusion) else 0.0)
+        weight = SEARCH.fusion_weight if self.uses_fusion(fusion) else 0.0
+        return index.search(query, top_k, category=category, fusion_weight=weight)
 
     def uses_fusion(self, fusion: bool) -> bool:
         """Whether a composed search asked for ``fusion`` adds caption fusion: only where the
@@ -238,8 +240,9 @@ class SearchPipeline:
             return self.model.caption([picture], style=style)[0]
 
     def generate(self, text: str | None = None, image: ImageSource | None = None, mask: ImageSource | None = None,
-                 sketch: ImageSource | None = None, person: ImageSource | None = None, *, steps: int = 25,
-                 scheduler: str = "pndm", guidance: float = 7.5, seed: int | None = 0,
+                 sketch: ImageSource | None = None, person: ImageSource | None = None, *,
+                 steps: int = GENERATION.steps, scheduler: str = GENERATION.sampler,
+                 guidance: float = GENERATION.guidance, seed: int | None = 0,
                  num_images: int = 1) -> list[Image.Image]:
         """Generate ``num_images`` images (PIL: the model's generation size; for design / try-on,
         the person image's size, see :mod:`unifashion.pipelines.tryon`).
@@ -262,8 +265,8 @@ class SearchPipeline:
             raise ValueError("a sketch needs a person image and a mask to draw it into")
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        if scheduler not in SAMPLERS:
+            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SAMPLERS)}")
         if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not np.isfinite(guidance) \
                 or guidance < 0:
             raise ValueError(f"guidance must be a finite number >= 0, got {guidance!r}")
@@ -327,9 +330,7 @@ class SearchPipeline:
                     target = index.folder / relative
                     if not target.is_file():  # the same id with the same image may be re-added
                         target.parent.mkdir(exist_ok=True)
-                        temporary = target.with_suffix(".tmp")
-                        temporary.write_bytes(buffer.getvalue())
-                        os.replace(temporary, target)  # readers never see a half-written image
+                        atomic_write(target, buffer.getvalue())  # readers never see a half-written image
                         written.append(target)
                     metadata.append(index_metadata(record, image_path=str(relative)))
                 self.builder.add(index, records, upsert=replace, metadata=metadata)

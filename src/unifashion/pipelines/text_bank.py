@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from unifashion.atomic import atomic_writer
+from unifashion.index.protocols import CatalogueIndexProtocol
 from unifashion.index.text_ann import BRUTE_FORCE_TEXTS, TextIndex, deserialize_ann
 
 #: Style name under which image-to-text lists the model's own (fusion) caption of an item.
@@ -135,22 +136,14 @@ def _utf8(text: str) -> np.ndarray:
 
 def _write_npz(path: Path, what: str, **arrays: np.ndarray) -> bool:
     """``arrays`` into ``path`` as one ``.npz``, replacing it atomically (a crash leaves the previous
-    file); False if the folder is not writable."""
+    file); False if it cannot be written (a folder that is not writable, a full disk)."""
     try:
         path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        with atomic_writer(path) as out:
+            np.savez(out, **arrays)
     except OSError as exc:
         logger.info("%s not kept (%s): a new process computes it again", what, exc)
         return False
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez(out, **arrays)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return True
 
 
@@ -166,7 +159,7 @@ class TextBank:
         self._file = embedding_file
         self._embedding: dict[str, np.ndarray] | None = None  # loaded on first refresh
 
-    def refresh(self, index, embed: Callable[[Sequence[str]], np.ndarray]) -> None:
+    def refresh(self, index: CatalogueIndexProtocol, embed: Callable[[Sequence[str]], np.ndarray]) -> None:
         """Bring the bank up to ``index``'s committed generation (no work if it is current)."""
         generation = index.generation
         if generation == self.generation:

@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 
 from unifashion.data.records import ImageSource, load_image
+from unifashion.pipelines.protocols import SearchModel
+from unifashion.settings import GENERATION
 
 
 def _load(source: ImageSource | None, mode: str) -> Image.Image | None:
@@ -51,9 +53,10 @@ def paste_inside(person: Image.Image, generated: Image.Image, region: np.ndarray
 
 
 @torch.no_grad()
-def generate_on_person(model, person: ImageSource, mask: ImageSource, *, text: str | None = None,
+def generate_on_person(model: SearchModel, person: ImageSource, mask: ImageSource, *, text: str | None = None,
                        garment: ImageSource | None = None, sketch: ImageSource | None = None,
-                       steps: int = 25, scheduler: str = "dpmsolver++", guidance: float = 3.0,
+                       steps: int = GENERATION.steps, scheduler: str = GENERATION.sampler,
+                       guidance: float = GENERATION.guidance,
                        generator: torch.Generator | None = None, num_images: int = 1) -> list[Image.Image]:
     """Redraw the ``mask`` region of ``person`` from a text (+ sketch) or a garment image (or both).
 
@@ -89,14 +92,14 @@ def generate_on_person(model, person: ImageSource, mask: ImageSource, *, text: s
     return [paste_inside(person_image, image, region) for image in model.processor.postprocess_images(pixels)]
 
 
-def design(model, person: ImageSource, mask: ImageSource, sketch: ImageSource | None, text: str,
+def design(model: SearchModel, person: ImageSource, mask: ImageSource, sketch: ImageSource | None, text: str,
            **kwargs) -> Image.Image:
     """Fashion design (MGD): the masked region of ``person`` redrawn as a garment following
     ``sketch`` (None: no sketch) and ``text``. ``kwargs`` as :func:`generate_on_person`."""
     return generate_on_person(model, person, mask, text=text, sketch=sketch, **kwargs)[0]
 
 
-def try_on(model, person: ImageSource, mask: ImageSource, garment: ImageSource,
+def try_on(model: SearchModel, person: ImageSource, mask: ImageSource, garment: ImageSource,
            sketch: ImageSource | None = None, **kwargs) -> Image.Image:
     """Virtual try-on (VITON-HD): the masked region of ``person`` redrawn wearing ``garment`` (the
     in-shop image). ``kwargs`` as :func:`generate_on_person`."""

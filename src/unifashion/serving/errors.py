@@ -114,9 +114,20 @@ def _unknown_item_message(exc: UnknownItemError) -> str:
     return f"{head} in the index" + (f": {listed}" if listed else "")
 
 
+def _endpoint_routes(routes) -> Iterator[Any]:
+    """The routes that answer requests: an included router (the service's are included without
+    a prefix) is one route in newer FastAPI versions, which holds the router's own."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _endpoint_routes(included.routes)
+        else:
+            yield route
+
+
 def _methods_of(app: FastAPI, scope) -> list[str]:
     methods: set[str] = set()
-    for route in app.router.routes:
+    for route in _endpoint_routes(app.router.routes):
         match, _ = route.matches({**scope, "method": "\0"})  # no method matches: path matches are PARTIAL
         if match != Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import html
 
+from unifashion.settings import GENERATION
+
 _PAGE = """<!doctype html>
 <html lang="en">
 <head>
@@ -276,7 +278,7 @@ call("/health").then((r) => r.json()).then((health) => {
 """
 
 
-def render_page(model_name: str = "", default_steps: int = 25) -> str:
+def render_page(model_name: str = "", default_steps: int = GENERATION.steps) -> str:
     """The page's HTML. ``model_name`` is shown in the title bar."""
     page = _PAGE.replace("__STEPS__", str(int(default_steps)))
     if model_name:

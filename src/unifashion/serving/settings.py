@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from unifashion.settings import GENERATION, MAX_GENERATION_STEPS
+
 #: Host names a service bound to loopback answers to (a foreign Host header is DNS rebinding).
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -28,8 +30,8 @@ class ServiceSettings:
     #: before any tensor exists; JPEGs are decoded at reduced scale directly.
     working_image_side: int = 1024
     max_top_k: int = 100
-    max_generation_steps: int = 100
-    default_generation_steps: int = 25
+    max_generation_steps: int = MAX_GENERATION_STEPS
+    default_generation_steps: int = GENERATION.steps
     #: Limits on free text: queries and captions; categories and caption style names; the
     #: attributes JSON (characters, nesting depth); caption styles per item.
     max_text_chars: int = 1000

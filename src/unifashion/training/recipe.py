@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from unifashion import configuration
 from unifashion.data.records import ItemRecord, TripletRecord
-from unifashion.objectives.freezing import Learns, check_phase
+from unifashion.objectives.phases import PHASES, check_groups, check_terms, phase_of
 from unifashion.training.data import ImageBank, PairDataset, TripletTrainDataset
 from unifashion.training.phase_objective import PhaseObjective
 from unifashion.training.static_negatives import StaticNegativesObjective, unifashion_gallery_bank
@@ -62,16 +62,18 @@ class StageSpec:
     name: str
     phase: int
     stage: str | None = None
-    terms: list[str] | None = None  # None: the paper's terms for the phase/stage (ablations override)
+    terms: list[str] | None = None  # None: the phase's terms (objectives.phases; ablations override)
     loop: LoopConfig = field(default_factory=LoopConfig)
-    # The parameter groups that learn, in place of the freeze table's entry for (phase, stage):
-    # how a recipe writes down its reading of the paper's freezing. None: the table's.
+    # The parameter groups that learn, in place of the phase's (objectives.phases): how a recipe
+    # writes down its reading of the paper's freezing. None: the phase's.
     learns: list[str] | None = None
 
     def __post_init__(self):
-        check_phase(self.phase, self.stage)  # the phase and stage UniFashion.set_phase knows
+        phase_of(self.phase, self.stage)  # the phase and stage UniFashion.set_phase knows
         if self.learns is not None:
-            Learns(tuple(self.learns))  # names checked when the recipe is read
+            check_groups(self.learns)  # names checked when the recipe is read
+        if self.terms:
+            check_terms(self.terms)
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "stage") -> StageSpec:
@@ -109,12 +111,12 @@ def default_recipe(output_dir: str = "runs/tiny", scale: float = 1.0, seed: int 
         return LoopConfig(steps=max(2, int(steps * scale)), batch_size=batch, seed=seed,
                           checkpoint_every=max(1, int(100 * scale)),
                           optim=OptimConfig(lr=lr, warmup_steps=max(1, int(warmup * scale))))
+    # (steps, batch size, lr, warm-up) of each stage, in the order of objectives.phases.PHASES
+    loops = {"phase1-qformer": (500, 32, 1e-4, 50), "phase1-autoencoder": (600, 32, 1e-3, 20),
+             "phase1-generators": (350, 32, 5e-4, 30), "phase2": (150, 32, 1e-4, 15)}
     return TrainRecipe(output_dir=output_dir, seed=seed, data=DataSpec(fashion_mnist_pairs=1000), stages=[
-        StageSpec("phase1-qformer", 1, "qformer", loop=loop(500, 32, 1e-4, 50)),
-        StageSpec("phase1-autoencoder", 1, "autoencoder", loop=loop(600, 32, 1e-3, 20)),
-        StageSpec("phase1-generators", 1, "generators", loop=loop(350, 32, 5e-4, 30)),
-        StageSpec("phase2", 2, None, loop=loop(150, 32, 1e-4, 15)),
-    ])
+        StageSpec(spec.name, spec.phase, spec.stage, loop=loop(*loops[spec.name]))
+        for spec in PHASES if spec.name in loops])
 
 
 def calibrate_latent_scale(model, bank: ImageBank, n: int = 256) -> float:
@@ -232,11 +234,9 @@ def training_data(spec: DataSpec) -> TrainingData:
 
 
 def _stage_terms(stage: StageSpec) -> tuple[str, ...]:
-    from unifashion.models.unifashion import LOSS_TERMS, PHASE_TERMS
-
     if stage.terms:
         return tuple(stage.terms)
-    return PHASE_TERMS.get((stage.phase, stage.stage), LOSS_TERMS)
+    return phase_of(stage.phase, stage.stage).terms
 
 
 def check_data_for_stages(data: TrainingData, stages: list[StageSpec]) -> None:
@@ -258,10 +258,8 @@ def run_recipe(recipe: TrainRecipe, progress: bool = True, deadline: float | Non
     ``deadline`` (a ``time.time()`` value, a wall-time budget): the stage running when it passes
     stops at a checkpoint, the model as it is then is saved to ``STAGE/out-of-time`` and that
     folder is returned; the later stages do not run. Running the recipe again resumes that stage."""
-    from unifashion.data.heap import bound_heap_growth
     from unifashion.models import UniFashion
 
-    bound_heap_growth()
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True))

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from unifashion import configuration
+from unifashion.atomic import atomic_write
 from unifashion.configuration import ConfigError
 from unifashion.training.checkpoint import load_checkpoint, save_checkpoint
 from unifashion.training.sampler import ResumableBatchSampler, WeightedBatchSampler
@@ -367,9 +368,7 @@ def _save_rotating(ckpt_dir: Path, model, optimizer, scheduler, step: int, names
     name = f"step-{step:07d}"
     path = save_checkpoint(ckpt_dir / name, model, optimizer, scheduler, step, parameter_names=names)
     pointer = ckpt_dir / "latest.json"
-    tmp = pointer.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"name": name, "step": step}))
-    tmp.replace(pointer)
+    atomic_write(pointer, json.dumps({"name": name, "step": step}))
     old = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir() and p.name != name)
     for stale in old[:max(0, len(old) - (keep - 1))]:
         import shutil

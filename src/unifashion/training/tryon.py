@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from unifashion import configuration
 from unifashion.data.records import TryOnRecord, load_image
-from unifashion.objectives import freezing
+from unifashion.objectives import phases
 from unifashion.training.trainer import LoopConfig, OptimConfig, TrainResult, latest_checkpoint, train
 
 TASKS = ("design", "tryon")
@@ -67,12 +67,12 @@ class TryOnTrainConfig:
 
 def tryon_stage(train_unet: bool) -> str:
     """The :meth:`UniFashion.set_phase` stage (phase None) that trains design + try-on."""
-    return freezing.TRYON_STAGE if train_unet else freezing.TRYON_QFORMER_STAGE
+    return phases.TRYON_STAGE if train_unet else phases.TRYON_QFORMER_STAGE
 
 
 def trainable_groups(train_unet: bool) -> list[str]:
-    """Parameter groups of :meth:`UniFashion.parameter_group` that learn (the freeze table's)."""
-    return list(freezing.learns(None, tryon_stage(train_unet)).groups)
+    """Parameter groups of :meth:`UniFashion.parameter_group` that learn (the try-on phase's)."""
+    return list(phases.phase_of(None, tryon_stage(train_unet)).trains)
 
 
 def set_tryon_trainable(model, train_unet: bool) -> list[str]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from unifashion import configuration
+from unifashion.atomic import atomic_write
 from unifashion.configuration import ConfigError
 from unifashion.data.errors import DatasetFormatError, DatasetNotFoundError
 from unifashion.data.records import ItemRecord, TripletRecord, iter_jsonl
@@ -217,7 +218,7 @@ def build_catalogue_files(
     counts = {s: sum(it.split == s for it in catalogue.items) for s in SPLITS}
     tcounts = {s: len(catalogue.triplet_records(s)) for s in SPLITS}
     meta = {"config": configuration.to_dict(catalogue.config), "items": counts, "triplets": tcounts, "format": 1}
-    _atomic_write(out / "catalogue.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    atomic_write(out / "catalogue.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     catalogue.root = out
     return catalogue
 
@@ -273,14 +274,8 @@ def read_triplets_jsonl(path: str | os.PathLike, item_ids: set[str] | None = Non
     return triplets
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    _atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
 def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:

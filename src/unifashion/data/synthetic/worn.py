@@ -60,6 +60,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from unifashion.atomic import atomic_write
 from unifashion.data.synthetic.render import GarmentFrame, render_garment, run_render_jobs, seeded_rng
 
 #: Drawing happens at this multiple of the output size, then is downsampled (anti-aliased edges).
@@ -494,18 +495,13 @@ def build_worn_dataset(catalogue, out_dir: str | os.PathLike, config: WornConfig
     run_render_jobs(_write_sample, jobs, workers=workers, desc="rendering worn views", unit="person", chunksize=32,
                     progress=progress)
 
-    def atomic(path: Path, text: str) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-
-    atomic(out / "captions.json", json.dumps(captions, indent=1, sort_keys=True) + "\n")
-    atomic(out / "attributes.json", json.dumps(attributes, indent=1, sort_keys=True) + "\n")
+    atomic_write(out / "captions.json", json.dumps(captions, indent=1, sort_keys=True) + "\n")
+    atomic_write(out / "attributes.json", json.dumps(attributes, indent=1, sort_keys=True) + "\n")
     for split, lines in pair_lines.items():
-        atomic(out / f"{split}_pairs.txt", "\n".join(lines) + "\n")
+        atomic_write(out / f"{split}_pairs.txt", "\n".join(lines) + "\n")
     meta = {"config": asdict(config), "samples": counts, "catalogue": asdict(catalogue.config),
             "layout": "VITON-HD/MGD (see unifashion.data.synthetic.worn)", "format": 1}
-    atomic(out / "worn.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    atomic_write(out / "worn.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return counts
 
 
