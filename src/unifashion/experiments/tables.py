@@ -65,7 +65,7 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[Any]], align: str | No
 
 # ---------------------------------------------------------------------------- the shipped models
 def _shipped(root: Path) -> list[dict[str, Any]]:
-    return [_load(root, f"{WEIGHTS}/{tag}/results.json") for tag in shipped.SHIPPED_TAGS]
+    return [shipped.load_results(shipped.results_path(tag, root / WEIGHTS)) for tag in shipped.SHIPPED_TAGS]
 
 
 def render_shipped_results(root: Path) -> str:
@@ -185,16 +185,16 @@ def render_generation(root: Path) -> str:
 
 
 def render_indexing_throughput(root: Path) -> str:
+    runs = [_load(root, f"benchmarks/results/{name}")
+            for name in ("indexing_throughput.json", "indexing_throughput_2threads.json")]
+    keys = sorted(runs[0]["models"][0]["items_per_s"])
     out = []
-    for name in ("indexing_throughput.json", "indexing_throughput_2threads.json"):
-        data = _load(root, f"benchmarks/results/{name}")
+    for data in runs:
         for model in data["models"]:
             rates = model["items_per_s"]
             frac = model.get("fraction_of_encode_image", {})
             out.append((model["model"], data["threads"], *(
-                f"{_fmt(rates.get(k), 1)}" + (f" ({_fmt(frac.get(k))})" if k in frac else "")
-                for k in sorted(rates))))
-    keys = sorted(_load(root, "benchmarks/results/indexing_throughput.json")["models"][0]["items_per_s"])
+                _fmt(rates.get(k), 1) + (f" ({_fmt(frac.get(k))})" if k in frac else "") for k in keys)))
     return _table(("model", "threads", *(f"{k} items/s" for k in keys)), out)
 
 
